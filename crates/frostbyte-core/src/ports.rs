@@ -1,0 +1,113 @@
+//! Ports: the traits adapters implement. Every tenant-scoped method takes the tenant first; keys, partitions and
+//! row filters are derived inside the adapter, so a caller cannot reach another tenant's data by passing the
+//! wrong id in a body.
+//!
+//! Contract: any method that changes state takes the [`NewAuditEvent`] that records it and appends it to the
+//! tenant's hash chain in the same transaction, so a change and its audit record commit or fail together.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use uuid::Uuid;
+
+use crate::audit::{AuditEvent, AuditFilter, NewAuditEvent};
+use crate::auth::ApiKeyRecord;
+use crate::error::StoreResult;
+use crate::ids::TenantId;
+use crate::page::{Page, PageRequest};
+use crate::tenant::{Tenant, TenantConfig, TenantState};
+
+/// The system of record: tenants, credentials and the audit log (and, as the product grows, documents, jobs,
+/// runs and checkpoints). Implemented for SQLite and PostgreSQL, both held to one contract test suite.
+#[async_trait]
+pub trait MetadataStore: Send + Sync + 'static {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+    /// Applies pending migrations. Idempotent.
+    async fn migrate(&self) -> StoreResult<()>;
+    /// Answers when the store is reachable and usable.
+    async fn ping(&self) -> StoreResult<()>;
+
+    // --- tenants -------------------------------------------------------------------------------------------
+    /// Inserts a new tenant. `AlreadyExists` if the id is taken (including by a deprovisioned tombstone).
+    async fn create_tenant(&self, tenant: &Tenant, audit: NewAuditEvent) -> StoreResult<()>;
+    async fn get_tenant(&self, tenant: &TenantId) -> StoreResult<Option<Tenant>>;
+    async fn list_tenants(&self, state: Option<TenantState>, page: PageRequest) -> StoreResult<Page<Tenant>>;
+    /// Replaces the config if the stored version is still `expected_version`, bumping it by one. `Conflict`
+    /// otherwise, `NotFound` if there is no such tenant.
+    async fn update_tenant_config(
+        &self,
+        tenant: &TenantId,
+        expected_version: i64,
+        config: &TenantConfig,
+        audit: NewAuditEvent,
+    ) -> StoreResult<Tenant>;
+    /// Moves the tenant from `from` to `to` if it is still in `from` (compare-and-set). `Conflict` if the state
+    /// changed underneath; callers check legality with the state machine first.
+    async fn transition_tenant(
+        &self,
+        tenant: &TenantId,
+        from: TenantState,
+        to: TenantState,
+        reason: Option<&str>,
+        audit: NewAuditEvent,
+    ) -> StoreResult<Tenant>;
+
+    // --- API keys ------------------------------------------------------------------------------------------
+    async fn create_api_key(&self, tenant: &TenantId, key: &ApiKeyRecord, audit: NewAuditEvent) -> StoreResult<()>;
+    async fn list_api_keys(&self, tenant: &TenantId) -> StoreResult<Vec<ApiKeyRecord>>;
+    async fn get_api_key(&self, tenant: &TenantId, key_id: Uuid) -> StoreResult<Option<ApiKeyRecord>>;
+    /// Looks a key up by its hash. This is the one lookup not scoped by tenant: it is how a credential
+    /// establishes its tenant in the first place.
+    async fn find_api_key_by_hash(&self, key_hash: &str) -> StoreResult<Option<ApiKeyRecord>>;
+    /// Marks a key revoked (idempotent: revoking twice keeps the first time). `NotFound` if absent.
+    async fn revoke_api_key(&self, tenant: &TenantId, key_id: Uuid, audit: NewAuditEvent) -> StoreResult<ApiKeyRecord>;
+    /// Revokes every live key of a tenant; returns how many were revoked.
+    async fn revoke_all_api_keys(&self, tenant: &TenantId, audit: NewAuditEvent) -> StoreResult<u64>;
+
+    // --- audit ---------------------------------------------------------------------------------------------
+    /// Appends an event that records something other than a metadata change (an export, a retrieval).
+    async fn append_audit(&self, tenant: &TenantId, event: NewAuditEvent) -> StoreResult<AuditEvent>;
+    /// Newest first.
+    async fn list_audit(
+        &self,
+        tenant: &TenantId,
+        filter: &AuditFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<AuditEvent>>;
+    async fn get_audit(&self, tenant: &TenantId, event_id: Uuid) -> StoreResult<Option<AuditEvent>>;
+    /// Events with `seq > after_seq`, oldest first, at most `limit`: for verification and export in batches.
+    async fn audit_after(&self, tenant: &TenantId, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditEvent>>;
+    /// Every tenant id that has audit events (including deprovisioned tenants), for whole-store verification.
+    async fn audit_tenants(&self) -> StoreResult<Vec<TenantId>>;
+}
+
+/// Blob storage scoped by tenant. Keys are relative (`raw/ab12…`); the adapter prefixes them with the tenant, so
+/// no key can escape it.
+#[async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    /// `file`, `memory` or `s3`.
+    fn scheme(&self) -> &'static str;
+    async fn put(&self, tenant: &TenantId, key: &str, bytes: Bytes) -> Result<(), BlobError>;
+    async fn get(&self, tenant: &TenantId, key: &str) -> Result<Bytes, BlobError>;
+    async fn exists(&self, tenant: &TenantId, key: &str) -> Result<bool, BlobError>;
+    async fn delete(&self, tenant: &TenantId, key: &str) -> Result<(), BlobError>;
+    /// Keys under `prefix` (relative to the tenant), sorted.
+    async fn list(&self, tenant: &TenantId, prefix: &str) -> Result<Vec<String>, BlobError>;
+    /// Deletes everything the tenant stores; returns how many objects were removed.
+    async fn delete_all(&self, tenant: &TenantId) -> Result<u64, BlobError>;
+    /// Total bytes the tenant stores.
+    async fn usage_bytes(&self, tenant: &TenantId) -> Result<u64, BlobError>;
+    /// Answers when the store is reachable.
+    async fn ping(&self) -> Result<(), BlobError>;
+}
+
+/// A blob-store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("blob not found: {0}")]
+    NotFound(String),
+    #[error("invalid blob key {key:?}: {reason}")]
+    InvalidKey { key: String, reason: &'static str },
+    #[error("blob store unavailable: {0}")]
+    Unavailable(String),
+}
