@@ -1,0 +1,256 @@
+//! Tenant-scoped blob storage over `object_store`: local files, memory, or S3 (and S3-compatible servers).
+//!
+//! Layout: a tenant's key `raw/ab12…` is stored at `tenants/{tenant}/raw/ab12…`. The tenant prefix is added here
+//! and nowhere else, and keys are validated before they become paths, so no key can name another tenant's
+//! objects or escape the store's root.
+//!
+//! Key grammar: 1 to 1024 bytes of `A-Z a-z 0-9 . _ - = + @ ,` in `/`-separated segments; no leading `/`, no
+//! empty segments (`a//b`, a trailing `/`), no `..` anywhere, no backslashes. The grammar is deliberately
+//! narrow: every such key means the same object on a file system, in memory and on S3.
+
+use std::path::Path as FsPath;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use frostbyte_core::TenantId;
+use frostbyte_core::ports::{BlobError, BlobStore};
+use futures::{StreamExt, TryStreamExt};
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+/// The longest key accepted, in bytes.
+pub const MAX_KEY_LEN: usize = 1024;
+
+/// Which kind of storage backs an [`ObjectBlobStore`]; reported by [`BlobStore::scheme`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlobScheme {
+    File,
+    Memory,
+    S3,
+}
+
+impl BlobScheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BlobScheme::File => "file",
+            BlobScheme::Memory => "memory",
+            BlobScheme::S3 => "s3",
+        }
+    }
+}
+
+/// A [`BlobStore`] over any `object_store` backend.
+#[derive(Debug, Clone)]
+pub struct ObjectBlobStore {
+    store: Arc<dyn ObjectStore>,
+    scheme: BlobScheme,
+}
+
+impl ObjectBlobStore {
+    /// Wraps a configured `object_store` backend. Everything is stored under `tenants/` in it.
+    pub fn new(store: Arc<dyn ObjectStore>, scheme: BlobScheme) -> Self {
+        ObjectBlobStore { store, scheme }
+    }
+
+    /// Files under `dir`, which is created if missing. Writes are fsynced (file and directory) before they
+    /// return, matching the durability an object store promises, and directories emptied by deletes are removed.
+    pub fn local(dir: &FsPath) -> Result<Self, BlobError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| BlobError::Unavailable(format!("cannot create blob directory {}: {e}", dir.display())))?;
+        let fs = LocalFileSystem::new_with_prefix(dir)
+            .map_err(|e| BlobError::Unavailable(format!("cannot open blob directory {}: {e}", dir.display())))?
+            .with_automatic_cleanup(true)
+            .with_fsync(true);
+        Ok(Self::new(Arc::new(fs), BlobScheme::File))
+    }
+
+    /// A process-local in-memory store, for tests and throwaway runs.
+    pub fn memory() -> Self {
+        Self::new(Arc::new(InMemory::new()), BlobScheme::Memory)
+    }
+
+    /// The backend, for tests and tooling that must look past the tenant prefix.
+    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+}
+
+/// Checks `key` against the key grammar (see the module docs).
+pub fn validate_key(key: &str) -> Result<(), BlobError> {
+    let invalid = |reason: &'static str| Err(BlobError::InvalidKey { key: key.to_owned(), reason });
+    if key.is_empty() {
+        return invalid("empty");
+    }
+    if key.len() > MAX_KEY_LEN {
+        return invalid("longer than 1024 bytes");
+    }
+    if key.starts_with('/') {
+        return invalid("absolute (starts with '/')");
+    }
+    if key.contains('\\') {
+        return invalid("contains a backslash");
+    }
+    if key.contains("..") {
+        return invalid("contains '..'");
+    }
+    if key.split('/').any(str::is_empty) {
+        return invalid("has an empty path segment");
+    }
+    if key.split('/').any(|s| s == ".") {
+        return invalid("has a '.' path segment");
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '=' | '+' | '@' | ',' | '/');
+    if !key.chars().all(allowed) {
+        return invalid("contains a character outside A-Z a-z 0-9 . _ - = + @ , /");
+    }
+    Ok(())
+}
+
+/// `tenants/{tenant}`: everything a tenant stores lives below it.
+fn tenant_root(tenant: &TenantId) -> Path {
+    Path::from_iter(["tenants", tenant.as_str()])
+}
+
+fn location(tenant: &TenantId, key: &str) -> Result<Path, BlobError> {
+    validate_key(key)?;
+    Path::parse(format!("tenants/{tenant}/{key}"))
+        .map_err(|_| BlobError::InvalidKey { key: key.to_owned(), reason: "not a valid object path" })
+}
+
+fn map_err(key: &str, e: object_store::Error) -> BlobError {
+    match e {
+        object_store::Error::NotFound { .. } => BlobError::NotFound(key.to_owned()),
+        object_store::Error::InvalidPath { .. } => {
+            BlobError::InvalidKey { key: key.to_owned(), reason: "not a valid object path" }
+        }
+        other => BlobError::Unavailable(other.to_string()),
+    }
+}
+
+impl ObjectBlobStore {
+    /// Every object of the tenant, as full locations.
+    async fn list_locations(
+        &self,
+        tenant: &TenantId,
+        under: &Path,
+    ) -> Result<Vec<object_store::ObjectMeta>, BlobError> {
+        let root = format!("{}/", tenant_root(tenant));
+        let metas: Vec<object_store::ObjectMeta> =
+            self.store.list(Some(under)).try_collect().await.map_err(|e| map_err("", e))?;
+        // Defensive: a backend whose prefix matching is not segment-based must still not leak a neighbour's keys.
+        Ok(metas.into_iter().filter(|m| m.location.as_ref().starts_with(&root)).collect())
+    }
+}
+
+#[async_trait]
+impl BlobStore for ObjectBlobStore {
+    fn scheme(&self) -> &'static str {
+        self.scheme.as_str()
+    }
+
+    async fn put(&self, tenant: &TenantId, key: &str, bytes: Bytes) -> Result<(), BlobError> {
+        let loc = location(tenant, key)?;
+        self.store.put(&loc, PutPayload::from(bytes)).await.map_err(|e| map_err(key, e))?;
+        Ok(())
+    }
+
+    async fn get(&self, tenant: &TenantId, key: &str) -> Result<Bytes, BlobError> {
+        let loc = location(tenant, key)?;
+        let result = self.store.get(&loc).await.map_err(|e| map_err(key, e))?;
+        result.bytes().await.map_err(|e| map_err(key, e))
+    }
+
+    async fn exists(&self, tenant: &TenantId, key: &str) -> Result<bool, BlobError> {
+        let loc = location(tenant, key)?;
+        match self.store.head(&loc).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(map_err(key, e)),
+        }
+    }
+
+    /// Idempotent: deleting a key that does not exist succeeds (S3 cannot tell the difference anyway).
+    async fn delete(&self, tenant: &TenantId, key: &str) -> Result<(), BlobError> {
+        let loc = location(tenant, key)?;
+        match self.store.delete(&loc).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(map_err(key, e)),
+        }
+    }
+
+    /// `prefix` is a plain string prefix of the relative key (`raw/` lists `raw/…`; `raw/ab` lists `raw/ab12…`);
+    /// empty lists everything the tenant stores.
+    async fn list(&self, tenant: &TenantId, prefix: &str) -> Result<Vec<String>, BlobError> {
+        if !prefix.is_empty() {
+            validate_key(prefix.strip_suffix('/').unwrap_or(prefix))
+                .map_err(|_| BlobError::InvalidKey { key: prefix.to_owned(), reason: "not a valid key prefix" })?;
+        }
+        // List below the last complete segment of the prefix, then filter by the rest.
+        let under = match prefix.rfind('/') {
+            Some(i) => location(tenant, &prefix[..i])?,
+            None => tenant_root(tenant),
+        };
+        let root = format!("{}/", tenant_root(tenant));
+        let mut keys: Vec<String> = self
+            .list_locations(tenant, &under)
+            .await?
+            .into_iter()
+            .filter_map(|m| m.location.as_ref().strip_prefix(&root).map(str::to_owned))
+            .filter(|k| k.starts_with(prefix))
+            .collect();
+        keys.sort();
+        Ok(keys)
+    }
+
+    async fn delete_all(&self, tenant: &TenantId) -> Result<u64, BlobError> {
+        // List first, then delete: deleting while a file-system walk is in progress can disturb the walk.
+        let locations: Vec<Path> =
+            self.list_locations(tenant, &tenant_root(tenant)).await?.into_iter().map(|m| m.location).collect();
+        let stream = futures::stream::iter(locations.into_iter().map(Ok)).boxed();
+        let mut results = self.store.delete_stream(stream);
+        let mut deleted = 0u64;
+        while let Some(result) = results.next().await {
+            match result {
+                Ok(_) => deleted += 1,
+                // Removed by someone else in the meantime: the goal is reached all the same.
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(map_err("", e)),
+            }
+        }
+        Ok(deleted)
+    }
+
+    async fn usage_bytes(&self, tenant: &TenantId) -> Result<u64, BlobError> {
+        Ok(self.list_locations(tenant, &tenant_root(tenant)).await?.iter().map(|m| m.size).sum())
+    }
+
+    async fn ping(&self) -> Result<(), BlobError> {
+        self.store.list_with_delimiter(Some(&Path::from("tenants"))).await.map_err(|e| map_err("", e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_grammar() {
+        for ok in ["raw/ab12", "a", "canonical/doc-1.json", "x/y/z=1,2+3@4_5"] {
+            assert!(validate_key(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "/abs", "a/../b", "..", "a\\b", "a//b", "a/", "./a", "a b", "é", "a?b"] {
+            assert!(matches!(validate_key(bad), Err(BlobError::InvalidKey { .. })), "{bad:?}");
+        }
+        assert!(validate_key(&"a".repeat(MAX_KEY_LEN + 1)).is_err());
+    }
+
+    #[test]
+    fn keys_live_under_the_tenant() {
+        let t = TenantId::parse("acme").unwrap();
+        assert_eq!(location(&t, "raw/x").unwrap().as_ref(), "tenants/acme/raw/x");
+    }
+}

@@ -1,0 +1,24 @@
+//! Frostbyte's adapters: the implementations of the ports `frostbyte-core` defines.
+//!
+//! - [`sqlite::SqliteStore`] and [`postgres::PostgresStore`] implement
+//!   [`MetadataStore`](frostbyte_core::ports::MetadataStore), each with its own embedded migrations and both held
+//!   to one contract test suite (`tests/metadata_contract.rs`).
+//! - [`blob::ObjectBlobStore`] implements [`BlobStore`](frostbyte_core::ports::BlobStore) over `object_store`
+//!   (local files, memory, and S3 with the `s3` feature).
+//! - [`resolve`] is the one place where configuration (URLs) becomes implementations.
+//!
+//! The adapters own the storage layout: tenant prefixes for blobs, the append-only audit tables and their
+//! triggers, the per-tenant chain heads. Callers only ever see the ports.
+
+pub mod blob;
+mod codec;
+mod db_error;
+mod migrations;
+pub mod postgres;
+pub mod resolve;
+pub mod sqlite;
+
+pub use blob::{BlobScheme, ObjectBlobStore};
+pub use postgres::PostgresStore;
+pub use resolve::ResolveError;
+pub use sqlite::SqliteStore;

@@ -1,0 +1,64 @@
+//! The schema migrations of both SQL stores, embedded in the binary.
+//!
+//! The SQL lives in `migrations/{sqlite,postgres}/NNNN_description.sql` and is compiled in with `include_str!`.
+//! (`sqlx::migrate!` would do the same but needs sqlx's `macros` feature, which the workspace does not enable;
+//! the resulting `_sqlx_migrations` table and checksums are identical.) To add a migration, add the file and a
+//! line below; a test checks that the two lists match the directories.
+
+use std::sync::LazyLock;
+
+use sqlx::SqlSafeStr;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+
+/// `(version, description, sql)` for SQLite, in order.
+const SQLITE: &[(i64, &str, &str)] = &[(1, "init", include_str!("../migrations/sqlite/0001_init.sql"))];
+
+/// `(version, description, sql)` for PostgreSQL, in order.
+const POSTGRES: &[(i64, &str, &str)] = &[(1, "init", include_str!("../migrations/postgres/0001_init.sql"))];
+
+fn build(list: &'static [(i64, &'static str, &'static str)]) -> Migrator {
+    Migrator::with_migrations(
+        list.iter()
+            .map(|&(version, description, sql)| {
+                Migration::new(version, description.into(), MigrationType::Simple, sql.into_sql_str(), false)
+            })
+            .collect(),
+    )
+}
+
+static SQLITE_MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| build(SQLITE));
+static POSTGRES_MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| build(POSTGRES));
+
+pub(crate) fn sqlite() -> &'static Migrator {
+    &SQLITE_MIGRATOR
+}
+
+pub(crate) fn postgres() -> &'static Migrator {
+    &POSTGRES_MIGRATOR
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(dialect: &str) -> Vec<String> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(dialect);
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".sql"))
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn listed(list: &[(i64, &str, &str)]) -> Vec<String> {
+        list.iter().map(|(v, d, _)| format!("{v:04}_{d}.sql")).collect()
+    }
+
+    #[test]
+    fn every_migration_file_is_embedded() {
+        assert_eq!(listed(SQLITE), files("sqlite"));
+        assert_eq!(listed(POSTGRES), files("postgres"));
+    }
+}

@@ -1,0 +1,185 @@
+//! The `BlobStore` contract, one suite run against every adapter: local files (a temp dir) and memory always,
+//! S3 when `FROSTBYTE_TEST_S3_URL` is set (e.g. `s3://frostbyte-test` with `AWS_ENDPOINT`, `AWS_ALLOW_HTTP`,
+//! `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` pointing at a local S3-compatible server). Tenant ids are
+//! unique per test, so runs can share a bucket.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use frostbyte_adapters::ObjectBlobStore;
+use frostbyte_core::TenantId;
+use frostbyte_core::ports::{BlobError, BlobStore};
+use uuid::Uuid;
+
+struct Harness {
+    store: Arc<dyn BlobStore>,
+    scheme: &'static str,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Harness {
+    fn file() -> Harness {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ObjectBlobStore::local(&dir.path().join("blobs")).expect("local store");
+        Harness { store: Arc::new(store), scheme: "file", _dir: Some(dir) }
+    }
+
+    fn memory() -> Harness {
+        Harness { store: Arc::new(ObjectBlobStore::memory()), scheme: "memory", _dir: None }
+    }
+
+    fn s3() -> Option<Harness> {
+        let Ok(url) = std::env::var("FROSTBYTE_TEST_S3_URL") else {
+            eprintln!("FROSTBYTE_TEST_S3_URL is not set: skipping the S3 variant");
+            return None;
+        };
+        let store = frostbyte_adapters::resolve::blob_store(&url).expect("resolve FROSTBYTE_TEST_S3_URL");
+        Some(Harness { store, scheme: "s3", _dir: None })
+    }
+}
+
+macro_rules! contract_tests {
+    ($($name:ident),* $(,)?) => {
+        mod file {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(&super::Harness::file()).await;
+                }
+            )*
+        }
+
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(&super::Harness::memory()).await;
+                }
+            )*
+        }
+
+        mod s3 {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let Some(h) = super::Harness::s3() else { return };
+                    super::$name(&h).await;
+                }
+            )*
+        }
+    };
+}
+
+contract_tests!(
+    put_get_exists_delete,
+    list_is_sorted_and_filtered_by_prefix,
+    delete_all_and_usage_cover_many_objects,
+    tenants_cannot_see_each_other,
+    invalid_keys_are_rejected_everywhere,
+    scheme_and_ping,
+);
+
+fn tid(prefix: &str) -> TenantId {
+    TenantId::parse(&format!("{prefix}-{}", &Uuid::now_v7().simple().to_string()[20..])).expect("tenant id")
+}
+
+async fn put_get_exists_delete(h: &Harness) {
+    let t = tid("crud");
+    let s = &h.store;
+    assert!(!s.exists(&t, "raw/a").await.unwrap());
+    assert!(matches!(s.get(&t, "raw/a").await, Err(BlobError::NotFound(_))));
+
+    s.put(&t, "raw/a", Bytes::from_static(b"hello")).await.unwrap();
+    assert!(s.exists(&t, "raw/a").await.unwrap());
+    assert_eq!(s.get(&t, "raw/a").await.unwrap(), Bytes::from_static(b"hello"));
+    s.put(&t, "raw/a", Bytes::from_static(b"replaced")).await.unwrap();
+    assert_eq!(s.get(&t, "raw/a").await.unwrap(), Bytes::from_static(b"replaced"), "put overwrites");
+    s.put(&t, "empty", Bytes::new()).await.unwrap();
+    assert_eq!(s.get(&t, "empty").await.unwrap(), Bytes::new());
+
+    s.delete(&t, "raw/a").await.unwrap();
+    assert!(!s.exists(&t, "raw/a").await.unwrap());
+    s.delete(&t, "raw/a").await.expect("deleting a missing key is not an error");
+}
+
+async fn list_is_sorted_and_filtered_by_prefix(h: &Harness) {
+    let t = tid("list");
+    for key in ["raw/b", "raw/a", "raw/ab/c", "canonical/x.json", "rawish"] {
+        h.store.put(&t, key, Bytes::from_static(b"x")).await.unwrap();
+    }
+    assert_eq!(h.store.list(&t, "").await.unwrap(), ["canonical/x.json", "raw/a", "raw/ab/c", "raw/b", "rawish"]);
+    assert_eq!(h.store.list(&t, "raw/").await.unwrap(), ["raw/a", "raw/ab/c", "raw/b"]);
+    assert_eq!(h.store.list(&t, "raw/a").await.unwrap(), ["raw/a", "raw/ab/c"], "a string prefix");
+    assert_eq!(h.store.list(&t, "raw").await.unwrap(), ["raw/a", "raw/ab/c", "raw/b", "rawish"]);
+    assert!(h.store.list(&t, "nothing/").await.unwrap().is_empty());
+}
+
+async fn delete_all_and_usage_cover_many_objects(h: &Harness) {
+    let t = tid("many");
+    let other = tid("many-other");
+    let n = 150u64;
+    for i in 0..n {
+        h.store.put(&t, &format!("raw/{:03}/blob", i % 7), Bytes::from(vec![7u8; 10])).await.unwrap();
+        h.store.put(&t, &format!("chunks/{i:04}"), Bytes::from(vec![1u8; 3])).await.unwrap();
+    }
+    h.store.put(&other, "raw/keep", Bytes::from_static(b"keep")).await.unwrap();
+    // 7 distinct raw keys (overwritten) and n chunk keys.
+    assert_eq!(h.store.list(&t, "").await.unwrap().len() as u64, n + 7);
+    assert_eq!(h.store.usage_bytes(&t).await.unwrap(), 7 * 10 + n * 3);
+
+    assert_eq!(h.store.delete_all(&t).await.unwrap(), n + 7);
+    assert!(h.store.list(&t, "").await.unwrap().is_empty());
+    assert_eq!(h.store.usage_bytes(&t).await.unwrap(), 0);
+    assert_eq!(h.store.delete_all(&t).await.unwrap(), 0, "idempotent");
+    assert_eq!(h.store.get(&other, "raw/keep").await.unwrap(), Bytes::from_static(b"keep"), "neighbour untouched");
+}
+
+async fn tenants_cannot_see_each_other(h: &Harness) {
+    // `b` extends `a`'s id: a string-prefix bug would let `a` see `b`'s objects.
+    let a = tid("iso");
+    let b = TenantId::parse(&format!("{a}-2")).unwrap();
+    h.store.put(&a, "raw/shared-name", Bytes::from_static(b"a")).await.unwrap();
+    h.store.put(&b, "raw/shared-name", Bytes::from_static(b"b")).await.unwrap();
+    h.store.put(&b, "raw/only-b", Bytes::from_static(b"bb")).await.unwrap();
+
+    assert_eq!(h.store.get(&a, "raw/shared-name").await.unwrap(), Bytes::from_static(b"a"));
+    assert_eq!(h.store.list(&a, "").await.unwrap(), ["raw/shared-name"]);
+    assert!(!h.store.exists(&a, "raw/only-b").await.unwrap());
+    assert!(matches!(h.store.get(&a, "raw/only-b").await, Err(BlobError::NotFound(_))));
+    assert_eq!(h.store.usage_bytes(&a).await.unwrap(), 1);
+
+    assert_eq!(h.store.delete_all(&a).await.unwrap(), 1);
+    assert_eq!(h.store.list(&b, "").await.unwrap(), ["raw/only-b", "raw/shared-name"]);
+}
+
+async fn invalid_keys_are_rejected_everywhere(h: &Harness) {
+    let t = tid("keys");
+    let victim = tid("victim");
+    h.store.put(&victim, "raw/secret", Bytes::from_static(b"s")).await.unwrap();
+    for bad in [
+        "",
+        "/etc/passwd",
+        "../victim/raw/secret",
+        "raw/../../victim/raw/secret",
+        "raw\\x",
+        "raw//x",
+        "raw/",
+        "./raw",
+        "raw/x y",
+    ] {
+        let invalid = |r: Result<(), BlobError>| matches!(r, Err(BlobError::InvalidKey { .. }));
+        assert!(invalid(h.store.put(&t, bad, Bytes::from_static(b"x")).await), "put {bad:?}");
+        assert!(invalid(h.store.get(&t, bad).await.map(|_| ())), "get {bad:?}");
+        assert!(invalid(h.store.exists(&t, bad).await.map(|_| ())), "exists {bad:?}");
+        assert!(invalid(h.store.delete(&t, bad).await), "delete {bad:?}");
+    }
+    assert!(matches!(h.store.list(&t, "../").await, Err(BlobError::InvalidKey { .. })));
+    assert!(matches!(h.store.list(&t, "/abs").await, Err(BlobError::InvalidKey { .. })));
+    assert!(h.store.list(&t, "").await.unwrap().is_empty(), "nothing was written");
+    assert_eq!(h.store.get(&victim, "raw/secret").await.unwrap(), Bytes::from_static(b"s"));
+}
+
+async fn scheme_and_ping(h: &Harness) {
+    assert_eq!(h.store.scheme(), h.scheme);
+    h.store.ping().await.expect("ping");
+}
