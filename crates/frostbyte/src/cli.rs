@@ -1,0 +1,161 @@
+//! The command line: `frostbyte serve`, operator commands that work directly on the configured stores
+//! (tenants, keys, audit), and configuration checks.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Frostbyte: multi-tenant, auditable ETL that turns documents and event streams into governed, searchable data.
+///
+/// Every command reads the same layered configuration: the compiled-in defaults, then `--config FILE`, then
+/// `FROSTBYTE_*` environment variables, then flags. `frostbyte check-config` shows the result.
+#[derive(Debug, Parser)]
+#[command(name = "frostbyte", version, propagate_version = true, arg_required_else_help = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// A TOML config file layered over the defaults.
+    #[arg(long, short = 'c', global = true, env = "FROSTBYTE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory of the embedded default [default: ./frostbyte-data].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the API (and, as they land, workers and the scheduler) in one process.
+    Serve(ServeArgs),
+    /// Create or upgrade the metadata store's schema, then exit.
+    Migrate,
+    /// Load the configuration, report every problem at once, and print the effective settings (secrets hidden).
+    CheckConfig,
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Manage tenant API keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Verify and export the hash-chained audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Port to listen on [default: 8000].
+    #[arg(long, short = 'p')]
+    pub port: Option<u16>,
+    /// Address to listen on [default: 127.0.0.1].
+    #[arg(long)]
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create and provision a tenant.
+    Create {
+        /// Tenant id: 3 to 32 characters, a lowercase letter then lowercase letters, digits or '-'.
+        tenant_id: String,
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// Contact email of the tenant's owner.
+        #[arg(long)]
+        email: String,
+        /// free, standard or enterprise.
+        #[arg(long, default_value = "standard")]
+        tier: String,
+        /// Initial config as a JSON object, e.g. '{"pii_policy":"block"}'.
+        #[arg(long, value_name = "JSON")]
+        config: Option<String>,
+    },
+    /// List tenants.
+    List {
+        /// Only tenants in this state (ACTIVE, SUSPENDED, ...).
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 1)]
+        page: u32,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Show one tenant with its config.
+    Get { tenant_id: String },
+    /// Suspend a tenant: its requests get 403 and its jobs are not taken.
+    Suspend {
+        tenant_id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Resume a suspended tenant.
+    Resume {
+        tenant_id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Create an API key; the key is printed once and only its hash is stored.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        name: String,
+        /// Comma-separated scopes from ingest, query, audit, admin.
+        #[arg(long, value_delimiter = ',', required = true)]
+        scopes: Vec<String>,
+        /// Expiry as RFC 3339, e.g. 2027-01-01T00:00:00Z.
+        #[arg(long)]
+        expires_at: Option<String>,
+    },
+    /// List a tenant's keys (no secrets).
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Revoke a key; it stops working at once.
+    Revoke {
+        #[arg(long)]
+        tenant: String,
+        key_id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute every hash and link of the chain; exits 1 and names the first broken event if any.
+    Verify {
+        /// Only this tenant [default: every tenant with audit events].
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Write a tenant's events as JSON Lines plus a manifest with the file's SHA-256.
+    Export {
+        #[arg(long)]
+        tenant: String,
+        /// Start (RFC 3339 or YYYY-MM-DD, inclusive) [default: the beginning].
+        #[arg(long)]
+        from: Option<String>,
+        /// End (RFC 3339 or YYYY-MM-DD, inclusive of that whole day) [default: now].
+        #[arg(long)]
+        to: Option<String>,
+        /// Only these event types (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        event_types: Option<Vec<String>>,
+        /// Output file; the manifest is written next to it as FILE.manifest.json.
+        #[arg(long, short = 'o')]
+        output: PathBuf,
+    },
+}

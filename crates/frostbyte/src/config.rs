@@ -1,0 +1,486 @@
+//! Typed, layered configuration: the compiled-in `config/default.toml`, then an optional file, then
+//! `FROSTBYTE_…` environment variables, then command-line flags. Unknown keys are errors, every problem is
+//! reported at once, and secrets stay wrapped so that they never reach a log line or a `Debug` print.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use figment::value::{Dict, Value};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// The compiled-in base layer.
+pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
+
+const ENV_PREFIX: &str = "FROSTBYTE_";
+
+/// Short environment aliases for the settings people set most.
+const ENV_ALIASES: &[(&str, &str)] = &[
+    ("FROSTBYTE_PORT", "server.port"),
+    ("FROSTBYTE_HOST", "server.host"),
+    ("FROSTBYTE_DATA_DIR", "storage.data_dir"),
+    ("FROSTBYTE_DATABASE_URL", "storage.metadata_url"),
+    ("FROSTBYTE_BLOB_URL", "storage.blob_url"),
+    ("FROSTBYTE_ADMIN_API_KEY", "auth.admin_api_key"),
+    ("FROSTBYTE_JWT_SECRET", "auth.jwt_secret"),
+    ("FROSTBYTE_LOG", "log.level"),
+];
+
+/// Settings whose environment values are always strings, even when they look like numbers.
+const STRING_KEYS: &[&str] = &[
+    "server.host",
+    "storage.data_dir",
+    "storage.metadata_url",
+    "storage.blob_url",
+    "auth.admin_api_key",
+    "auth.jwt_secret",
+    "log.format",
+    "log.level",
+];
+
+/// Minimum length of a configured secret.
+pub const MIN_SECRET_LEN: usize = 32;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub host: String,
+    pub port: u16,
+    pub max_body_bytes: usize,
+    pub shutdown_grace_secs: u64,
+    pub metrics_public: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    pub data_dir: PathBuf,
+    pub metadata_url: String,
+    pub blob_url: String,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(deserialize_with = "optional_secret")]
+    pub admin_api_key: Option<SecretString>,
+    #[serde(deserialize_with = "optional_secret")]
+    pub jwt_secret: Option<SecretString>,
+    pub jwt_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub auth: AuthConfig,
+    pub log: LogConfig,
+}
+
+fn optional_secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SecretString>, D::Error> {
+    let s = String::deserialize(d)?;
+    Ok(if s.is_empty() { None } else { Some(SecretString::from(s)) })
+}
+
+/// Values given on the command line; they win over every other layer.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Every problem found while loading, reported together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} configuration problem(s):", self.0.len())?;
+        for e in &self.0 {
+            writeln!(f, "  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Which metadata store a URL selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetadataBackend {
+    Sqlite,
+    Postgres,
+}
+
+impl Config {
+    /// Loads from the process environment.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigErrors> {
+        Config::load_from(file, std::env::vars(), overrides)
+    }
+
+    /// Loads with an explicit environment (tests pass their own).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigErrors> {
+        let mut errors = Vec::new();
+        let defaults = Figment::from(Toml::string(DEFAULT_TOML));
+        let known = leaf_keys(&defaults);
+        let mut figment = defaults;
+
+        if let Some(path) = file {
+            if !path.is_file() {
+                errors.push(format!("config file {} does not exist or is not a file", path.display()));
+            } else {
+                let layer = Figment::from(Toml::file_exact(path));
+                match layer.extract::<Dict>() {
+                    Ok(_) => {
+                        for key in leaf_keys(&layer).difference(&known) {
+                            errors.push(format!("unknown key `{key}` in {}", path.display()));
+                        }
+                        figment = figment.merge(Toml::file_exact(path));
+                    }
+                    Err(e) => errors.push(format!("{}: {e}", path.display())),
+                }
+            }
+        }
+
+        for (name, value) in env {
+            let Some(key) = env_key(&name) else { continue };
+            if !known.contains(&key) {
+                errors.push(format!("unknown setting `{key}` from environment variable {name}"));
+                continue;
+            }
+            let value = if STRING_KEYS.contains(&key.as_str()) {
+                Value::from(value)
+            } else {
+                value.parse::<Value>().unwrap_or_else(|_| Value::from(value))
+            };
+            figment = figment.merge(Serialized::default(&key, value));
+        }
+
+        if let Some(host) = &overrides.host {
+            figment = figment.merge(Serialized::default("server.host", host));
+        }
+        if let Some(port) = overrides.port {
+            figment = figment.merge(Serialized::default("server.port", port));
+        }
+        if let Some(dir) = &overrides.data_dir {
+            figment = figment.merge(Serialized::default("storage.data_dir", dir.display().to_string()));
+        }
+
+        let server = section::<ServerConfig>(&figment, "server", &mut errors);
+        let storage = section::<StorageConfig>(&figment, "storage", &mut errors);
+        let auth = section::<AuthConfig>(&figment, "auth", &mut errors);
+        let log = section::<LogConfig>(&figment, "log", &mut errors);
+        for extra in top_level_keys(&figment).difference(&["server", "storage", "auth", "log"].map(String::from).into())
+        {
+            errors.push(format!("unknown section `{extra}`"));
+        }
+
+        match (server, storage, auth, log) {
+            (Some(server), Some(storage), Some(auth), Some(log)) if errors.is_empty() => {
+                let config = Config { server, storage, auth, log };
+                let problems = config.validate();
+                if problems.is_empty() { Ok(config) } else { Err(ConfigErrors(problems)) }
+            }
+            (server, storage, auth, log) => {
+                // Report semantic problems of the sections that did parse, too.
+                if let (Some(server), Some(storage), Some(auth), Some(log)) = (server, storage, auth, log) {
+                    errors.extend(Config { server, storage, auth, log }.validate());
+                }
+                Err(ConfigErrors(errors))
+            }
+        }
+    }
+
+    /// Range and cross-field rules.
+    fn validate(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.server.host.trim().is_empty() {
+            out.push("server.host must not be empty".into());
+        }
+        if !(1024..=1 << 30).contains(&self.server.max_body_bytes) {
+            out.push(format!(
+                "server.max_body_bytes must be between 1024 and 1073741824 (got {})",
+                self.server.max_body_bytes
+            ));
+        }
+        if self.server.shutdown_grace_secs > 600 {
+            out.push("server.shutdown_grace_secs must be at most 600".into());
+        }
+        if self.storage.data_dir.as_os_str().is_empty() {
+            out.push("storage.data_dir must not be empty".into());
+        }
+        if !(1..=1000).contains(&self.storage.max_connections) {
+            out.push("storage.max_connections must be between 1 and 1000".into());
+        }
+        let backend = match self.metadata_backend() {
+            Ok(b) => Some(b),
+            Err(e) => {
+                out.push(e);
+                None
+            }
+        };
+        let blob = self.blob_url();
+        if !["file://", "memory://", "s3://"].iter().any(|p| blob.starts_with(p)) {
+            out.push(format!("storage.blob_url must start with file://, memory:// or s3:// (got {blob:?})"));
+        }
+        if !(60..=86_400).contains(&self.auth.jwt_ttl_secs) {
+            out.push(format!("auth.jwt_ttl_secs must be between 60 and 86400 (got {})", self.auth.jwt_ttl_secs));
+        }
+        for (name, secret) in
+            [("auth.admin_api_key", &self.auth.admin_api_key), ("auth.jwt_secret", &self.auth.jwt_secret)]
+        {
+            match secret {
+                Some(s) if s.expose_secret().len() < MIN_SECRET_LEN => {
+                    out.push(format!("{name} must be at least {MIN_SECRET_LEN} characters"))
+                }
+                None if backend == Some(MetadataBackend::Postgres) => out.push(format!(
+                    "{name} is required with a PostgreSQL metadata store (every process must share it); \
+                     set it in the config file or the environment"
+                )),
+                _ => {}
+            }
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            out.push(format!("log.level {:?} is not a valid filter: {e}", self.log.level));
+        }
+        out
+    }
+
+    /// The effective metadata store URL.
+    pub fn metadata_url(&self) -> String {
+        if self.storage.metadata_url.is_empty() {
+            format!("sqlite://{}", self.storage.data_dir.join("frostbyte.db").display())
+        } else {
+            self.storage.metadata_url.clone()
+        }
+    }
+
+    pub fn metadata_backend(&self) -> Result<MetadataBackend, String> {
+        let url = self.metadata_url();
+        if url.starts_with("sqlite:") {
+            Ok(MetadataBackend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(MetadataBackend::Postgres)
+        } else {
+            Err(format!("storage.metadata_url must start with sqlite:// or postgres:// (got {url:?})"))
+        }
+    }
+
+    /// The effective blob store URL. The data directory is made absolute because `file://` URLs must be.
+    pub fn blob_url(&self) -> String {
+        if self.storage.blob_url.is_empty() {
+            let dir = std::path::absolute(self.storage.data_dir.join("blobs"))
+                .unwrap_or_else(|_| self.storage.data_dir.join("blobs"));
+            format!("file://{}", dir.display())
+        } else {
+            self.storage.blob_url.clone()
+        }
+    }
+
+    /// A redacted, human-readable summary for `check-config` and start-up logs.
+    pub fn summary(&self) -> BTreeMap<&'static str, String> {
+        let secret = |s: &Option<SecretString>| match s {
+            Some(_) => "(set)".to_owned(),
+            None => "(not set: generated in the data directory)".to_owned(),
+        };
+        BTreeMap::from([
+            ("server.listen", format!("{}:{}", self.server.host, self.server.port)),
+            ("server.max_body_bytes", self.server.max_body_bytes.to_string()),
+            ("server.metrics_public", self.server.metrics_public.to_string()),
+            ("storage.data_dir", self.storage.data_dir.display().to_string()),
+            ("storage.metadata_url", redact_url(&self.metadata_url())),
+            ("storage.blob_url", redact_url(&self.blob_url())),
+            ("auth.admin_api_key", secret(&self.auth.admin_api_key)),
+            ("auth.jwt_secret", secret(&self.auth.jwt_secret)),
+            ("auth.jwt_ttl_secs", self.auth.jwt_ttl_secs.to_string()),
+            ("log", format!("{:?} {}", self.log.format, self.log.level).to_lowercase()),
+        ])
+    }
+}
+
+/// Hides a password in a URL (`postgres://user:secret@host` → `postgres://user:***@host`).
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let Some((creds, host)) = rest.rsplit_once('@') else { return url.to_owned() };
+    match creds.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+/// Maps an environment variable name to a config key, or `None` when it is not a Frostbyte setting.
+/// `FROSTBYTE_SECTION__KEY` maps to `section.key`; variables without `__` are only read through the aliases,
+/// so unrelated `FROSTBYTE_*` variables (test URLs, for instance) are not mistaken for settings.
+fn env_key(name: &str) -> Option<String> {
+    if let Some((_, key)) = ENV_ALIASES.iter().find(|(alias, _)| *alias == name) {
+        return Some((*key).to_owned());
+    }
+    let rest = name.strip_prefix(ENV_PREFIX)?;
+    rest.contains("__").then(|| rest.split("__").map(str::to_ascii_lowercase).collect::<Vec<_>>().join("."))
+}
+
+fn section<T: serde::de::DeserializeOwned>(figment: &Figment, name: &str, errors: &mut Vec<String>) -> Option<T> {
+    match figment.extract_inner::<T>(name) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            errors.extend(e.into_iter().map(|e| e.to_string()));
+            None
+        }
+    }
+}
+
+fn top_level_keys(figment: &Figment) -> BTreeSet<String> {
+    figment.extract::<Dict>().map(|d| d.into_keys().collect()).unwrap_or_default()
+}
+
+fn leaf_keys(figment: &Figment) -> BTreeSet<String> {
+    fn walk(prefix: &str, dict: &Dict, out: &mut BTreeSet<String>) {
+        for (k, v) in dict {
+            let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+            match v {
+                Value::Dict(_, inner) => walk(&key, inner, out),
+                _ => {
+                    out.insert(key);
+                }
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    if let Ok(dict) = figment.extract::<Dict>() {
+        walk("", &dict, &mut out);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_load_and_use_the_embedded_stores() {
+        let c = Config::load_from(None, env(&[]), &Overrides::default()).unwrap();
+        assert_eq!(c.server.port, 8000);
+        assert_eq!(c.storage.data_dir, PathBuf::from("./frostbyte-data"));
+        assert!(c.metadata_url().starts_with("sqlite://"));
+        assert!(c.blob_url().starts_with("file:///"));
+        assert!(c.auth.admin_api_key.is_none() && c.auth.jwt_secret.is_none(), "no built-in secrets");
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f.toml");
+        std::fs::write(&file, "[server]\nport = 9001\nhost = \"0.0.0.0\"\n").unwrap();
+        let c =
+            Config::load_from(Some(&file), env(&[("FROSTBYTE_SERVER__PORT", "9002")]), &Overrides::default()).unwrap();
+        assert_eq!((c.server.host.as_str(), c.server.port), ("0.0.0.0", 9002), "env beats file");
+        let c = Config::load_from(
+            Some(&file),
+            env(&[("FROSTBYTE_PORT", "9002")]),
+            &Overrides { port: Some(9003), ..Default::default() },
+        )
+        .unwrap();
+        assert_eq!(c.server.port, 9003, "flags beat env");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f.toml");
+        std::fs::write(&file, "[server]\nprot = 1\nmax_body_bytes = 5\n[storage]\nmax_connections = \"many\"\n")
+            .unwrap();
+        let errs = Config::load_from(
+            Some(&file),
+            env(&[("FROSTBYTE_AUTH__JWT_TTL", "5"), ("FROSTBYTE_LOG__FORMAT", "xml")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        let text = errs.to_string();
+        for needle in ["server.prot", "auth.jwt_ttl", "max_connections", "format"] {
+            assert!(text.contains(needle), "missing {needle} in:\n{text}");
+        }
+        assert!(errs.0.len() >= 4, "{text}");
+    }
+
+    #[test]
+    fn range_errors_are_listed_together() {
+        let errs = Config::load_from(
+            None,
+            env(&[
+                ("FROSTBYTE_SERVER__MAX_BODY_BYTES", "5"),
+                ("FROSTBYTE_AUTH__JWT_TTL_SECS", "1"),
+                ("FROSTBYTE_JWT_SECRET", "short"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(errs.0.len(), 3, "{errs}");
+    }
+
+    #[test]
+    fn postgres_requires_explicit_secrets() {
+        let errs = Config::load_from(
+            None,
+            env(&[("FROSTBYTE_DATABASE_URL", "postgres://postgres@127.0.0.1/fb")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        let text = errs.to_string();
+        assert!(text.contains("auth.admin_api_key is required") && text.contains("auth.jwt_secret is required"));
+    }
+
+    #[test]
+    fn unrelated_frostbyte_variables_are_ignored() {
+        Config::load_from(None, env(&[("FROSTBYTE_TEST_POSTGRES_URL", "postgres://x")]), &Overrides::default())
+            .unwrap();
+    }
+
+    #[test]
+    fn secrets_never_appear_in_debug_output() {
+        let secret = "s3cr3t-value-that-is-long-enough-0123456789";
+        let c = Config::load_from(None, env(&[("FROSTBYTE_ADMIN_API_KEY", secret)]), &Overrides::default()).unwrap();
+        assert!(!format!("{c:?}").contains(secret));
+        assert!(!format!("{:?}", c.summary()).contains(secret));
+    }
+
+    #[test]
+    fn numeric_looking_secrets_stay_strings() {
+        let secret = "12345678901234567890123456789012345";
+        let c = Config::load_from(None, env(&[("FROSTBYTE_JWT_SECRET", secret)]), &Overrides::default()).unwrap();
+        assert_eq!(c.auth.jwt_secret.unwrap().expose_secret(), secret);
+    }
+
+    #[test]
+    fn url_passwords_are_redacted() {
+        assert_eq!(redact_url("postgres://u:pw@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+    }
+}

@@ -1,0 +1,7 @@
+//! Frostbyte as a library: the pieces the `frostbyte` binary composes, exposed so integration tests can drive them.
+
+pub mod app;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod http;

@@ -1,0 +1,68 @@
+//! The `frostbyte` binary: parses the command line, loads configuration, sets up logging, and dispatches.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use frostbyte::cli::{Cli, Command};
+use frostbyte::config::{Config, LogFormat, Overrides};
+use frostbyte::{app, commands};
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let overrides = match &cli.command {
+        Command::Serve(args) => {
+            Overrides { host: args.host.clone(), port: args.port, data_dir: cli.global.data_dir.clone() }
+        }
+        _ => Overrides { data_dir: cli.global.data_dir.clone(), ..Default::default() },
+    };
+    let config = match Config::load(cli.global.config.as_deref(), &overrides) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprint!("error: {errors}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let json = cli.global.json;
+    let result: anyhow::Result<i32> = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(_) => app::serve(config).await.map(|()| 0),
+            Command::Migrate => commands::migrate(&config).await.map(|()| 0),
+            Command::CheckConfig => {
+                commands::check_config(&config, json);
+                Ok(0)
+            }
+            Command::Tenant(cmd) => commands::tenant(&config, cmd, json).await.map(|()| 0),
+            Command::Key(cmd) => commands::key(&config, cmd, json).await.map(|()| 0),
+            Command::Audit(cmd) => commands::audit(&config, cmd, json).await,
+        }
+    });
+    match result {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! HTTP API tests: one binary (one link) with a module per area, all through `helpers::spawn_app()`.
+
+mod audit;
+mod auth;
+mod envelope;
+mod helpers;
+mod system;
+mod tenants;

@@ -1,0 +1,178 @@
+//! The binary as an operator uses it: `serve` start-up and shutdown, and the tenant, key and audit commands,
+//! including detection of an audit row altered behind the database's back.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+fn frostbyte(data_dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_frostbyte"));
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("FROSTBYTE_")) {
+        cmd.env_remove(k);
+    }
+    cmd.env("FROSTBYTE_LOG", "warn").arg("--data-dir").arg(data_dir);
+    cmd
+}
+
+fn run(data_dir: &Path, args: &[&str]) -> Output {
+    frostbyte(data_dir).args(args).output().expect("frostbyte runs")
+}
+
+fn ok(data_dir: &Path, args: &[&str]) -> String {
+    let out = run(data_dir, args);
+    assert!(
+        out.status.success(),
+        "frostbyte {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn cli_manages_tenants_and_keys_and_finds_a_tampered_audit_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+
+    let created = ok(data, &["tenant", "create", "acme", "--name", "Acme", "--email", "ops@acme.example"]);
+    assert!(created.contains("created tenant acme (ACTIVE)"), "{created}");
+
+    let bad = run(data, &["tenant", "create", "Bad_Id", "--name", "x", "--email", "nope"]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("tenant_id") && err.contains("contact_email"), "both problems reported: {err}");
+
+    let key: serde_json::Value = serde_json::from_str(&ok(
+        data,
+        &["--json", "key", "create", "--tenant", "acme", "--name", "ci", "--scopes", "query,audit"],
+    ))
+    .unwrap();
+    assert!(key["api_key"].as_str().unwrap().starts_with("fbk_"));
+    let listed = ok(data, &["key", "list", "--tenant", "acme"]);
+    assert!(listed.contains("active") && !listed.contains(key["api_key"].as_str().unwrap()), "no secrets listed");
+
+    ok(data, &["tenant", "suspend", "acme", "--reason", "billing"]);
+    ok(data, &["tenant", "resume", "acme"]);
+    let again = run(data, &["tenant", "resume", "acme"]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("cannot move tenant from ACTIVE to ACTIVE"));
+
+    let verified = ok(data, &["audit", "verify", "--tenant", "acme"]);
+    assert!(verified.starts_with("acme: ok ("), "{verified}");
+
+    let export = data.join("acme.jsonl");
+    ok(data, &["audit", "export", "--tenant", "acme", "--output", export.to_str().unwrap()]);
+    let bytes = std::fs::read(&export).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("acme.jsonl.manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["file_sha256"], hex::encode(Sha256::digest(&bytes)));
+    assert_eq!(manifest["event_count"].as_u64().unwrap() as usize, bytes.iter().filter(|b| **b == b'\n').count());
+    assert!(manifest["event_count"].as_u64().unwrap() >= 6);
+
+    // The database refuses to rewrite history...
+    let db = format!("sqlite://{}", data.join("frostbyte.db").display());
+    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+    let refused =
+        sqlx::query("UPDATE audit_events SET details = '{}' WHERE tenant_id = 'acme' AND seq = 2").execute(&pool).await;
+    assert!(refused.is_err(), "UPDATE on audit_events must be refused");
+    assert!(sqlx::query("DELETE FROM audit_events WHERE tenant_id = 'acme'").execute(&pool).await.is_err());
+
+    // ...so an attacker removes the protection first; verification still finds the altered row.
+    sqlx::query("DROP TRIGGER audit_events_no_update").execute(&pool).await.unwrap();
+    sqlx::query("UPDATE audit_events SET actor = 'someone-else' WHERE tenant_id = 'acme' AND seq = 2")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let broken = run(data, &["audit", "verify", "--tenant", "acme"]);
+    assert_eq!(broken.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&broken.stdout);
+    assert!(text.contains("BROKEN at seq 2") && text.contains("hash_mismatch"), "{text}");
+}
+
+#[test]
+fn check_config_reports_every_problem_and_hides_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = frostbyte(dir.path())
+        .env("FROSTBYTE_SERVER__MAX_BODY_BYTES", "1")
+        .env("FROSTBYTE_SERVER__NO_SUCH_KEY", "1")
+        .env("FROSTBYTE_JWT_SECRET", "short")
+        .arg("check-config")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("3 configuration problem(s)"), "{err}");
+    for needle in ["max_body_bytes", "server.no_such_key", "auth.jwt_secret must be at least 32"] {
+        assert!(err.contains(needle), "{needle} missing: {err}");
+    }
+
+    let secret = "a-perfectly-long-jwt-secret-for-this-test-0123";
+    let out = frostbyte(dir.path()).env("FROSTBYTE_JWT_SECRET", secret).arg("check-config").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("configuration is valid") && text.contains("auth.jwt_secret") && !text.contains(secret));
+}
+
+#[test]
+fn serve_starts_cold_prints_the_admin_key_once_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("fresh");
+
+    let start = |expect_key: bool| {
+        let mut child = frostbyte(&data)
+            .env("FROSTBYTE_LOG", "info")
+            .env("FROSTBYTE_LOG__FORMAT", "json")
+            .args(["serve", "--port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut address = None;
+        for line in stderr.by_ref() {
+            let line = line.unwrap();
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+            if v["fields"]["message"] == "frostbyte listening" {
+                address = v["fields"]["address"].as_str().map(str::to_owned);
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "no listening line");
+        }
+        let address = address.expect("serve logs its address");
+        // Keep draining the log so the server never writes into a closed pipe.
+        let drain = std::thread::spawn(move || stderr.map_while(Result::ok).collect::<Vec<_>>().join("\n"));
+        let health = reqwest::blocking_get(&format!("http://{address}/health"));
+        assert_eq!(health["status"], "healthy");
+
+        std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        let status = child.wait().unwrap();
+        let log = drain.join().unwrap();
+        assert!(status.success(), "graceful exit on SIGTERM: {status:?}\n{log}");
+        assert!(log.contains("frostbyte stopped"), "{log}");
+        let mut stdout = String::new();
+        std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+        let key = std::fs::read_to_string(data.join("admin.key")).unwrap();
+        assert_eq!(stdout.contains(key.trim()), expect_key, "admin key printed only on first start: {stdout}");
+    };
+    start(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.join("admin.key")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    start(false);
+}
+
+mod reqwest {
+    //! A tiny blocking GET, so this file needs no blocking HTTP client feature.
+    pub fn blocking_get(url: &str) -> serde_json::Value {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async { ::reqwest::get(url).await.unwrap().json().await.unwrap() })
+    }
+}
