@@ -7,6 +7,9 @@
 
 pub mod audit;
 pub mod auth;
+pub mod chunk;
+pub mod document;
+pub mod embed;
 pub mod error;
 pub mod ids;
 pub mod page;

@@ -1,0 +1,721 @@
+//! Embeddings: the [`Embedder`] port, its errors, vector helpers, and the built-in [`HashEmbedder`].
+//!
+//! The hash embedder is Frostbyte's default: deterministic, offline, and lexical. It maps text to a fixed-size
+//! vector by signed feature hashing of three feature groups, each into its own region of the vector. Within a
+//! group every feature weighs `1 + ln tf` (sublinear term frequency); each region is L2-normalised, scaled by its
+//! group's weight, and the whole vector is normalised again:
+//!
+//! | group | features | share of dimensions | weight |
+//! |---|---|---|---|
+//! | words | lowercased words (UAX #29 word boundaries, split further at `_` and `.`, apostrophes dropped, plural endings stemmed); stop words count a tenth | 1/2 | 1.0 |
+//! | word bigrams | adjacent words, stop words skipped | 1/8 | 0.5 |
+//! | character n-grams | 3- to 5-grams of each non-stop word padded as `<word>` | 3/8 | 1.0 |
+//!
+//! So the cosine of two hash embeddings is, up to hashing noise, a weighted mean of their word, phrase and
+//! sub-word similarities: exact terms count most, shared phrases add, and inflections, compounds and typos still
+//! match through their n-grams. No corpus statistics are used (no IDF), so an embedding depends on its text
+//! alone and can be cached by text hash. More dimensions mean fewer hash collisions and better ranking; 384 is the
+//! default to match common sentence-transformer sizes.
+//!
+//! **Stability.** Features are hashed with FNV-1a (64-bit) and a fixed finaliser, never a seeded hasher, and
+//! summed in a fixed order, so the same text gives the same vector in every process and on every platform. Any
+//! change to tokenisation, features or weights changes vectors and must bump [`HASH_EMBEDDER_VERSION`], which is
+//! part of the model id (`hash-v1-384`): stored vectors are keyed by model id, so old and new never mix.
+//!
+//! **Fail closed.** Text without a single letter or digit is an [`EmbedError::Empty`], never a zero vector, and no
+//! embedding this module returns has a zero norm.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sha2::{Digest, Sha256};
+use unicode_segmentation::UnicodeSegmentation;
+
+/// Turns texts into vectors. Implementations: [`HashEmbedder`] here; OpenAI-compatible endpoints and local
+/// models in `frostbyte-adapters`.
+#[async_trait]
+pub trait Embedder: Send + Sync {
+    /// Identifies the model and everything that shapes its vectors (`hash-v1-384`, `openai/text-embedding-3-small`).
+    /// Stored vectors and the embedding cache are keyed by it.
+    fn model_id(&self) -> &str;
+    /// Length of every vector this embedder returns.
+    fn dimension(&self) -> usize;
+    /// One vector per input, in order. An empty slice gives an empty result. Fails as a whole: a batch never
+    /// comes back partly embedded.
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError>;
+}
+
+/// Why texts could not be embedded.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EmbedError {
+    /// An input has nothing to embed (no letters or digits). Not retryable: the text will not change.
+    #[error("input {index} has nothing to embed")]
+    Empty { index: usize },
+    /// An input exceeds what the model accepts.
+    #[error("input {index} is too long for the model ({len} > {limit})")]
+    TooLong { index: usize, len: usize, limit: usize },
+    /// The backend could not be reached, timed out, or refused (`retryable: false` for refusals that will not
+    /// change on their own, such as bad credentials).
+    #[error("embedding backend unavailable: {message}")]
+    Unavailable { message: String, retryable: bool },
+    /// The backend asked us to slow down.
+    #[error("embedding backend rate-limited")]
+    RateLimited { retry_after: Option<Duration> },
+    /// The backend answered with something that is not a valid embedding batch (wrong count or dimension,
+    /// non-finite values, malformed body).
+    #[error("invalid embedding response: {0}")]
+    InvalidResponse(String),
+    /// The embedder is misconfigured (unknown model, impossible dimension).
+    #[error("embedder misconfigured: {0}")]
+    Config(String),
+}
+
+impl EmbedError {
+    /// Whether the same call may succeed later.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            EmbedError::Unavailable { retryable, .. } => *retryable,
+            EmbedError::RateLimited { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// A stable, content-free code for job records and dead letters.
+    pub fn code(&self) -> &'static str {
+        match self {
+            EmbedError::Empty { .. } => "embed_empty_input",
+            EmbedError::TooLong { .. } => "embed_input_too_long",
+            EmbedError::Unavailable { .. } => "embed_unavailable",
+            EmbedError::RateLimited { .. } => "embed_rate_limited",
+            EmbedError::InvalidResponse(_) => "embed_invalid_response",
+            EmbedError::Config(_) => "embed_config",
+        }
+    }
+}
+
+/// The embedding cache key: lowercase hex sha256 over the model id and the chunk's text hash
+/// ([`crate::chunk::text_hash`]). Re-embedding the same text with the same model is a cache hit.
+pub fn embedding_cache_key(model_id: &str, text_hash: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"frostbyte.embed.v1\n");
+    h.update(model_id.as_bytes());
+    h.update(b"\n");
+    h.update(text_hash.as_bytes());
+    h.update(b"\n");
+    hex::encode(h.finalize())
+}
+
+/// Dot product. The slices must have the same length.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    debug_assert_eq!(a.len(), b.len(), "vectors of different dimensions");
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Euclidean norm.
+pub fn l2_norm(v: &[f32]) -> f32 {
+    dot(v, v).sqrt()
+}
+
+/// Scales `v` to unit length in place; returns false (and leaves it alone) if its norm is zero or not finite.
+pub fn l2_normalize(v: &mut [f32]) -> bool {
+    let norm = l2_norm(v);
+    if norm == 0.0 || !norm.is_finite() {
+        return false;
+    }
+    v.iter_mut().for_each(|x| *x /= norm);
+    true
+}
+
+/// Cosine similarity in `[-1, 1]`; 0 when either vector is zero. The slices must have the same length.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let denom = l2_norm(a) * l2_norm(b);
+    if denom == 0.0 { 0.0 } else { (dot(a, b) / denom).clamp(-1.0, 1.0) }
+}
+
+/// Bumped whenever the hash embedder's output for some text changes.
+pub const HASH_EMBEDDER_VERSION: u32 = 1;
+
+/// The deterministic lexical embedder; see the module documentation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HashEmbedder {
+    dim: usize,
+    model_id: String,
+}
+
+impl Default for HashEmbedder {
+    fn default() -> Self {
+        HashEmbedder::new(HashEmbedder::DEFAULT_DIMENSION).expect("the default dimension is valid")
+    }
+}
+
+const WORD_WEIGHT: f32 = 1.0;
+const BIGRAM_WEIGHT: f32 = 0.5;
+const CHAR_WEIGHT: f32 = 1.0;
+const STOP_WORD_WEIGHT: f32 = 0.1;
+const NGRAM_MIN: usize = 3;
+const NGRAM_MAX: usize = 5;
+
+// Feature-group tags, hashed in front of the feature so that groups do not share buckets systematically.
+const TAG_WORD: u8 = b'w';
+const TAG_BIGRAM: u8 = b'b';
+const TAG_CHAR: u8 = b'c';
+
+impl HashEmbedder {
+    pub const DEFAULT_DIMENSION: usize = 384;
+    pub const MIN_DIMENSION: usize = 8;
+    pub const MAX_DIMENSION: usize = 65_536;
+
+    /// A hash embedder producing `dim`-dimensional vectors.
+    pub fn new(dim: usize) -> Result<Self, EmbedError> {
+        if !(Self::MIN_DIMENSION..=Self::MAX_DIMENSION).contains(&dim) {
+            return Err(EmbedError::Config(format!(
+                "hash embedder dimension must be between {} and {}, not {dim}",
+                Self::MIN_DIMENSION,
+                Self::MAX_DIMENSION
+            )));
+        }
+        Ok(HashEmbedder { dim, model_id: format!("hash-v{HASH_EMBEDDER_VERSION}-{dim}") })
+    }
+
+    /// Embeds one text, synchronously: the entry point for benchmarks and for callers already on a blocking
+    /// thread. Linear in the text's length.
+    pub fn embed_text(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
+        self.embed_one(text).ok_or(EmbedError::Empty { index: 0 })
+    }
+
+    /// Embeds a batch synchronously; [`Embedder::embed`] calls this.
+    pub fn embed_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        texts.iter().enumerate().map(|(index, t)| self.embed_one(t).ok_or(EmbedError::Empty { index })).collect()
+    }
+
+    fn embed_one(&self, text: &str) -> Option<Vec<f32>> {
+        let features = Features::extract(text)?;
+        let mut v = self.project(&features, true);
+        if !l2_normalize(&mut v) {
+            // Signed hashing cancelled everything out (possible only for a handful of features): project
+            // without signs, which cannot cancel.
+            v = self.project(&features, false);
+            l2_normalize(&mut v);
+        }
+        Some(v)
+    }
+
+    /// Hashes each feature group into its own region of the vector (so groups never collide with each other),
+    /// normalises each region and scales it by its group weight.
+    fn project(&self, features: &Features, signed: bool) -> Vec<f32> {
+        let mut out = vec![0.0f32; self.dim];
+        let words = self.dim / 2;
+        let bigrams = self.dim / 8;
+        let regions = [
+            (&features.words, WORD_WEIGHT, 0..words),
+            (&features.bigrams, BIGRAM_WEIGHT, words..words + bigrams),
+            (&features.chars, CHAR_WEIGHT, words + bigrams..self.dim),
+        ];
+        for (group, weight, range) in regions {
+            let region = &mut out[range];
+            let size = region.len() as u64;
+            for &(hash, value) in group {
+                let sign = if signed && hash >> 63 == 1 { -1.0 } else { 1.0 };
+                region[(hash % size) as usize] += sign * value;
+            }
+            if l2_normalize(region) {
+                region.iter_mut().for_each(|x| *x *= weight);
+            }
+        }
+        out
+    }
+}
+
+#[async_trait]
+impl Embedder for HashEmbedder {
+    fn model_id(&self) -> &str {
+        &self.model_id
+    }
+
+    fn dimension(&self) -> usize {
+        self.dim
+    }
+
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.embed_batch(texts)
+    }
+}
+
+/// Weighted features of one text, each group sorted by hash so that sums run in a fixed order.
+struct Features {
+    words: Vec<(u64, f32)>,
+    bigrams: Vec<(u64, f32)>,
+    chars: Vec<(u64, f32)>,
+}
+
+impl Features {
+    /// `None` when the text has no words.
+    fn extract(text: &str) -> Option<Features> {
+        let tokens = tokenize(text);
+        if tokens.is_empty() {
+            return None;
+        }
+        let mut words = Vec::with_capacity(tokens.len());
+        let mut bigrams = Vec::with_capacity(tokens.len());
+        let mut chars = Vec::with_capacity(tokens.len() * 12);
+        let mut previous: Option<&str> = None;
+        let mut padded = String::new();
+        let mut bounds = Vec::new();
+        for token in &tokens {
+            words.push((feature_hash(TAG_WORD, &[token.text.as_bytes()]), token.stop));
+            if token.stop {
+                continue;
+            }
+            if let Some(prev) = previous {
+                bigrams.push(feature_hash(TAG_BIGRAM, &[prev.as_bytes(), b" ", token.text.as_bytes()]));
+            }
+            previous = Some(&token.text);
+            padded.clear();
+            padded.push('<');
+            padded.push_str(&token.text);
+            padded.push('>');
+            bounds.clear();
+            bounds.extend(padded.char_indices().map(|(i, _)| i));
+            bounds.push(padded.len());
+            let len = bounds.len() - 1;
+            for n in NGRAM_MIN..=NGRAM_MAX.min(len) {
+                for start in 0..=len - n {
+                    let gram = &padded.as_bytes()[bounds[start]..bounds[start + n]];
+                    chars.push(feature_hash(TAG_CHAR, &[gram]));
+                }
+            }
+        }
+        Some(Features {
+            words: weigh(words.into_iter().map(|(h, stop)| (h, if stop { STOP_WORD_WEIGHT } else { 1.0 }))),
+            bigrams: weigh(bigrams.into_iter().map(|h| (h, 1.0))),
+            chars: weigh(chars.into_iter().map(|h| (h, 1.0))),
+        })
+    }
+}
+
+/// Groups occurrences by hash and weighs each feature `weight × (1 + ln tf)`, sorted by hash.
+fn weigh(occurrences: impl Iterator<Item = (u64, f32)>) -> Vec<(u64, f32)> {
+    let mut all: Vec<(u64, f32)> = occurrences.collect();
+    all.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    let mut out: Vec<(u64, f32)> = Vec::with_capacity(all.len());
+    let mut i = 0;
+    while i < all.len() {
+        let (hash, weight) = all[i];
+        let tf = all[i..].iter().take_while(|(h, _)| *h == hash).count();
+        // Computed in f64 and rounded once, so a last-bit difference between platforms' `ln` cannot show.
+        out.push((hash, weight * (1.0 + (tf as f64).ln()) as f32));
+        i += tf;
+    }
+    out
+}
+
+/// FNV-1a over a tag and byte strings, then the murmur3 64-bit finaliser so that every output bit (the sign
+/// bit included) depends on every input bit.
+fn feature_hash(tag: u8, parts: &[&[u8]]) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut h = (OFFSET ^ u64::from(tag)).wrapping_mul(PRIME);
+    for part in parts {
+        for &b in *part {
+            h = (h ^ u64::from(b)).wrapping_mul(PRIME);
+        }
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+struct Token {
+    /// Lowercased and stemmed.
+    text: String,
+    /// Whether the word (before stemming) is a stop word.
+    stop: bool,
+}
+
+/// Lowercased words: UAX #29 words that hold a letter or digit, split further at `_` and `.` (identifiers,
+/// dotted names, host names); apostrophes are dropped (`don't` → `dont`, `python's` → `python`); then plural
+/// endings are stemmed.
+fn tokenize(text: &str) -> Vec<Token> {
+    let mut out = Vec::new();
+    for word in text.split_word_bounds() {
+        if !word.chars().any(char::is_alphanumeric) {
+            continue;
+        }
+        for part in word.split(['_', '.', '\u{ff0e}']) {
+            let mut token = String::with_capacity(part.len());
+            for c in part.chars() {
+                if c.is_alphanumeric() || is_mark(c) {
+                    token.extend(c.to_lowercase());
+                } else if is_apostrophe(c) {
+                    token.push('\'');
+                }
+            }
+            // A possessive `'s` goes, unless it is all there is.
+            if let Some(base) = token.strip_suffix("'s").filter(|b| b.chars().any(char::is_alphanumeric)) {
+                token.truncate(base.len());
+            }
+            token.retain(|c| c != '\'');
+            if token.chars().any(char::is_alphanumeric) {
+                let stop = is_stop_word(&token);
+                out.push(Token { text: stem(token), stop });
+            }
+        }
+    }
+    out
+}
+
+fn is_apostrophe(c: char) -> bool {
+    matches!(c, '\'' | '\u{2019}')
+}
+
+/// Combining marks in the common blocks, so that decomposed accents stay inside their word.
+fn is_mark(c: char) -> bool {
+    matches!(
+        c,
+        '\u{0300}'..='\u{036f}'
+            | '\u{1ab0}'..='\u{1aff}'
+            | '\u{1dc0}'..='\u{1dff}'
+            | '\u{20d0}'..='\u{20ff}'
+            | '\u{fe20}'..='\u{fe2f}'
+    )
+}
+
+/// Plural endings only (a variant of Harman's "S" stemmer with Porter's `sses`), so it rarely conflates words
+/// with different meanings: `libraries` → `library`, `classes` → `class`, `matches` → `match`, `files` → `file`;
+/// `status`, `analysis` and `class` stay.
+fn stem(mut word: String) -> String {
+    if word.len() <= 3 || !word.is_ascii() {
+        return word;
+    }
+    let drop = if word.ends_with("sses") || word.ends_with("xes") || word.ends_with("ches") || word.ends_with("shes") {
+        2
+    } else if word.ends_with("ies") && word.len() > 4 && !word.ends_with("eies") && !word.ends_with("aies") {
+        word.truncate(word.len() - 3);
+        word.push('y');
+        0
+    } else if word.ends_with('s') && !word.ends_with("ss") && !word.ends_with("us") && !word.ends_with("is") {
+        1
+    } else {
+        0
+    };
+    word.truncate(word.len() - drop);
+    word
+}
+
+/// Common English function words (matched before stemming). They still count, at a tenth, so a text made only
+/// of them embeds.
+fn is_stop_word(word: &str) -> bool {
+    STOP_WORDS.binary_search(&word).is_ok()
+}
+
+/// Sorted, for binary search.
+const STOP_WORDS: &[&str] = &[
+    "a",
+    "about",
+    "above",
+    "after",
+    "again",
+    "against",
+    "all",
+    "am",
+    "an",
+    "and",
+    "any",
+    "are",
+    "as",
+    "at",
+    "be",
+    "because",
+    "been",
+    "before",
+    "being",
+    "below",
+    "between",
+    "both",
+    "but",
+    "by",
+    "can",
+    "could",
+    "did",
+    "do",
+    "does",
+    "doing",
+    "down",
+    "during",
+    "each",
+    "few",
+    "for",
+    "from",
+    "further",
+    "had",
+    "has",
+    "have",
+    "having",
+    "he",
+    "her",
+    "here",
+    "hers",
+    "herself",
+    "him",
+    "himself",
+    "his",
+    "how",
+    "i",
+    "if",
+    "in",
+    "into",
+    "is",
+    "it",
+    "its",
+    "itself",
+    "just",
+    "me",
+    "more",
+    "most",
+    "my",
+    "myself",
+    "no",
+    "nor",
+    "not",
+    "now",
+    "of",
+    "off",
+    "on",
+    "once",
+    "only",
+    "or",
+    "other",
+    "our",
+    "ours",
+    "ourselves",
+    "out",
+    "over",
+    "own",
+    "same",
+    "she",
+    "should",
+    "so",
+    "some",
+    "such",
+    "than",
+    "that",
+    "the",
+    "their",
+    "theirs",
+    "them",
+    "themselves",
+    "then",
+    "there",
+    "these",
+    "they",
+    "this",
+    "those",
+    "through",
+    "to",
+    "too",
+    "under",
+    "until",
+    "up",
+    "very",
+    "was",
+    "we",
+    "were",
+    "what",
+    "when",
+    "where",
+    "which",
+    "while",
+    "who",
+    "whom",
+    "why",
+    "will",
+    "with",
+    "would",
+    "you",
+    "your",
+    "yours",
+    "yourself",
+    "yourselves",
+];
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn embed(text: &str) -> Vec<f32> {
+        HashEmbedder::default().embed_text(text).unwrap()
+    }
+
+    fn tokens(text: &str) -> Vec<String> {
+        tokenize(text).into_iter().map(|t| t.text).collect()
+    }
+
+    /// The hash embedder's future is ready at once, so polling it once is enough.
+    fn ready<F: Future>(fut: F) -> F::Output {
+        match pin!(fut).poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(out) => out,
+            Poll::Pending => panic!("the hash embedder never waits"),
+        }
+    }
+
+    #[test]
+    fn model_id_and_dimension() {
+        let e = HashEmbedder::default();
+        assert_eq!(e.model_id(), "hash-v1-384");
+        assert_eq!(e.dimension(), 384);
+        assert_eq!(HashEmbedder::new(1024).unwrap().model_id(), "hash-v1-1024");
+        assert!(matches!(HashEmbedder::new(4), Err(EmbedError::Config(_))));
+        assert!(HashEmbedder::new(100_000).is_err());
+        assert_eq!(embed("some text").len(), 384);
+    }
+
+    #[test]
+    fn deterministic_across_instances() {
+        let text = "The quick brown fox jumps over the lazy dog; Python's __init__.py files.";
+        let a = HashEmbedder::new(384).unwrap().embed_text(text).unwrap();
+        let b = HashEmbedder::default().embed_text(text).unwrap();
+        assert_eq!(a, b);
+        let batch = HashEmbedder::default().embed_batch(&[text.to_owned(), text.to_owned()]).unwrap();
+        assert_eq!(batch[0], a);
+        assert_eq!(batch[1], a);
+    }
+
+    /// Pins the output, so that a change to tokenisation, hashing or weights cannot slip in without bumping
+    /// `HASH_EMBEDDER_VERSION` (and re-pinning here).
+    #[test]
+    fn output_is_pinned() {
+        assert_eq!(feature_hash(TAG_WORD, &[b"python"]), feature_hash(TAG_WORD, &[b"py", b"thon"]));
+        assert_eq!(feature_hash(TAG_WORD, &[b"python"]), 0xada7_68a0_4e44_1976);
+        let v = embed("Hello, world! Frostbyte embeds text.");
+        let mut top: Vec<(usize, f32)> = v.iter().copied().enumerate().collect();
+        top.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()).then(a.0.cmp(&b.0)));
+        let top: Vec<(usize, bool)> = top.iter().take(4).map(|(i, x)| (*i, *x > 0.0)).collect();
+        assert_eq!(top, PINNED_TOP);
+    }
+
+    const PINNED_TOP: [(usize, bool); 4] = [(76, false), (112, true), (130, true), (140, false)];
+
+    #[test]
+    fn vectors_are_unit_length() {
+        for text in ["a", "x y z", "Ünïcödé façade naïve", "漢字とかな", "1234", &"lorem ipsum ".repeat(500)]
+        {
+            let v = embed(text);
+            assert!((l2_norm(&v) - 1.0).abs() < 1e-5, "{text}");
+            assert!(v.iter().all(|x| x.is_finite()));
+        }
+    }
+
+    #[test]
+    fn similar_texts_are_closer_than_unrelated_ones() {
+        let q = embed("How do I install packages with pip?");
+        let close = embed("Installing a package: run pip install followed by the package name.");
+        let far = embed("The central bank raised interest rates to curb inflation.");
+        assert!(cosine(&q, &close) > cosine(&q, &far) + 0.1, "{} vs {}", cosine(&q, &close), cosine(&q, &far));
+        // Inflections and typos still match through character n-grams.
+        let a = embed("configuring the scheduler");
+        let b = embed("configure schedulers");
+        let c = embed("weather forecast tomorrow");
+        assert!(cosine(&a, &b) > 0.3 && cosine(&a, &c) < 0.15, "{} {}", cosine(&a, &b), cosine(&a, &c));
+        assert!((cosine(&q, &q) - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn empty_input_is_an_error_never_a_zero_vector() {
+        let e = HashEmbedder::default();
+        for text in ["", "   \n\t", "!!! ... ---", "🙂🙂"] {
+            assert_eq!(e.embed_text(text), Err(EmbedError::Empty { index: 0 }), "{text:?}");
+        }
+        let batch = ["fine".to_owned(), "also fine".to_owned(), " ".to_owned()];
+        assert_eq!(e.embed_batch(&batch), Err(EmbedError::Empty { index: 2 }));
+        assert!(e.embed_batch(&[]).unwrap().is_empty());
+        // Only stop words, or only a possessive: still words, still a vector.
+        assert!(e.embed_text("to be or not to be").is_ok());
+        assert!(e.embed_text("'s").is_ok());
+    }
+
+    #[test]
+    fn embedder_trait_object() {
+        let e: Box<dyn Embedder> = Box::new(HashEmbedder::default());
+        let out = ready(e.embed(&["one".to_owned(), "two".to_owned()])).unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0], embed("one"));
+        assert_eq!(ready(e.embed(&[String::new()])), Err(EmbedError::Empty { index: 0 }));
+    }
+
+    #[test]
+    fn tokenizer() {
+        assert_eq!(
+            tokens("Don't use sys.path_hooks; Python's __init__ files, O’Reilly’s IDEs."),
+            ["dont", "use", "sys", "path", "hook", "python", "init", "file", "oreilly", "ide"]
+        );
+        assert_eq!(tokens("Café RÉSUMÉ e\u{301}tude 3.14 x++"), ["café", "résumé", "e\u{301}tude", "3", "14", "x"]);
+        assert_eq!(tokens("漢字"), ["漢", "字"]);
+        assert!(tokenize("The cat").first().unwrap().stop);
+    }
+
+    #[test]
+    fn stemmer() {
+        for (word, stem_) in [
+            ("libraries", "library"),
+            ("classes", "class"),
+            ("matches", "match"),
+            ("boxes", "box"),
+            ("files", "file"),
+            ("status", "status"),
+            ("analysis", "analysis"),
+            ("class", "class"),
+            ("gas", "gas"),
+            ("ties", "tie"),
+        ] {
+            assert_eq!(stem(word.to_owned()), stem_, "{word}");
+        }
+    }
+
+    #[test]
+    fn stop_words_are_sorted() {
+        assert!(STOP_WORDS.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn helpers() {
+        assert_eq!(dot(&[1.0, 2.0], &[3.0, 4.0]), 11.0);
+        assert_eq!(cosine(&[1.0, 0.0], &[0.0, 0.0]), 0.0);
+        assert!((cosine(&[1.0, 1.0], &[2.0, 2.0]) - 1.0).abs() < 1e-6);
+        let mut zero = [0.0f32; 3];
+        assert!(!l2_normalize(&mut zero));
+        let k = embedding_cache_key("hash-v1-384", &"ab".repeat(32));
+        assert_eq!(k.len(), 64);
+        assert_ne!(k, embedding_cache_key("hash-v1-768", &"ab".repeat(32)));
+        assert!(EmbedError::RateLimited { retry_after: None }.is_retryable());
+        assert!(EmbedError::Unavailable { message: "timeout".into(), retryable: true }.is_retryable());
+        assert!(!EmbedError::Unavailable { message: "401".into(), retryable: false }.is_retryable());
+        assert!(!EmbedError::Empty { index: 0 }.is_retryable());
+        assert_eq!(EmbedError::InvalidResponse("x".into()).code(), "embed_invalid_response");
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_with_a_letter_or_digit_embeds_to_a_unit_vector(text in "\\PC{0,40}", dim in 8usize..64) {
+            let e = HashEmbedder::new(dim).unwrap();
+            match e.embed_text(&text) {
+                Ok(v) => {
+                    prop_assert!(text.chars().any(char::is_alphanumeric));
+                    prop_assert_eq!(v.len(), dim);
+                    prop_assert!((l2_norm(&v) - 1.0).abs() < 1e-4);
+                }
+                Err(err) => {
+                    prop_assert_eq!(err, EmbedError::Empty { index: 0 });
+                    prop_assert!(!text.chars().any(char::is_alphanumeric), "{:?} has a letter or digit", text);
+                }
+            }
+        }
+    }
+}
