@@ -13,6 +13,7 @@ pub mod embed;
 pub mod error;
 pub mod ids;
 pub mod page;
+pub mod policy;
 pub mod ports;
 pub mod service;
 pub mod tenant;
