@@ -3,6 +3,8 @@
 //! - [`sqlite::SqliteStore`] and [`postgres::PostgresStore`] implement
 //!   [`MetadataStore`](frostbyte_core::ports::MetadataStore), each with its own embedded migrations and both held
 //!   to one contract test suite (`tests/metadata_contract.rs`).
+//! - Both stores also implement the durable job queue, [`JobQueue`](frostbyte_core::queue::JobQueue) (module
+//!   `queue`, tables in `migrations/*/0002_jobs.sql`), held to `tests/queue_contract.rs`.
 //! - [`blob::ObjectBlobStore`] implements [`BlobStore`](frostbyte_core::ports::BlobStore) over `object_store`
 //!   (local files, memory, and S3 with the `s3` feature).
 //! - [`resolve`] is the one place where configuration (URLs) becomes implementations.
@@ -15,6 +17,7 @@ mod codec;
 mod db_error;
 mod migrations;
 pub mod postgres;
+mod queue;
 pub mod resolve;
 pub mod sqlite;
 

@@ -11,10 +11,16 @@ use sqlx::SqlSafeStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 /// `(version, description, sql)` for SQLite, in order.
-const SQLITE: &[(i64, &str, &str)] = &[(1, "init", include_str!("../migrations/sqlite/0001_init.sql"))];
+const SQLITE: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/sqlite/0001_init.sql")),
+    (2, "jobs", include_str!("../migrations/sqlite/0002_jobs.sql")),
+];
 
 /// `(version, description, sql)` for PostgreSQL, in order.
-const POSTGRES: &[(i64, &str, &str)] = &[(1, "init", include_str!("../migrations/postgres/0001_init.sql"))];
+const POSTGRES: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/postgres/0001_init.sql")),
+    (2, "jobs", include_str!("../migrations/postgres/0002_jobs.sql")),
+];
 
 fn build(list: &'static [(i64, &'static str, &'static str)]) -> Migrator {
     Migrator::with_migrations(

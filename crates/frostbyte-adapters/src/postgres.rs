@@ -94,7 +94,7 @@ impl PostgresStore {
         &self.pool
     }
 
-    async fn begin(&self) -> StoreResult<sqlx::Transaction<'static, Postgres>> {
+    pub(crate) async fn begin(&self) -> StoreResult<sqlx::Transaction<'static, Postgres>> {
         self.pool.begin().await.map_err(err("transaction"))
     }
 }
@@ -172,7 +172,7 @@ async fn lock_head(conn: &mut PgConnection, tenant: &TenantId) -> StoreResult<(i
 }
 
 /// Seals `event` onto the tenant's chain and advances the head, inside the caller's transaction.
-async fn append_in_tx(
+pub(crate) async fn append_in_tx(
     conn: &mut PgConnection,
     tenant: &TenantId,
     event: NewAuditEvent,

@@ -112,7 +112,7 @@ impl SqliteStore {
     }
 
     /// Begins a write transaction holding the database's write lock from the start.
-    async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'static, Sqlite>> {
+    pub(crate) async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'static, Sqlite>> {
         self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(err("transaction"))
     }
 }
@@ -168,7 +168,7 @@ fn audit_from_row(row: &SqliteRow) -> StoreResult<AuditEvent> {
 
 /// Seals `event` onto the tenant's chain and advances the head. The caller holds the write lock
 /// (`BEGIN IMMEDIATE`), which is what makes the read-then-advance safe.
-async fn append_in_tx(
+pub(crate) async fn append_in_tx(
     conn: &mut SqliteConnection,
     tenant: &TenantId,
     event: NewAuditEvent,

@@ -15,6 +15,7 @@ pub mod ids;
 pub mod page;
 pub mod policy;
 pub mod ports;
+pub mod queue;
 pub mod service;
 pub mod tenant;
 
