@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use frostbyte_core::StoreError;
 use frostbyte_core::ports::{BlobStore, MetadataStore};
+use frostbyte_core::queue::JobQueue;
 
 use crate::blob::ObjectBlobStore;
 use crate::postgres::PostgresStore;
@@ -69,10 +70,22 @@ fn scheme_of(url: &str) -> Option<&str> {
     url.split_once(':').map(|(scheme, _)| scheme).filter(|s| !s.is_empty())
 }
 
+/// The ports one metadata database serves: the system of record and the job queue that lives beside it.
+#[derive(Clone)]
+pub struct MetadataPorts {
+    pub store: Arc<dyn MetadataStore>,
+    pub queue: Arc<dyn JobQueue>,
+}
+
 /// Opens the metadata store a URL names, with at most `max_connections` pooled connections. Does not run
 /// migrations: the caller decides when (`store.migrate().await`). For SQLite, the database file and its parent
 /// directory are created if missing.
 pub async fn metadata_store(url: &str, max_connections: u32) -> Result<Arc<dyn MetadataStore>, ResolveError> {
+    Ok(metadata_ports(url, max_connections).await?.store)
+}
+
+/// Like [`metadata_store`], and also returns the job queue on the same database (one connection pool).
+pub async fn metadata_ports(url: &str, max_connections: u32) -> Result<MetadataPorts, ResolveError> {
     let open_err = |source| ResolveError::Metadata { url: redact(url), source };
     match scheme_of(url) {
         Some("sqlite") => {
@@ -97,12 +110,12 @@ pub async fn metadata_store(url: &str, max_connections: u32) -> Result<Arc<dyn M
                         .map_err(|source| ResolveError::CreateDir { path: parent.to_path_buf(), source })?;
                 }
             }
-            let store = SqliteStore::connect(url, max_connections).await.map_err(open_err)?;
-            Ok(Arc::new(store))
+            let store = Arc::new(SqliteStore::connect(url, max_connections).await.map_err(open_err)?);
+            Ok(MetadataPorts { store: store.clone(), queue: store })
         }
         Some("postgres" | "postgresql") => {
-            let store = PostgresStore::connect(url, max_connections).await.map_err(open_err)?;
-            Ok(Arc::new(store))
+            let store = Arc::new(PostgresStore::connect(url, max_connections).await.map_err(open_err)?);
+            Ok(MetadataPorts { store: store.clone(), queue: store })
         }
         Some(other) => Err(ResolveError::UnsupportedScheme {
             port: "metadata",

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use frostbyte_core::page::PageRequest;
 use frostbyte_core::ports::{BlobStore, MetadataStore};
+use frostbyte_core::queue::JobQueue;
 use frostbyte_core::service::TenantService;
 use frostbyte_core::tenant::TenantState;
 use rand::Rng;
@@ -22,6 +23,7 @@ use crate::http::{AppState, HttpSettings};
 /// The stores a command needs, resolved and migrated.
 pub struct Stores {
     pub metadata: Arc<dyn MetadataStore>,
+    pub queue: Arc<dyn JobQueue>,
     pub blobs: Arc<dyn BlobStore>,
 }
 
@@ -34,13 +36,14 @@ pub async fn open_stores(config: &Config) -> anyhow::Result<Stores> {
             .with_context(|| format!("cannot create data directory {}", config.storage.data_dir.display()))?;
     }
     let metadata_url = config.metadata_url();
-    let metadata = frostbyte_adapters::resolve::metadata_store(&metadata_url, config.storage.max_connections)
+    let ports = frostbyte_adapters::resolve::metadata_ports(&metadata_url, config.storage.max_connections)
         .await
         .with_context(|| format!("cannot open metadata store {}", crate::config::redact_url(&metadata_url)))?;
+    let (metadata, queue) = (ports.store, ports.queue);
     metadata.migrate().await.context("cannot migrate the metadata store")?;
     let blobs = frostbyte_adapters::resolve::blob_store(&config.blob_url())
         .with_context(|| format!("cannot open blob store {}", crate::config::redact_url(&config.blob_url())))?;
-    Ok(Stores { metadata, blobs })
+    Ok(Stores { metadata, queue, blobs })
 }
 
 /// A secret read from configuration or from a file in the data directory.
@@ -112,6 +115,7 @@ pub async fn build(config: &Config) -> anyhow::Result<App> {
     let state = Arc::new(AppState {
         store: stores.metadata,
         blobs: stores.blobs,
+        queue: stores.queue,
         tenants,
         admin_key: admin.secret,
         jwt_secret: jwt.secret,

@@ -48,6 +48,7 @@ pub use state::{AppState, HttpSettings};
         (name = "tenants", description = "Tenants and API keys (platform admin key)"),
         (name = "auth", description = "Access tokens"),
         (name = "audit", description = "The audit hash chain (scope `audit`)"),
+        (name = "dead letters", description = "Jobs that spent their retries (scope `admin`)"),
     )
 )]
 struct ApiDoc;

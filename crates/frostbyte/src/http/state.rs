@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use frostbyte_core::ports::{BlobStore, MetadataStore};
+use frostbyte_core::queue::JobQueue;
 use frostbyte_core::service::TenantService;
 use metrics_exporter_prometheus::PrometheusHandle;
 use secrecy::SecretString;
@@ -23,6 +24,7 @@ pub struct HttpSettings {
 pub struct AppState {
     pub store: Arc<dyn MetadataStore>,
     pub blobs: Arc<dyn BlobStore>,
+    pub queue: Arc<dyn JobQueue>,
     pub tenants: TenantService,
     pub admin_key: SecretString,
     pub jwt_secret: SecretString,

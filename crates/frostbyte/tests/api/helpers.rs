@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use frostbyte::http::{AppState, HttpSettings, install_metrics_recorder, router};
 use frostbyte_core::ports::{BlobStore, MetadataStore};
+use frostbyte_core::queue::JobQueue;
 use frostbyte_core::service::TenantService;
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
@@ -35,6 +36,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub store: Arc<dyn MetadataStore>,
     pub blobs: Arc<dyn BlobStore>,
+    pub queue: Arc<dyn JobQueue>,
     pub db_path: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -90,9 +92,10 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(config: TestConfig) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let db_path = dir.path().join("frostbyte.db");
-    let store = frostbyte_adapters::resolve::metadata_store(&format!("sqlite://{}", db_path.display()), 4)
+    let ports = frostbyte_adapters::resolve::metadata_ports(&format!("sqlite://{}", db_path.display()), 4)
         .await
         .expect("sqlite store");
+    let (store, queue) = (ports.store, ports.queue);
     store.migrate().await.expect("migrations");
     let blobs = match config.blobs {
         Some(b) => b,
@@ -101,6 +104,7 @@ pub async fn spawn_app_with(config: TestConfig) -> TestApp {
     let state = AppState {
         store: Arc::clone(&store),
         blobs: Arc::clone(&blobs),
+        queue: Arc::clone(&queue),
         tenants: TenantService::new(Arc::clone(&store), Arc::clone(&blobs)),
         admin_key: SecretString::from(ADMIN_KEY),
         jwt_secret: SecretString::from(JWT_SECRET),
@@ -123,6 +127,7 @@ pub async fn spawn_app_with(config: TestConfig) -> TestApp {
         client: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client"),
         store,
         blobs,
+        queue,
         db_path,
         _dir: dir,
     }
@@ -245,6 +250,13 @@ impl TestApp {
 
     // --- fixtures --------------------------------------------------------------------------------------------
     /// Creates an ACTIVE tenant and a key with every scope.
+    pub async fn dlq(&self, token: &str, tenant: &str) -> Resp {
+        self.get(&format!("/api/v1/tenants/{tenant}/dlq"), Some(token)).await
+    }
+    pub async fn dlq_action(&self, token: &str, tenant: &str, entry: &str, action: &str) -> Resp {
+        self.send(Method::POST, &format!("/api/v1/tenants/{tenant}/dlq/{entry}/{action}"), Some(token), None).await
+    }
+
     pub async fn tenant(&self, id: &str) -> TestTenant {
         self.create_tenant(&tenant_body(id)).await.expect(201);
         let key = self.key(id, &["ingest", "query", "audit", "admin"]).await;

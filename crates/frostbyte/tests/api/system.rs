@@ -34,6 +34,9 @@ const IMPLEMENTED: &[(&str, &str)] = &[
     ("get", "/api/v1/audit/{tenant_id}/chain/{resource_id}"),
     ("get", "/api/v1/audit/{tenant_id}/verify"),
     ("post", "/api/v1/audit/{tenant_id}/export"),
+    ("get", "/api/v1/tenants/{tenant_id}/dlq"),
+    ("post", "/api/v1/tenants/{tenant_id}/dlq/{dlq_entry_id}/retry"),
+    ("post", "/api/v1/tenants/{tenant_id}/dlq/{dlq_entry_id}/abandon"),
 ];
 
 const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
@@ -186,6 +189,7 @@ async fn every_route_in_the_document_is_served() {
             .replace("{tenant_id}", "acme")
             .replace("{key_id}", &uuid::Uuid::now_v7().to_string())
             .replace("{event_id}", &uuid::Uuid::now_v7().to_string())
+            .replace("{dlq_entry_id}", &uuid::Uuid::now_v7().to_string())
             .replace("{resource_id}", "acme");
         assert!(!path.contains('{'), "unhandled parameter in {p}");
         let method = Method::from_bytes(m.to_uppercase().as_bytes()).unwrap();

@@ -2,6 +2,7 @@
 //! same list and cannot drift. Handlers sharing a path go in one `routes!` call (axum refuses a path twice).
 
 pub mod audit;
+pub mod dlq;
 pub mod system;
 pub mod tenants;
 pub mod token;
@@ -33,6 +34,9 @@ pub(crate) fn api_routes() -> OpenApiRouter<ApiContext> {
         .routes(routes!(audit::resource_chain))
         .routes(routes!(audit::verify))
         .routes(routes!(audit::export))
+        .routes(routes!(dlq::list_dlq))
+        .routes(routes!(dlq::retry_dlq))
+        .routes(routes!(dlq::abandon_dlq))
 }
 
 /// Unknown paths. The message is distinct from a missing resource's, so clients (and the OpenAPI completeness
