@@ -5,6 +5,9 @@
 //!   to one contract test suite (`tests/metadata_contract.rs`).
 //! - Both stores also implement the durable job queue, [`JobQueue`](frostbyte_core::queue::JobQueue) (module
 //!   `queue`, tables in `migrations/*/0002_jobs.sql`), held to `tests/queue_contract.rs`.
+//! - Both stores also implement the chunk index, [`ChunkIndex`](frostbyte_core::index::ChunkIndex) (module
+//!   `index`, tables in `migrations/*/0003_chunks.sql`: SQLite FTS5 / PostgreSQL tsvector for keywords, exact
+//!   cosine over stored vectors), held to `tests/index_contract.rs`.
 //! - [`blob::ObjectBlobStore`] implements [`BlobStore`](frostbyte_core::ports::BlobStore) over `object_store`
 //!   (local files, memory, and S3 with the `s3` feature).
 //! - [`resolve`] is the one place where configuration (URLs) becomes implementations.
@@ -15,6 +18,7 @@
 pub mod blob;
 mod codec;
 mod db_error;
+mod index;
 mod migrations;
 pub mod postgres;
 mod queue;

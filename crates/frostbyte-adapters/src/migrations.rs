@@ -14,12 +14,14 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 const SQLITE: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../migrations/sqlite/0001_init.sql")),
     (2, "jobs", include_str!("../migrations/sqlite/0002_jobs.sql")),
+    (3, "chunks", include_str!("../migrations/sqlite/0003_chunks.sql")),
 ];
 
 /// `(version, description, sql)` for PostgreSQL, in order.
 const POSTGRES: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../migrations/postgres/0001_init.sql")),
     (2, "jobs", include_str!("../migrations/postgres/0002_jobs.sql")),
+    (3, "chunks", include_str!("../migrations/postgres/0003_chunks.sql")),
 ];
 
 fn build(list: &'static [(i64, &'static str, &'static str)]) -> Migrator {

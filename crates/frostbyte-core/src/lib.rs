@@ -12,6 +12,7 @@ pub mod document;
 pub mod embed;
 pub mod error;
 pub mod ids;
+pub mod index;
 pub mod page;
 pub mod policy;
 pub mod ports;
