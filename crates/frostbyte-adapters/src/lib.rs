@@ -20,6 +20,7 @@ mod codec;
 mod db_error;
 mod index;
 mod migrations;
+pub mod parse;
 pub mod postgres;
 mod queue;
 pub mod resolve;
