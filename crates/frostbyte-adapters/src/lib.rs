@@ -18,6 +18,7 @@
 pub mod blob;
 mod codec;
 mod db_error;
+mod documents;
 mod index;
 mod migrations;
 pub mod parse;

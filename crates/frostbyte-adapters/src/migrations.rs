@@ -15,6 +15,7 @@ const SQLITE: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../migrations/sqlite/0001_init.sql")),
     (2, "jobs", include_str!("../migrations/sqlite/0002_jobs.sql")),
     (3, "chunks", include_str!("../migrations/sqlite/0003_chunks.sql")),
+    (4, "documents", include_str!("../migrations/sqlite/0004_documents.sql")),
 ];
 
 /// `(version, description, sql)` for PostgreSQL, in order.
@@ -22,6 +23,7 @@ const POSTGRES: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../migrations/postgres/0001_init.sql")),
     (2, "jobs", include_str!("../migrations/postgres/0002_jobs.sql")),
     (3, "chunks", include_str!("../migrations/postgres/0003_chunks.sql")),
+    (4, "documents", include_str!("../migrations/postgres/0004_documents.sql")),
 ];
 
 fn build(list: &'static [(i64, &'static str, &'static str)]) -> Migrator {

@@ -16,6 +16,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use frostbyte_core::StoreError;
+use frostbyte_core::documents::DocumentStore;
+use frostbyte_core::index::ChunkIndex;
 use frostbyte_core::ports::{BlobStore, MetadataStore};
 use frostbyte_core::queue::JobQueue;
 
@@ -70,11 +72,14 @@ fn scheme_of(url: &str) -> Option<&str> {
     url.split_once(':').map(|(scheme, _)| scheme).filter(|s| !s.is_empty())
 }
 
-/// The ports one metadata database serves: the system of record and the job queue that lives beside it.
+/// The ports one metadata database serves: the system of record, and beside it the job queue, the document
+/// records and the chunk index (one connection pool, so they can share transactions).
 #[derive(Clone)]
 pub struct MetadataPorts {
     pub store: Arc<dyn MetadataStore>,
     pub queue: Arc<dyn JobQueue>,
+    pub documents: Arc<dyn DocumentStore>,
+    pub index: Arc<dyn ChunkIndex>,
 }
 
 /// Opens the metadata store a URL names, with at most `max_connections` pooled connections. Does not run
@@ -84,7 +89,8 @@ pub async fn metadata_store(url: &str, max_connections: u32) -> Result<Arc<dyn M
     Ok(metadata_ports(url, max_connections).await?.store)
 }
 
-/// Like [`metadata_store`], and also returns the job queue on the same database (one connection pool).
+/// Like [`metadata_store`], and also returns the job queue, document records and chunk index on the same
+/// database (one connection pool).
 pub async fn metadata_ports(url: &str, max_connections: u32) -> Result<MetadataPorts, ResolveError> {
     let open_err = |source| ResolveError::Metadata { url: redact(url), source };
     match scheme_of(url) {
@@ -111,11 +117,11 @@ pub async fn metadata_ports(url: &str, max_connections: u32) -> Result<MetadataP
                 }
             }
             let store = Arc::new(SqliteStore::connect(url, max_connections).await.map_err(open_err)?);
-            Ok(MetadataPorts { store: store.clone(), queue: store })
+            Ok(MetadataPorts { store: store.clone(), queue: store.clone(), documents: store.clone(), index: store })
         }
         Some("postgres" | "postgresql") => {
             let store = Arc::new(PostgresStore::connect(url, max_connections).await.map_err(open_err)?);
-            Ok(MetadataPorts { store: store.clone(), queue: store })
+            Ok(MetadataPorts { store: store.clone(), queue: store.clone(), documents: store.clone(), index: store })
         }
         Some(other) => Err(ResolveError::UnsupportedScheme {
             port: "metadata",

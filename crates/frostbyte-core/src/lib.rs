@@ -9,6 +9,7 @@ pub mod audit;
 pub mod auth;
 pub mod chunk;
 pub mod document;
+pub mod documents;
 pub mod embed;
 pub mod error;
 pub mod ids;

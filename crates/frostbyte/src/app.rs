@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use frostbyte_core::documents::DocumentStore;
+use frostbyte_core::index::ChunkIndex;
 use frostbyte_core::page::PageRequest;
 use frostbyte_core::ports::{BlobStore, MetadataStore};
 use frostbyte_core::queue::JobQueue;
@@ -24,6 +26,8 @@ use crate::http::{AppState, HttpSettings};
 pub struct Stores {
     pub metadata: Arc<dyn MetadataStore>,
     pub queue: Arc<dyn JobQueue>,
+    pub documents: Arc<dyn DocumentStore>,
+    pub index: Arc<dyn ChunkIndex>,
     pub blobs: Arc<dyn BlobStore>,
 }
 
@@ -39,11 +43,11 @@ pub async fn open_stores(config: &Config) -> anyhow::Result<Stores> {
     let ports = frostbyte_adapters::resolve::metadata_ports(&metadata_url, config.storage.max_connections)
         .await
         .with_context(|| format!("cannot open metadata store {}", crate::config::redact_url(&metadata_url)))?;
-    let (metadata, queue) = (ports.store, ports.queue);
+    let (metadata, queue, documents, index) = (ports.store, ports.queue, ports.documents, ports.index);
     metadata.migrate().await.context("cannot migrate the metadata store")?;
     let blobs = frostbyte_adapters::resolve::blob_store(&config.blob_url())
         .with_context(|| format!("cannot open blob store {}", crate::config::redact_url(&config.blob_url())))?;
-    Ok(Stores { metadata, queue, blobs })
+    Ok(Stores { metadata, queue, documents, index, blobs })
 }
 
 /// A secret read from configuration or from a file in the data directory.
@@ -116,6 +120,8 @@ pub async fn build(config: &Config) -> anyhow::Result<App> {
         store: stores.metadata,
         blobs: stores.blobs,
         queue: stores.queue,
+        documents: stores.documents,
+        index: stores.index,
         tenants,
         admin_key: admin.secret,
         jwt_secret: jwt.secret,
@@ -186,6 +192,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let router = crate::http::router(app.state.clone());
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     let (signal_tx, signal_rx) = tokio::sync::watch::channel(false);
+    let workers = spawn_workers(&app.state, &config.workers, &signal_rx);
     let server = axum::serve(listener, router).with_graceful_shutdown({
         let mut rx = signal_rx.clone();
         async move {
@@ -199,12 +206,45 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     info!(grace_secs = grace.as_secs(), "shutting down: draining in-flight requests");
     let _ = signal_tx.send(true);
-    match tokio::time::timeout(grace, server).await {
+    let drain = async {
+        let served = server.await;
+        // Workers stop after their current job.
+        for w in workers {
+            let _ = w.await;
+        }
+        served
+    };
+    match tokio::time::timeout(grace, drain).await {
         Ok(result) => result.context("server failed while draining")?,
-        Err(_) => warn!("grace period elapsed with requests still in flight; exiting"),
+        Err(_) => warn!("grace period elapsed with requests or jobs still in flight; exiting"),
     }
     info!("frostbyte stopped");
     Ok(())
+}
+
+/// Starts `config.count` pipeline workers that stop (after their current job) when `shutdown` turns true.
+pub fn spawn_workers(
+    state: &AppState,
+    config: &crate::config::WorkersConfig,
+    shutdown: &tokio::sync::watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let host = std::process::id();
+    (0..config.count)
+        .map(|n| {
+            let mut pipeline = crate::pipeline::Pipeline::new(
+                state.store.clone(),
+                state.queue.clone(),
+                state.documents.clone(),
+                state.index.clone(),
+                state.blobs.clone(),
+                &format!("worker-{host}-{n}"),
+            );
+            pipeline.claim.lease = Duration::from_secs(config.lease_secs);
+            pipeline.claim.per_tenant_cap = config.per_tenant_cap;
+            let poll = Duration::from_millis(config.poll_interval_ms);
+            tokio::spawn(crate::pipeline::run_worker(pipeline, poll, shutdown.clone()))
+        })
+        .collect()
 }
 
 async fn shutdown_signal() {

@@ -80,6 +80,20 @@ pub enum LogFormat {
     Json,
 }
 
+/// The pipeline workers `serve` runs in-process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkersConfig {
+    /// How many jobs run at once (0 runs no workers: an API-only process).
+    pub count: u32,
+    /// How long an idle worker waits before polling the queue again.
+    pub poll_interval_ms: u64,
+    /// How long a claimed job is leased before another worker may take it over.
+    pub lease_secs: u64,
+    /// The most jobs one tenant may have running at once.
+    pub per_tenant_cap: u32,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
@@ -94,6 +108,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub auth: AuthConfig,
     pub log: LogConfig,
+    pub workers: WorkersConfig,
 }
 
 fn optional_secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SecretString>, D::Error> {
@@ -194,21 +209,25 @@ impl Config {
         let storage = section::<StorageConfig>(&figment, "storage", &mut errors);
         let auth = section::<AuthConfig>(&figment, "auth", &mut errors);
         let log = section::<LogConfig>(&figment, "log", &mut errors);
-        for extra in top_level_keys(&figment).difference(&["server", "storage", "auth", "log"].map(String::from).into())
+        let workers = section::<WorkersConfig>(&figment, "workers", &mut errors);
+        for extra in top_level_keys(&figment)
+            .difference(&["server", "storage", "auth", "log", "workers"].map(String::from).into())
         {
             errors.push(format!("unknown section `{extra}`"));
         }
 
-        match (server, storage, auth, log) {
-            (Some(server), Some(storage), Some(auth), Some(log)) if errors.is_empty() => {
-                let config = Config { server, storage, auth, log };
+        match (server, storage, auth, log, workers) {
+            (Some(server), Some(storage), Some(auth), Some(log), Some(workers)) if errors.is_empty() => {
+                let config = Config { server, storage, auth, log, workers };
                 let problems = config.validate();
                 if problems.is_empty() { Ok(config) } else { Err(ConfigErrors(problems)) }
             }
-            (server, storage, auth, log) => {
+            (server, storage, auth, log, workers) => {
                 // Report semantic problems of the sections that did parse, too.
-                if let (Some(server), Some(storage), Some(auth), Some(log)) = (server, storage, auth, log) {
-                    errors.extend(Config { server, storage, auth, log }.validate());
+                if let (Some(server), Some(storage), Some(auth), Some(log), Some(workers)) =
+                    (server, storage, auth, log, workers)
+                {
+                    errors.extend(Config { server, storage, auth, log, workers }.validate());
                 }
                 Err(ConfigErrors(errors))
             }
@@ -229,6 +248,24 @@ impl Config {
         }
         if self.server.shutdown_grace_secs > 600 {
             out.push("server.shutdown_grace_secs must be at most 600".into());
+        }
+        if self.workers.count > 256 {
+            out.push(format!("workers.count must be at most 256 (got {})", self.workers.count));
+        }
+        if !(10..=60_000).contains(&self.workers.poll_interval_ms) {
+            out.push(format!(
+                "workers.poll_interval_ms must be between 10 and 60000 (got {})",
+                self.workers.poll_interval_ms
+            ));
+        }
+        if !(5..=86_400).contains(&self.workers.lease_secs) {
+            out.push(format!("workers.lease_secs must be between 5 and 86400 (got {})", self.workers.lease_secs));
+        }
+        if !(1..=1000).contains(&self.workers.per_tenant_cap) {
+            out.push(format!(
+                "workers.per_tenant_cap must be between 1 and 1000 (got {})",
+                self.workers.per_tenant_cap
+            ));
         }
         if self.storage.data_dir.as_os_str().is_empty() {
             out.push("storage.data_dir must not be empty".into());

@@ -5,3 +5,5 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod http;
+pub mod intake;
+pub mod pipeline;

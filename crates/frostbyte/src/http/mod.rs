@@ -49,6 +49,7 @@ pub use state::{AppState, HttpSettings};
         (name = "auth", description = "Access tokens"),
         (name = "audit", description = "The audit hash chain (scope `audit`)"),
         (name = "dead letters", description = "Jobs that spent their retries (scope `admin`)"),
+        (name = "documents", description = "Document intake (scope `ingest`) and document views (scope `query`)"),
     )
 )]
 struct ApiDoc;

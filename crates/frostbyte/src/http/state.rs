@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use frostbyte_core::documents::DocumentStore;
+use frostbyte_core::index::ChunkIndex;
 use frostbyte_core::ports::{BlobStore, MetadataStore};
 use frostbyte_core::queue::JobQueue;
 use frostbyte_core::service::TenantService;
@@ -25,6 +27,8 @@ pub struct AppState {
     pub store: Arc<dyn MetadataStore>,
     pub blobs: Arc<dyn BlobStore>,
     pub queue: Arc<dyn JobQueue>,
+    pub documents: Arc<dyn DocumentStore>,
+    pub index: Arc<dyn ChunkIndex>,
     pub tenants: TenantService,
     pub admin_key: SecretString,
     pub jwt_secret: SecretString,

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use frostbyte::http::{AppState, HttpSettings, install_metrics_recorder, router};
+use frostbyte_core::documents::DocumentStore;
+use frostbyte_core::index::ChunkIndex;
 use frostbyte_core::ports::{BlobStore, MetadataStore};
 use frostbyte_core::queue::JobQueue;
 use frostbyte_core::service::TenantService;
@@ -37,6 +39,8 @@ pub struct TestApp {
     pub store: Arc<dyn MetadataStore>,
     pub blobs: Arc<dyn BlobStore>,
     pub queue: Arc<dyn JobQueue>,
+    pub documents: Arc<dyn DocumentStore>,
+    pub index: Arc<dyn ChunkIndex>,
     pub db_path: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -95,7 +99,7 @@ pub async fn spawn_app_with(config: TestConfig) -> TestApp {
     let ports = frostbyte_adapters::resolve::metadata_ports(&format!("sqlite://{}", db_path.display()), 4)
         .await
         .expect("sqlite store");
-    let (store, queue) = (ports.store, ports.queue);
+    let (store, queue, documents, index) = (ports.store, ports.queue, ports.documents, ports.index);
     store.migrate().await.expect("migrations");
     let blobs = match config.blobs {
         Some(b) => b,
@@ -105,6 +109,8 @@ pub async fn spawn_app_with(config: TestConfig) -> TestApp {
         store: Arc::clone(&store),
         blobs: Arc::clone(&blobs),
         queue: Arc::clone(&queue),
+        documents: Arc::clone(&documents),
+        index: Arc::clone(&index),
         tenants: TenantService::new(Arc::clone(&store), Arc::clone(&blobs)),
         admin_key: SecretString::from(ADMIN_KEY),
         jwt_secret: SecretString::from(JWT_SECRET),
@@ -128,6 +134,8 @@ pub async fn spawn_app_with(config: TestConfig) -> TestApp {
         store,
         blobs,
         queue,
+        documents,
+        index,
         db_path,
         _dir: dir,
     }

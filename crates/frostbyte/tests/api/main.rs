@@ -5,5 +5,6 @@ mod auth;
 mod dlq;
 mod envelope;
 mod helpers;
+mod pipeline;
 mod system;
 mod tenants;

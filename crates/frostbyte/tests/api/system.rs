@@ -37,6 +37,9 @@ const IMPLEMENTED: &[(&str, &str)] = &[
     ("get", "/api/v1/tenants/{tenant_id}/dlq"),
     ("post", "/api/v1/tenants/{tenant_id}/dlq/{dlq_entry_id}/retry"),
     ("post", "/api/v1/tenants/{tenant_id}/dlq/{dlq_entry_id}/abandon"),
+    ("post", "/api/v1/ingest/{tenant_id}/documents"),
+    ("get", "/api/v1/ingest/{tenant_id}/receipt/{receipt_id}"),
+    ("get", "/api/v1/query/{tenant_id}/document/{doc_id}"),
 ];
 
 const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
@@ -190,6 +193,8 @@ async fn every_route_in_the_document_is_served() {
             .replace("{key_id}", &uuid::Uuid::now_v7().to_string())
             .replace("{event_id}", &uuid::Uuid::now_v7().to_string())
             .replace("{dlq_entry_id}", &uuid::Uuid::now_v7().to_string())
+            .replace("{receipt_id}", &uuid::Uuid::now_v7().to_string())
+            .replace("{doc_id}", &uuid::Uuid::now_v7().to_string())
             .replace("{resource_id}", "acme");
         assert!(!path.contains('{'), "unhandled parameter in {p}");
         let method = Method::from_bytes(m.to_uppercase().as_bytes()).unwrap();

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod dlq;
+pub mod documents;
 pub mod system;
 pub mod tenants;
 pub mod token;
@@ -37,6 +38,9 @@ pub(crate) fn api_routes() -> OpenApiRouter<ApiContext> {
         .routes(routes!(dlq::list_dlq))
         .routes(routes!(dlq::retry_dlq))
         .routes(routes!(dlq::abandon_dlq))
+        .merge(documents::upload_routes())
+        .routes(routes!(documents::get_receipt))
+        .routes(routes!(documents::get_document))
 }
 
 /// Unknown paths. The message is distinct from a missing resource's, so clients (and the OpenAPI completeness

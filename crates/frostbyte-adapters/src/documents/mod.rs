@@ -1,0 +1,40 @@
+//! The document records ([`DocumentStore`](frostbyte_core::documents::DocumentStore)) on both SQL stores: the
+//! `documents` table (`migrations/*/0004_documents.sql`). Each write commits the document row, the job that
+//! continues the pipeline (`queue::*::enqueue_in_tx`) and the audit event (`append_in_tx`) in one transaction.
+
+pub(crate) mod postgres;
+pub(crate) mod sqlite;
+
+use frostbyte_core::StoreResult;
+use frostbyte_core::documents::{DocumentStages, DocumentStatus};
+use serde_json::{Map, Value};
+
+use crate::codec::corrupt;
+
+/// The columns, in the order every statement uses.
+macro_rules! document_columns {
+    () => {
+        "doc_id, receipt_id, original_filename, mime_type, size_bytes, raw_sha256, metadata, collection, status, \
+         stages, lineage, error_code, created_at, updated_at"
+    };
+}
+pub(crate) use document_columns;
+
+pub(crate) fn decode_status(stored: &str) -> StoreResult<DocumentStatus> {
+    DocumentStatus::parse(stored).ok_or_else(|| corrupt("documents.status"))
+}
+
+pub(crate) fn decode_stages(stored: Value) -> StoreResult<DocumentStages> {
+    serde_json::from_value(stored).map_err(|_| corrupt("documents.stages"))
+}
+
+pub(crate) fn decode_object(stored: Value, column: &'static str) -> StoreResult<Map<String, Value>> {
+    match stored {
+        Value::Object(m) => Ok(m),
+        _ => Err(corrupt(column)),
+    }
+}
+
+pub(crate) fn encode_stages(stages: &DocumentStages) -> Value {
+    serde_json::to_value(stages).expect("stages serialise")
+}

@@ -1,0 +1,155 @@
+//! [`DocumentStore`] for [`PostgresStore`]: `update_stage` locks the document row (`FOR UPDATE`) so concurrent
+//! stage updates of one document apply one after the other.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use frostbyte_core::audit::NewAuditEvent;
+use frostbyte_core::documents::{DocumentRecord, DocumentStore, StageUpdate};
+use frostbyte_core::queue::NewJob;
+use frostbyte_core::{StoreError, StoreResult, TenantId};
+use serde_json::Value;
+use sqlx::postgres::{PgConnection, PgRow};
+use uuid::Uuid;
+
+use super::{decode_object, decode_stages, decode_status, document_columns, encode_stages};
+use crate::codec::{self, column};
+use crate::db_error::{self, Dialect};
+use crate::postgres::{PostgresStore, append_in_tx};
+
+fn err(resource: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
+    move |e| db_error::map(Dialect::Postgres, resource, e)
+}
+
+fn document_from_row(row: &PgRow) -> StoreResult<DocumentRecord> {
+    Ok(DocumentRecord {
+        doc_id: codec::decode_uuid(&column::<_, String>(row, "doc_id")?, "documents.doc_id")?,
+        receipt_id: codec::decode_uuid(&column::<_, String>(row, "receipt_id")?, "documents.receipt_id")?,
+        original_filename: column(row, "original_filename")?,
+        mime_type: column(row, "mime_type")?,
+        size_bytes: u64::try_from(column::<_, i64>(row, "size_bytes")?)
+            .map_err(|_| codec::corrupt("documents.size_bytes"))?,
+        raw_sha256: column(row, "raw_sha256")?,
+        metadata: column(row, "metadata")?,
+        collection: column(row, "collection")?,
+        status: decode_status(&column::<_, String>(row, "status")?)?,
+        stages: decode_stages(column(row, "stages")?)?,
+        lineage: decode_object(column(row, "lineage")?, "documents.lineage")?,
+        error_code: column(row, "error_code")?,
+        created_at: column::<_, DateTime<Utc>>(row, "created_at")?,
+        updated_at: column::<_, DateTime<Utc>>(row, "updated_at")?,
+    })
+}
+
+async fn select_one(
+    conn: &mut PgConnection,
+    tenant: &TenantId,
+    by_receipt: bool,
+    key: Uuid,
+    lock: bool,
+) -> StoreResult<Option<DocumentRecord>> {
+    let sql = match (by_receipt, lock) {
+        (true, _) => {
+            concat!("SELECT ", document_columns!(), " FROM documents WHERE tenant_id = $1 AND receipt_id = $2")
+        }
+        (false, false) => {
+            concat!("SELECT ", document_columns!(), " FROM documents WHERE tenant_id = $1 AND doc_id = $2")
+        }
+        (false, true) => {
+            concat!("SELECT ", document_columns!(), " FROM documents WHERE tenant_id = $1 AND doc_id = $2 FOR UPDATE")
+        }
+    };
+    sqlx::query(sql)
+        .bind(tenant.as_str())
+        .bind(key.to_string())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(err("document"))?
+        .as_ref()
+        .map(document_from_row)
+        .transpose()
+}
+
+#[async_trait]
+impl DocumentStore for PostgresStore {
+    async fn create_document(
+        &self,
+        tenant: &TenantId,
+        doc: &DocumentRecord,
+        first_job: NewJob,
+        audit: NewAuditEvent,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        crate::queue::postgres::enqueue_in_tx(&mut tx, tenant, first_job).await?;
+        sqlx::query(concat!(
+            "INSERT INTO documents (tenant_id, ",
+            document_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+        ))
+        .bind(tenant.as_str())
+        .bind(doc.doc_id.to_string())
+        .bind(doc.receipt_id.to_string())
+        .bind(&doc.original_filename)
+        .bind(&doc.mime_type)
+        .bind(i64::try_from(doc.size_bytes).map_err(|_| StoreError::Internal("document too large".into()))?)
+        .bind(&doc.raw_sha256)
+        .bind(&doc.metadata)
+        .bind(doc.collection.as_deref())
+        .bind(doc.status.as_str())
+        .bind(encode_stages(&doc.stages))
+        .bind(Value::Object(doc.lineage.clone()))
+        .bind(doc.error_code.as_deref())
+        .bind(doc.created_at)
+        .bind(doc.updated_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(err("document"))?;
+        append_in_tx(&mut tx, tenant, audit, frostbyte_core::now()).await?;
+        tx.commit().await.map_err(err("transaction"))
+    }
+
+    async fn get_document(&self, tenant: &TenantId, doc_id: Uuid) -> StoreResult<Option<DocumentRecord>> {
+        let mut conn = self.pool().acquire().await.map_err(err("database"))?;
+        select_one(&mut conn, tenant, false, doc_id, false).await
+    }
+
+    async fn get_by_receipt(&self, tenant: &TenantId, receipt_id: Uuid) -> StoreResult<Option<DocumentRecord>> {
+        let mut conn = self.pool().acquire().await.map_err(err("database"))?;
+        select_one(&mut conn, tenant, true, receipt_id, false).await
+    }
+
+    async fn update_stage(
+        &self,
+        tenant: &TenantId,
+        doc_id: Uuid,
+        update: StageUpdate,
+        next_job: Option<NewJob>,
+        audit: NewAuditEvent,
+    ) -> StoreResult<DocumentRecord> {
+        let now = frostbyte_core::now();
+        let mut tx = self.begin().await?;
+        let mut doc = select_one(&mut tx, tenant, false, doc_id, true)
+            .await?
+            .ok_or(StoreError::NotFound { resource: "document" })?;
+        update.apply_to(&mut doc, now);
+        sqlx::query(
+            "UPDATE documents SET status = $1, stages = $2, lineage = $3, error_code = $4, updated_at = $5 \
+             WHERE tenant_id = $6 AND doc_id = $7",
+        )
+        .bind(doc.status.as_str())
+        .bind(encode_stages(&doc.stages))
+        .bind(Value::Object(doc.lineage.clone()))
+        .bind(doc.error_code.as_deref())
+        .bind(doc.updated_at)
+        .bind(tenant.as_str())
+        .bind(doc_id.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(err("document"))?;
+        if let Some(job) = next_job {
+            crate::queue::postgres::enqueue_in_tx(&mut tx, tenant, job).await?;
+        }
+        append_in_tx(&mut tx, tenant, audit, now).await?;
+        tx.commit().await.map_err(err("transaction"))?;
+        Ok(doc)
+    }
+}

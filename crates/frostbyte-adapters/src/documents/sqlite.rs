@@ -1,0 +1,153 @@
+//! [`DocumentStore`] for [`SqliteStore`]: every write in a `BEGIN IMMEDIATE` transaction, which also serialises
+//! the audit append and the job insert that go with it.
+
+use async_trait::async_trait;
+use frostbyte_core::audit::NewAuditEvent;
+use frostbyte_core::documents::{DocumentRecord, DocumentStore, StageUpdate};
+use frostbyte_core::queue::NewJob;
+use frostbyte_core::{StoreError, StoreResult, TenantId};
+use serde_json::Value;
+use sqlx::sqlite::{SqliteConnection, SqliteRow};
+use uuid::Uuid;
+
+use super::{decode_object, decode_stages, decode_status, document_columns, encode_stages};
+use crate::codec::{self, column};
+use crate::db_error::{self, Dialect};
+use crate::sqlite::{SqliteStore, append_in_tx};
+
+fn err(resource: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
+    move |e| db_error::map(Dialect::Sqlite, resource, e)
+}
+
+fn json_column(row: &SqliteRow, name: &'static str, what: &'static str) -> StoreResult<Value> {
+    serde_json::from_str(&column::<_, String>(row, name)?).map_err(|_| codec::corrupt(what))
+}
+
+fn document_from_row(row: &SqliteRow) -> StoreResult<DocumentRecord> {
+    Ok(DocumentRecord {
+        doc_id: codec::decode_uuid(&column::<_, String>(row, "doc_id")?, "documents.doc_id")?,
+        receipt_id: codec::decode_uuid(&column::<_, String>(row, "receipt_id")?, "documents.receipt_id")?,
+        original_filename: column(row, "original_filename")?,
+        mime_type: column(row, "mime_type")?,
+        size_bytes: u64::try_from(column::<_, i64>(row, "size_bytes")?)
+            .map_err(|_| codec::corrupt("documents.size_bytes"))?,
+        raw_sha256: column(row, "raw_sha256")?,
+        metadata: json_column(row, "metadata", "documents.metadata")?,
+        collection: column(row, "collection")?,
+        status: decode_status(&column::<_, String>(row, "status")?)?,
+        stages: decode_stages(json_column(row, "stages", "documents.stages")?)?,
+        lineage: decode_object(json_column(row, "lineage", "documents.lineage")?, "documents.lineage")?,
+        error_code: column(row, "error_code")?,
+        created_at: codec::decode_timestamp(&column::<_, String>(row, "created_at")?, "documents.created_at")?,
+        updated_at: codec::decode_timestamp(&column::<_, String>(row, "updated_at")?, "documents.updated_at")?,
+    })
+}
+
+async fn select_one(
+    conn: &mut SqliteConnection,
+    tenant: &TenantId,
+    key_column: &'static str,
+    key: Uuid,
+) -> StoreResult<Option<DocumentRecord>> {
+    let sql = match key_column {
+        "receipt_id" => {
+            concat!("SELECT ", document_columns!(), " FROM documents WHERE tenant_id = ? AND receipt_id = ?")
+        }
+        _ => concat!("SELECT ", document_columns!(), " FROM documents WHERE tenant_id = ? AND doc_id = ?"),
+    };
+    sqlx::query(sql)
+        .bind(tenant.as_str())
+        .bind(key.to_string())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(err("document"))?
+        .as_ref()
+        .map(document_from_row)
+        .transpose()
+}
+
+#[async_trait]
+impl DocumentStore for SqliteStore {
+    async fn create_document(
+        &self,
+        tenant: &TenantId,
+        doc: &DocumentRecord,
+        first_job: NewJob,
+        audit: NewAuditEvent,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        // enqueue_in_tx checks the tenant exists (NotFound) before anything is written.
+        crate::queue::sqlite::enqueue_in_tx(&mut tx, tenant, first_job).await?;
+        sqlx::query(concat!(
+            "INSERT INTO documents (tenant_id, ",
+            document_columns!(),
+            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(tenant.as_str())
+        .bind(doc.doc_id.to_string())
+        .bind(doc.receipt_id.to_string())
+        .bind(&doc.original_filename)
+        .bind(&doc.mime_type)
+        .bind(i64::try_from(doc.size_bytes).map_err(|_| StoreError::Internal("document too large".into()))?)
+        .bind(&doc.raw_sha256)
+        .bind(doc.metadata.to_string())
+        .bind(doc.collection.as_deref())
+        .bind(doc.status.as_str())
+        .bind(encode_stages(&doc.stages).to_string())
+        .bind(Value::Object(doc.lineage.clone()).to_string())
+        .bind(doc.error_code.as_deref())
+        .bind(codec::encode_timestamp(&doc.created_at))
+        .bind(codec::encode_timestamp(&doc.updated_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(err("document"))?;
+        append_in_tx(&mut tx, tenant, audit, frostbyte_core::now()).await?;
+        tx.commit().await.map_err(err("transaction"))
+    }
+
+    async fn get_document(&self, tenant: &TenantId, doc_id: Uuid) -> StoreResult<Option<DocumentRecord>> {
+        let mut conn = self.pool().acquire().await.map_err(err("database"))?;
+        select_one(&mut conn, tenant, "doc_id", doc_id).await
+    }
+
+    async fn get_by_receipt(&self, tenant: &TenantId, receipt_id: Uuid) -> StoreResult<Option<DocumentRecord>> {
+        let mut conn = self.pool().acquire().await.map_err(err("database"))?;
+        select_one(&mut conn, tenant, "receipt_id", receipt_id).await
+    }
+
+    async fn update_stage(
+        &self,
+        tenant: &TenantId,
+        doc_id: Uuid,
+        update: StageUpdate,
+        next_job: Option<NewJob>,
+        audit: NewAuditEvent,
+    ) -> StoreResult<DocumentRecord> {
+        let now = frostbyte_core::now();
+        let mut tx = self.begin_write().await?;
+        let mut doc = select_one(&mut tx, tenant, "doc_id", doc_id)
+            .await?
+            .ok_or(StoreError::NotFound { resource: "document" })?;
+        update.apply_to(&mut doc, now);
+        sqlx::query(
+            "UPDATE documents SET status = ?, stages = ?, lineage = ?, error_code = ?, updated_at = ? \
+             WHERE tenant_id = ? AND doc_id = ?",
+        )
+        .bind(doc.status.as_str())
+        .bind(encode_stages(&doc.stages).to_string())
+        .bind(Value::Object(doc.lineage.clone()).to_string())
+        .bind(doc.error_code.as_deref())
+        .bind(codec::encode_timestamp(&doc.updated_at))
+        .bind(tenant.as_str())
+        .bind(doc_id.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(err("document"))?;
+        if let Some(job) = next_job {
+            crate::queue::sqlite::enqueue_in_tx(&mut tx, tenant, job).await?;
+        }
+        append_in_tx(&mut tx, tenant, audit, now).await?;
+        tx.commit().await.map_err(err("transaction"))?;
+        Ok(doc)
+    }
+}

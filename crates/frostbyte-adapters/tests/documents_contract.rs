@@ -1,0 +1,284 @@
+//! The `DocumentStore` contract, one suite run against every adapter: SQLite always (a fresh database file per
+//! test), PostgreSQL when `FROSTBYTE_TEST_POSTGRES_URL` is set (a fresh schema per test, dropped afterwards).
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use frostbyte_adapters::{PostgresStore, SqliteStore};
+use frostbyte_core::audit::{ChainVerifier, NewAuditEvent};
+use frostbyte_core::documents::{
+    DocumentRecord, DocumentStages, DocumentStatus, DocumentStore, PipelineStage, StageStatus, StageUpdate,
+};
+use frostbyte_core::ports::MetadataStore;
+use frostbyte_core::queue::{ClaimOptions, JobQueue, NewJob, Stage};
+use frostbyte_core::tenant::{Tenant, TenantConfig, TenantState, Tier};
+use frostbyte_core::{StoreError, TenantId};
+use serde_json::json;
+use sqlx::AssertSqlSafe;
+use uuid::Uuid;
+
+// --- harness ---------------------------------------------------------------------------------------------------
+
+trait Store: MetadataStore + JobQueue + DocumentStore {}
+impl<T: MetadataStore + JobQueue + DocumentStore> Store for T {}
+
+enum Backend {
+    Sqlite { _dir: tempfile::TempDir },
+    Postgres { store: PostgresStore, admin: sqlx::PgPool, schema: String },
+}
+
+struct Harness {
+    store: Arc<dyn Store>,
+    backend: Backend,
+}
+
+impl Harness {
+    async fn sqlite() -> Harness {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("frostbyte.db").display());
+        let store = SqliteStore::connect(&url, 8).await.expect("open sqlite");
+        store.migrate().await.expect("migrate sqlite");
+        Harness { store: Arc::new(store), backend: Backend::Sqlite { _dir: dir } }
+    }
+
+    async fn postgres() -> Option<Harness> {
+        let Ok(url) = std::env::var("FROSTBYTE_TEST_POSTGRES_URL") else {
+            assert!(
+                std::env::var_os("FROSTBYTE_TEST_REQUIRE_POSTGRES").is_none(),
+                "FROSTBYTE_TEST_REQUIRE_POSTGRES is set but FROSTBYTE_TEST_POSTGRES_URL is not"
+            );
+            eprintln!("FROSTBYTE_TEST_POSTGRES_URL is not set: skipping the PostgreSQL variant");
+            return None;
+        };
+        let admin = sqlx::PgPool::connect(&url).await.expect("connect to FROSTBYTE_TEST_POSTGRES_URL");
+        let schema = format!("fbd_{}", unique());
+        sqlx::raw_sql(AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&admin).await.expect("create schema");
+        let options =
+            sqlx::postgres::PgConnectOptions::from_str(&url).expect("postgres url").options([("search_path", &schema)]);
+        let store = PostgresStore::connect_with(options, 8).await.expect("open postgres");
+        store.migrate().await.expect("migrate postgres");
+        Some(Harness { store: Arc::new(store.clone()), backend: Backend::Postgres { store, admin, schema } })
+    }
+
+    async fn cleanup(self) {
+        if let Backend::Postgres { store, admin, schema } = self.backend {
+            store.pool().close().await;
+            sqlx::raw_sql(AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+                .execute(&admin)
+                .await
+                .expect("drop schema");
+        }
+    }
+}
+
+macro_rules! contract_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let h = super::Harness::sqlite().await;
+                    super::$name(&h).await;
+                    h.cleanup().await;
+                }
+            )*
+        }
+
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(h) = super::Harness::postgres().await else { return };
+                    super::$name(&h).await;
+                    h.cleanup().await;
+                }
+            )*
+        }
+    };
+}
+
+contract_tests!(
+    create_writes_document_job_and_audit_together,
+    unknown_tenant_writes_nothing,
+    duplicate_ids_are_rejected_atomically,
+    update_stage_moves_on_with_its_job,
+    other_tenants_documents_are_invisible,
+);
+
+// --- fixtures --------------------------------------------------------------------------------------------------
+
+fn unique() -> String {
+    Uuid::now_v7().simple().to_string()[20..].to_owned()
+}
+
+async fn tenant(h: &Harness, prefix: &str) -> TenantId {
+    let id = TenantId::parse(&format!("{prefix}-{}", unique())).expect("valid tenant id");
+    let now = frostbyte_core::now();
+    let tenant = Tenant {
+        tenant_id: id.clone(),
+        tenant_name: format!("Tenant {id}"),
+        contact_email: "ops@example.com".into(),
+        tier: Tier::Standard,
+        state: TenantState::Active,
+        state_reason: None,
+        config: TenantConfig::default(),
+        config_version: 1,
+        created_at: now,
+        updated_at: now,
+    };
+    h.store.create_tenant(&tenant, event("TENANT_CREATED", id.as_str())).await.expect("create tenant");
+    id
+}
+
+fn event(kind: &str, resource: &str) -> NewAuditEvent {
+    NewAuditEvent::new(kind, "test", "document", resource, json!({"component": "test", "status": "ok"}))
+}
+
+fn record() -> DocumentRecord {
+    let now = frostbyte_core::now();
+    DocumentRecord {
+        doc_id: frostbyte_core::ids::new_id(),
+        receipt_id: frostbyte_core::ids::new_id(),
+        original_filename: "notes.md".into(),
+        mime_type: "text/markdown".into(),
+        size_bytes: 42,
+        raw_sha256: "ab".repeat(32),
+        metadata: json!({"team": "ops"}),
+        collection: Some("handbook".into()),
+        status: DocumentStatus::Processing,
+        stages: DocumentStages::received(),
+        lineage: serde_json::Map::new(),
+        error_code: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+fn parse_job(doc: &DocumentRecord) -> NewJob {
+    NewJob::new(Stage::Parse, doc.doc_id.to_string(), json!({"doc_id": doc.doc_id}))
+        .dedupe_key(format!("parse:{}", doc.doc_id))
+}
+
+async fn claim(h: &Harness) -> Option<frostbyte_core::queue::Job> {
+    let opts = ClaimOptions::new("w1", std::time::Duration::from_secs(60), 4);
+    h.store.claim(&opts, frostbyte_core::now()).await.expect("claim")
+}
+
+async fn audit_count(h: &Harness, t: &TenantId) -> u64 {
+    let mut v = ChainVerifier::default();
+    let events = h.store.audit_after(t, 0, 1000).await.expect("audit");
+    for e in &events {
+        v.push(e);
+    }
+    assert!(v.first_break().is_none(), "the chain stays valid");
+    v.events_checked()
+}
+
+// --- the contract ----------------------------------------------------------------------------------------------
+
+async fn create_writes_document_job_and_audit_together(h: &Harness) {
+    let t = tenant(h, "docs").await;
+    let doc = record();
+    let before = audit_count(h, &t).await;
+    h.store
+        .create_document(&t, &doc, parse_job(&doc), event("DOCUMENT_INGESTED", &doc.doc_id.to_string()))
+        .await
+        .unwrap();
+    let got = h.store.get_document(&t, doc.doc_id).await.unwrap().expect("stored");
+    assert_eq!(got, doc);
+    assert_eq!(h.store.get_by_receipt(&t, doc.receipt_id).await.unwrap(), Some(doc.clone()));
+    assert_eq!(audit_count(h, &t).await, before + 1);
+    let job = claim(h).await.expect("the parse job was enqueued");
+    assert_eq!((job.stage, job.resource_id.as_str()), (Stage::Parse, doc.doc_id.to_string().as_str()));
+}
+
+async fn unknown_tenant_writes_nothing(h: &Harness) {
+    let t = TenantId::parse("nobody-here").unwrap();
+    let doc = record();
+    let e = h.store.create_document(&t, &doc, parse_job(&doc), event("DOCUMENT_INGESTED", "x")).await.unwrap_err();
+    assert!(matches!(e, StoreError::NotFound { .. }), "{e:?}");
+    assert!(claim(h).await.is_none());
+}
+
+async fn duplicate_ids_are_rejected_atomically(h: &Harness) {
+    let t = tenant(h, "dup").await;
+    let doc = record();
+    h.store.create_document(&t, &doc, parse_job(&doc), event("DOCUMENT_INGESTED", "a")).await.unwrap();
+    let before = audit_count(h, &t).await;
+    let mut again = record();
+    again.doc_id = doc.doc_id;
+    let e = h.store.create_document(&t, &again, parse_job(&again), event("DOCUMENT_INGESTED", "b")).await.unwrap_err();
+    assert!(matches!(e, StoreError::AlreadyExists { .. }), "{e:?}");
+    assert_eq!(audit_count(h, &t).await, before, "no audit event for a write that did not happen");
+    assert_eq!(h.store.get_by_receipt(&t, again.receipt_id).await.unwrap(), None);
+}
+
+async fn update_stage_moves_on_with_its_job(h: &Harness) {
+    let t = tenant(h, "stage").await;
+    let doc = record();
+    h.store.create_document(&t, &doc, parse_job(&doc), event("DOCUMENT_INGESTED", "a")).await.unwrap();
+    let parse = claim(h).await.unwrap();
+    h.store.complete(parse.job_id, "w1").await.unwrap();
+    let next =
+        NewJob::new(Stage::Policy, doc.doc_id.to_string(), json!({})).dedupe_key(format!("policy:{}", doc.doc_id));
+    let updated = h
+        .store
+        .update_stage(
+            &t,
+            doc.doc_id,
+            StageUpdate::new(PipelineStage::Parse, StageStatus::Done).lineage("parser_version", "markdown@1"),
+            Some(next),
+            event("DOCUMENT_PARSED", "a"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated.stages.parse, StageStatus::Done);
+    assert_eq!(updated.stages.current(), Some(PipelineStage::Policy));
+    assert_eq!(updated.lineage["parser_version"], json!("markdown@1"));
+    assert_eq!(h.store.get_document(&t, doc.doc_id).await.unwrap(), Some(updated));
+    assert_eq!(claim(h).await.unwrap().stage, Stage::Policy);
+
+    let done = h
+        .store
+        .update_stage(
+            &t,
+            doc.doc_id,
+            StageUpdate::new(PipelineStage::Policy, StageStatus::Done)
+                .also(PipelineStage::Embed, StageStatus::Skipped)
+                .also(PipelineStage::Index, StageStatus::Skipped)
+                .document_status(DocumentStatus::Quarantined),
+            None,
+            event("DOCUMENT_QUARANTINED", "a"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.status, DocumentStatus::Quarantined);
+    assert_eq!(done.stages.current(), None);
+    let missing = h
+        .store
+        .update_stage(
+            &t,
+            Uuid::now_v7(),
+            StageUpdate::new(PipelineStage::Parse, StageStatus::Done),
+            None,
+            event("X", "b"),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(missing, StoreError::NotFound { .. }));
+}
+
+async fn other_tenants_documents_are_invisible(h: &Harness) {
+    let a = tenant(h, "alpha").await;
+    let b = tenant(h, "beta").await;
+    let doc = record();
+    h.store.create_document(&a, &doc, parse_job(&doc), event("DOCUMENT_INGESTED", "a")).await.unwrap();
+    assert_eq!(h.store.get_document(&b, doc.doc_id).await.unwrap(), None);
+    assert_eq!(h.store.get_by_receipt(&b, doc.receipt_id).await.unwrap(), None);
+    let e = h
+        .store
+        .update_stage(&b, doc.doc_id, StageUpdate::new(PipelineStage::Parse, StageStatus::Done), None, event("X", "a"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::NotFound { .. }));
+}

@@ -1,0 +1,296 @@
+//! Documents as the pipeline tracks them: what intake received (receipt, filename, type, size, raw sha256,
+//! tenant metadata), where the document is in its life (`status`), and a per-stage status
+//! (`stages{intake, parse, policy, embed, index}`), plus the [`DocumentStore`] port the metadata stores implement.
+//!
+//! Every write takes the audit event recording it and, where the write hands work on, the next stage's job, and
+//! commits all of them in one transaction (DESIGN.md §2.3–2.4): a document never exists without its parse job,
+//! and a stage is never marked done without the job that continues the pipeline.
+//!
+//! Nothing here holds document text: the canonical document lives in the blob store, chunks in the chunk index.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::audit::NewAuditEvent;
+use crate::error::StoreResult;
+use crate::ids::TenantId;
+use crate::queue::NewJob;
+
+/// Where a document is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DocumentStatus {
+    /// Accepted by intake, waiting for (or in) the pipeline.
+    Processing,
+    /// Every stage done; its chunks are searchable.
+    Indexed,
+    /// Policy blocked it (PII under `block`); nothing is indexed.
+    Quarantined,
+    /// A stage failed for good (dead-lettered or a permanent error).
+    Failed,
+}
+
+impl DocumentStatus {
+    pub const ALL: [DocumentStatus; 4] =
+        [DocumentStatus::Processing, DocumentStatus::Indexed, DocumentStatus::Quarantined, DocumentStatus::Failed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DocumentStatus::Processing => "processing",
+            DocumentStatus::Indexed => "indexed",
+            DocumentStatus::Quarantined => "quarantined",
+            DocumentStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DocumentStatus> {
+        DocumentStatus::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+impl fmt::Display for DocumentStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The stages a document's record tracks (the API's `stages{intake,parse,policy,embed,index}`). Chunking is part
+/// of `embed` here: chunks are made, embedded and indexed by one job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PipelineStage {
+    Intake,
+    Parse,
+    Policy,
+    Embed,
+    Index,
+}
+
+impl PipelineStage {
+    pub const ALL: [PipelineStage; 5] = [
+        PipelineStage::Intake,
+        PipelineStage::Parse,
+        PipelineStage::Policy,
+        PipelineStage::Embed,
+        PipelineStage::Index,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PipelineStage::Intake => "intake",
+            PipelineStage::Parse => "parse",
+            PipelineStage::Policy => "policy",
+            PipelineStage::Embed => "embed",
+            PipelineStage::Index => "index",
+        }
+    }
+}
+
+/// One stage's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StageStatus {
+    Pending,
+    Running,
+    Done,
+    Failed,
+    /// Not run because an earlier stage decided so (a quarantined document is never embedded).
+    Skipped,
+}
+
+/// Every stage's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DocumentStages {
+    pub intake: StageStatus,
+    pub parse: StageStatus,
+    pub policy: StageStatus,
+    pub embed: StageStatus,
+    pub index: StageStatus,
+}
+
+impl DocumentStages {
+    /// A document intake just accepted: intake done, everything else pending.
+    pub fn received() -> Self {
+        DocumentStages {
+            intake: StageStatus::Done,
+            parse: StageStatus::Pending,
+            policy: StageStatus::Pending,
+            embed: StageStatus::Pending,
+            index: StageStatus::Pending,
+        }
+    }
+
+    pub fn get(&self, stage: PipelineStage) -> StageStatus {
+        match stage {
+            PipelineStage::Intake => self.intake,
+            PipelineStage::Parse => self.parse,
+            PipelineStage::Policy => self.policy,
+            PipelineStage::Embed => self.embed,
+            PipelineStage::Index => self.index,
+        }
+    }
+
+    pub fn set(&mut self, stage: PipelineStage, status: StageStatus) {
+        let slot = match stage {
+            PipelineStage::Intake => &mut self.intake,
+            PipelineStage::Parse => &mut self.parse,
+            PipelineStage::Policy => &mut self.policy,
+            PipelineStage::Embed => &mut self.embed,
+            PipelineStage::Index => &mut self.index,
+        };
+        *slot = status;
+    }
+
+    /// The first stage not yet done (or skipped), if any.
+    pub fn current(&self) -> Option<PipelineStage> {
+        PipelineStage::ALL.into_iter().find(|s| !matches!(self.get(*s), StageStatus::Done | StageStatus::Skipped))
+    }
+}
+
+/// A document as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DocumentRecord {
+    pub doc_id: Uuid,
+    pub receipt_id: Uuid,
+    pub original_filename: String,
+    /// The sniffed type (what the parser is chosen by), not the one the client declared.
+    pub mime_type: String,
+    pub size_bytes: u64,
+    /// Lowercase hex sha256 of the raw bytes; the raw blob's key is `raw/{raw_sha256}`.
+    pub raw_sha256: String,
+    /// The tenant's custom metadata (a JSON object).
+    pub metadata: Value,
+    pub collection: Option<String>,
+    pub status: DocumentStatus,
+    pub stages: DocumentStages,
+    /// What produced the derived data: `parser_version`, `policy_version`, `embed_model`, `chunks`, ... (ids,
+    /// versions and counts only).
+    pub lineage: Map<String, Value>,
+    /// The stable code of the error that failed the document, if it failed.
+    pub error_code: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A change to one stage of a document, applied with [`DocumentStore::update_stage`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageUpdate {
+    pub stage: PipelineStage,
+    pub status: StageStatus,
+    /// Other stages to set in the same write (for example `embed` and `index` skipped when policy quarantines).
+    pub also: Vec<(PipelineStage, StageStatus)>,
+    /// The document's new status, if it changes.
+    pub document_status: Option<DocumentStatus>,
+    /// Keys merged into the document's lineage.
+    pub lineage: Map<String, Value>,
+    /// Recorded as the document's `error_code` when set.
+    pub error_code: Option<String>,
+}
+
+impl StageUpdate {
+    pub fn new(stage: PipelineStage, status: StageStatus) -> Self {
+        StageUpdate { stage, status, also: Vec::new(), document_status: None, lineage: Map::new(), error_code: None }
+    }
+
+    pub fn also(mut self, stage: PipelineStage, status: StageStatus) -> Self {
+        self.also.push((stage, status));
+        self
+    }
+
+    pub fn document_status(mut self, status: DocumentStatus) -> Self {
+        self.document_status = Some(status);
+        self
+    }
+
+    pub fn lineage(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.lineage.insert(key.to_owned(), value.into());
+        self
+    }
+
+    pub fn error_code(mut self, code: impl Into<String>) -> Self {
+        self.error_code = Some(code.into());
+        self
+    }
+
+    /// Applies the update to a record (what the stores do inside their transaction).
+    pub fn apply_to(&self, doc: &mut DocumentRecord, now: DateTime<Utc>) {
+        doc.stages.set(self.stage, self.status);
+        for (stage, status) in &self.also {
+            doc.stages.set(*stage, *status);
+        }
+        if let Some(status) = self.document_status {
+            doc.status = status;
+        }
+        for (k, v) in &self.lineage {
+            doc.lineage.insert(k.clone(), v.clone());
+        }
+        if let Some(code) = &self.error_code {
+            doc.error_code = Some(code.clone());
+        }
+        doc.updated_at = now;
+    }
+}
+
+/// The blob key of a document's raw bytes (content-addressed, so identical uploads share one object).
+pub fn raw_blob_key(sha256: &str) -> String {
+    format!("raw/{sha256}")
+}
+
+/// The blob key of a document's canonical JSON.
+pub fn canonical_blob_key(doc_id: &Uuid) -> String {
+    format!("canonical/{doc_id}.json")
+}
+
+/// Documents, implemented by both metadata stores. Tenant first on every method; another tenant's document is
+/// `None` / `NotFound`, never visible.
+#[async_trait]
+pub trait DocumentStore: Send + Sync + 'static {
+    /// Inserts the document, its first job and the audit event recording it, in one transaction. `NotFound` for
+    /// an unknown tenant; `AlreadyExists` for a taken doc or receipt id.
+    async fn create_document(
+        &self,
+        tenant: &TenantId,
+        doc: &DocumentRecord,
+        first_job: NewJob,
+        audit: NewAuditEvent,
+    ) -> StoreResult<()>;
+    async fn get_document(&self, tenant: &TenantId, doc_id: Uuid) -> StoreResult<Option<DocumentRecord>>;
+    async fn get_by_receipt(&self, tenant: &TenantId, receipt_id: Uuid) -> StoreResult<Option<DocumentRecord>>;
+    /// Applies `update`, enqueues `next_job` (if any) and appends `audit`, in one transaction; returns the
+    /// updated record. `NotFound` if the document does not exist.
+    async fn update_stage(
+        &self,
+        tenant: &TenantId,
+        doc_id: Uuid,
+        update: StageUpdate,
+        next_job: Option<NewJob>,
+        audit: NewAuditEvent,
+    ) -> StoreResult<DocumentRecord>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stages_serialise_by_name_and_report_the_current_stage() {
+        let mut s = DocumentStages::received();
+        assert_eq!(s.current(), Some(PipelineStage::Parse));
+        let v = serde_json::to_value(s).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"intake":"done","parse":"pending","policy":"pending","embed":"pending","index":"pending"})
+        );
+        for st in PipelineStage::ALL {
+            s.set(st, StageStatus::Done);
+        }
+        assert_eq!(s.current(), None);
+        assert_eq!(DocumentStatus::parse("indexed"), Some(DocumentStatus::Indexed));
+    }
+}

@@ -1,0 +1,166 @@
+//! The first end-to-end document path: upload through the API, drive the pipeline with `try_run_one` until the
+//! queue is idle, then check the document's stages, its chunks in the index and the redaction.
+
+use frostbyte::pipeline::Pipeline;
+use frostbyte_core::TenantId;
+use frostbyte_core::queue::RunOnce;
+use reqwest::Method;
+use serde_json::json;
+
+use crate::helpers::{Resp, TestApp, spawn_app};
+
+const BOUNDARY: &str = "frostbyte-test-boundary";
+
+/// A multipart body with a `file` part (and optional `metadata`).
+fn multipart(filename: &str, content_type: &str, bytes: &[u8], metadata: Option<&str>) -> Vec<u8> {
+    let mut body = Vec::new();
+    if let Some(m) = metadata {
+        body.extend_from_slice(
+            format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"metadata\"\r\n\r\n{m}\r\n").as_bytes(),
+        );
+    }
+    body.extend_from_slice(
+        format!(
+            "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n\
+             Content-Type: {content_type}\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+    body
+}
+
+async fn upload(app: &TestApp, token: &str, tenant: &str, filename: &str, ct: &str, bytes: &[u8]) -> Resp {
+    app.send_raw(
+        Method::POST,
+        &format!("/api/v1/ingest/{tenant}/documents"),
+        Some(token),
+        Some(&format!("multipart/form-data; boundary={BOUNDARY}")),
+        multipart(filename, ct, bytes, Some(r#"{"team":"ops"}"#)),
+    )
+    .await
+}
+
+fn pipeline(app: &TestApp) -> Pipeline {
+    Pipeline::new(
+        app.store.clone(),
+        app.queue.clone(),
+        app.documents.clone(),
+        app.index.clone(),
+        app.blobs.clone(),
+        "test-worker",
+    )
+}
+
+async fn drain(p: &Pipeline) -> usize {
+    let mut ran = 0;
+    while let RunOnce::Ran(_) = p.try_run_one().await.expect("run one") {
+        ran += 1;
+        assert!(ran < 100, "the pipeline never went idle");
+    }
+    ran
+}
+
+const SSN: &str = "078-05-1120";
+
+fn markdown() -> Vec<u8> {
+    format!(
+        "# Onboarding\n\nWelcome to the operations team. Payroll needs your details before the first run.\n\n\
+         ## Records\n\nEmployee SSN {SSN} is on file with human resources.\n\n- badge issued\n- laptop issued\n"
+    )
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn markdown_upload_is_parsed_policed_and_indexed_without_the_ssn() {
+    let app = spawn_app().await;
+    let t = app.tenant("acme").await;
+    let r = upload(&app, &t.key, "acme", "onboarding.md", "text/markdown", &markdown()).await;
+    r.expect(202);
+    let doc_id = r.data()["doc_id"].as_str().unwrap().to_owned();
+    let receipt_id = r.data()["receipt_id"].as_str().unwrap().to_owned();
+    assert_eq!(r.data()["scan_result"], json!("skipped"));
+    assert_eq!(r.data()["mime_type"], json!("text/markdown"));
+
+    let receipt = app.get(&format!("/api/v1/ingest/acme/receipt/{receipt_id}"), Some(&t.key)).await;
+    receipt.expect(200);
+    assert_eq!(receipt.data()["stages"]["intake"], json!("done"));
+    assert_eq!(receipt.data()["stages"]["parse"], json!("pending"));
+
+    assert_eq!(drain(&pipeline(&app)).await, 3, "parse, policy, index");
+
+    let d = app.get(&format!("/api/v1/query/acme/document/{doc_id}"), Some(&t.key)).await;
+    d.expect(200);
+    assert_eq!(d.data()["status"], json!("indexed"), "{}", d.text);
+    for stage in ["intake", "parse", "policy", "embed", "index"] {
+        assert_eq!(d.data()["stages"][stage], json!("done"), "{stage}: {}", d.text);
+    }
+    assert!(d.data()["lineage"]["parser_version"].as_str().is_some(), "{}", d.text);
+    assert!(!d.data()["chunks"].as_array().unwrap().is_empty());
+
+    let tenant = TenantId::parse("acme").unwrap();
+    let chunks = app.index.document_chunks(&tenant, &doc_id).await.unwrap();
+    assert!(!chunks.is_empty());
+    let all: String = chunks.iter().map(|c| c.text.as_str()).collect();
+    assert!(!all.contains(SSN), "the SSN reached the index");
+    assert!(all.contains("[REDACTED:SSN]"), "{all}");
+    let hits =
+        app.index.keyword_search(&tenant, "payroll", &frostbyte_core::index::SearchFilter::default(), 5).await.unwrap();
+    assert!(hits.iter().any(|h| h.doc_id == doc_id));
+    // No audit event carries the SSN.
+    let events = app.audit_events(&t.key, "acme", "?limit=500").await;
+    events.expect(200);
+    assert!(!events.text.contains(SSN));
+}
+
+#[tokio::test]
+async fn disallowed_types_are_rejected() {
+    let app = spawn_app().await;
+    let t = app.tenant("acme").await;
+    let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x02\0\0\0";
+    let r = upload(&app, &t.key, "acme", "pixel.png", "image/png", png).await;
+    r.expect_error(400, "VALIDATION_ERROR");
+    assert!(r.text.contains("UNSUPPORTED_FORMAT"), "{}", r.text);
+    assert!(app.blobs.list(&TenantId::parse("acme").unwrap(), "raw/").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn another_tenants_document_is_not_found() {
+    let app = spawn_app().await;
+    let a = app.tenant("alpha").await;
+    let b = app.tenant("bravo").await;
+    let r = upload(&app, &a.key, "alpha", "notes.md", "text/markdown", &markdown()).await;
+    r.expect(202);
+    let doc_id = r.data()["doc_id"].as_str().unwrap();
+    app.get(&format!("/api/v1/query/bravo/document/{doc_id}"), Some(&b.key))
+        .await
+        .expect_error(404, "RESOURCE_NOT_FOUND");
+    app.get(&format!("/api/v1/query/alpha/document/{doc_id}"), Some(&b.key))
+        .await
+        .expect_error(404, "RESOURCE_NOT_FOUND");
+}
+
+#[tokio::test]
+async fn identical_bytes_are_stored_once() {
+    let app = spawn_app().await;
+    let t = app.tenant("acme").await;
+    let first = upload(&app, &t.key, "acme", "a.md", "text/markdown", &markdown()).await;
+    first.expect(202);
+    let second = upload(&app, &t.key, "acme", "b.md", "text/markdown", &markdown()).await;
+    second.expect(202);
+    assert_ne!(first.data()["doc_id"], second.data()["doc_id"]);
+    assert_eq!(first.data()["sha256"], second.data()["sha256"]);
+    let raw = app.blobs.list(&TenantId::parse("acme").unwrap(), "raw/").await.unwrap();
+    assert_eq!(raw.len(), 1, "{raw:?}");
+}
+
+#[tokio::test]
+async fn uploads_over_the_tenant_limit_are_refused() {
+    let app = spawn_app().await;
+    let t = app.tenant("acme").await;
+    app.patch_tenant("acme", &json!({"config": {"max_file_size_mb": 1}})).await.expect(200);
+    let big = vec![b'a'; 1024 * 1024 + 10];
+    let r = upload(&app, &t.key, "acme", "big.txt", "text/plain", &big).await;
+    r.expect_error(413, "PAYLOAD_TOO_LARGE");
+}
