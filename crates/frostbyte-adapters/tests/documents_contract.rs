@@ -1,101 +1,20 @@
 //! The `DocumentStore` contract, one suite run against every adapter: SQLite always (a fresh database file per
 //! test), PostgreSQL when `FROSTBYTE_TEST_POSTGRES_URL` is set (a fresh schema per test, dropped afterwards).
 
-use std::str::FromStr;
-use std::sync::Arc;
-
-use frostbyte_adapters::{PostgresStore, SqliteStore};
 use frostbyte_core::audit::{ChainVerifier, NewAuditEvent};
 use frostbyte_core::documents::{
-    DocumentRecord, DocumentStages, DocumentStatus, DocumentStore, PipelineStage, StageStatus, StageUpdate,
+    DocumentRecord, DocumentStages, DocumentStatus, PipelineStage, StageStatus, StageUpdate,
 };
-use frostbyte_core::ports::MetadataStore;
-use frostbyte_core::queue::{ClaimOptions, JobQueue, NewJob, Stage};
-use frostbyte_core::tenant::{Tenant, TenantConfig, TenantState, Tier};
+use frostbyte_core::queue::{ClaimOptions, NewJob, Stage};
 use frostbyte_core::{StoreError, TenantId};
 use serde_json::json;
-use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
-// --- harness ---------------------------------------------------------------------------------------------------
+#[macro_use]
+mod common;
 
-trait Store: MetadataStore + JobQueue + DocumentStore {}
-impl<T: MetadataStore + JobQueue + DocumentStore> Store for T {}
-
-enum Backend {
-    Sqlite { _dir: tempfile::TempDir },
-    Postgres { store: PostgresStore, admin: sqlx::PgPool, schema: String },
-}
-
-struct Harness {
-    store: Arc<dyn Store>,
-    backend: Backend,
-}
-
-impl Harness {
-    async fn sqlite() -> Harness {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let url = format!("sqlite://{}", dir.path().join("frostbyte.db").display());
-        let store = SqliteStore::connect(&url, 8).await.expect("open sqlite");
-        store.migrate().await.expect("migrate sqlite");
-        Harness { store: Arc::new(store), backend: Backend::Sqlite { _dir: dir } }
-    }
-
-    async fn postgres() -> Option<Harness> {
-        let Ok(url) = std::env::var("FROSTBYTE_TEST_POSTGRES_URL") else {
-            assert!(
-                std::env::var_os("FROSTBYTE_TEST_REQUIRE_POSTGRES").is_none(),
-                "FROSTBYTE_TEST_REQUIRE_POSTGRES is set but FROSTBYTE_TEST_POSTGRES_URL is not"
-            );
-            eprintln!("FROSTBYTE_TEST_POSTGRES_URL is not set: skipping the PostgreSQL variant");
-            return None;
-        };
-        let admin = sqlx::PgPool::connect(&url).await.expect("connect to FROSTBYTE_TEST_POSTGRES_URL");
-        let schema = format!("fbd_{}", unique());
-        sqlx::raw_sql(AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&admin).await.expect("create schema");
-        let options =
-            sqlx::postgres::PgConnectOptions::from_str(&url).expect("postgres url").options([("search_path", &schema)]);
-        let store = PostgresStore::connect_with(options, 8).await.expect("open postgres");
-        store.migrate().await.expect("migrate postgres");
-        Some(Harness { store: Arc::new(store.clone()), backend: Backend::Postgres { store, admin, schema } })
-    }
-
-    async fn cleanup(self) {
-        if let Backend::Postgres { store, admin, schema } = self.backend {
-            store.pool().close().await;
-            sqlx::raw_sql(AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-                .execute(&admin)
-                .await
-                .expect("drop schema");
-        }
-    }
-}
-
-macro_rules! contract_tests {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let h = super::Harness::sqlite().await;
-                    super::$name(&h).await;
-                    h.cleanup().await;
-                }
-            )*
-        }
-
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let Some(h) = super::Harness::postgres().await else { return };
-                    super::$name(&h).await;
-                    h.cleanup().await;
-                }
-            )*
-        }
-    };
-}
+use common::active_tenant as tenant;
+use common::*;
 
 contract_tests!(
     create_writes_document_job_and_audit_together,
@@ -106,29 +25,6 @@ contract_tests!(
 );
 
 // --- fixtures --------------------------------------------------------------------------------------------------
-
-fn unique() -> String {
-    Uuid::now_v7().simple().to_string()[20..].to_owned()
-}
-
-async fn tenant(h: &Harness, prefix: &str) -> TenantId {
-    let id = TenantId::parse(&format!("{prefix}-{}", unique())).expect("valid tenant id");
-    let now = frostbyte_core::now();
-    let tenant = Tenant {
-        tenant_id: id.clone(),
-        tenant_name: format!("Tenant {id}"),
-        contact_email: "ops@example.com".into(),
-        tier: Tier::Standard,
-        state: TenantState::Active,
-        state_reason: None,
-        config: TenantConfig::default(),
-        config_version: 1,
-        created_at: now,
-        updated_at: now,
-    };
-    h.store.create_tenant(&tenant, event("TENANT_CREATED", id.as_str())).await.expect("create tenant");
-    id
-}
 
 fn event(kind: &str, resource: &str) -> NewAuditEvent {
     NewAuditEvent::new(kind, "test", "document", resource, json!({"component": "test", "status": "ok"}))

@@ -7,122 +7,18 @@
 //! FROSTBYTE_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/fb_contract cargo test -p frostbyte-adapters
 //! ```
 
-use std::str::FromStr;
-use std::sync::Arc;
-
-use frostbyte_adapters::{PostgresStore, SqliteStore};
 use frostbyte_core::audit::{AuditEvent, AuditFilter, ChainVerifier, GENESIS_HASH, NewAuditEvent};
 use frostbyte_core::auth::{ApiKeyRecord, Scope, generate_api_key};
 use frostbyte_core::page::PageRequest;
-use frostbyte_core::ports::MetadataStore;
 use frostbyte_core::tenant::{Tenant, TenantConfig, TenantState, Tier};
 use frostbyte_core::{StoreError, TenantId};
 use serde_json::json;
-use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
-// --- harness ---------------------------------------------------------------------------------------------------
+#[macro_use]
+mod common;
 
-enum Backend {
-    Sqlite { store: SqliteStore, _dir: tempfile::TempDir },
-    Postgres { store: PostgresStore, admin: sqlx::PgPool, schema: String },
-}
-
-struct Harness {
-    store: Arc<dyn MetadataStore>,
-    backend: Backend,
-}
-
-impl Harness {
-    async fn sqlite() -> Harness {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let url = format!("sqlite://{}", dir.path().join("frostbyte.db").display());
-        let store = SqliteStore::connect(&url, 8).await.expect("open sqlite");
-        store.migrate().await.expect("migrate sqlite");
-        Harness { store: Arc::new(store.clone()), backend: Backend::Sqlite { store, _dir: dir } }
-    }
-
-    async fn postgres() -> Option<Harness> {
-        let Ok(url) = std::env::var("FROSTBYTE_TEST_POSTGRES_URL") else {
-            assert!(
-                std::env::var_os("FROSTBYTE_TEST_REQUIRE_POSTGRES").is_none(),
-                "FROSTBYTE_TEST_REQUIRE_POSTGRES is set but FROSTBYTE_TEST_POSTGRES_URL is not"
-            );
-            eprintln!("FROSTBYTE_TEST_POSTGRES_URL is not set: skipping the PostgreSQL variant");
-            return None;
-        };
-        let admin = sqlx::PgPool::connect(&url).await.expect("connect to FROSTBYTE_TEST_POSTGRES_URL");
-        let schema = format!("fbt_{}", unique());
-        sqlx::raw_sql(AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&admin).await.expect("create schema");
-        let options =
-            sqlx::postgres::PgConnectOptions::from_str(&url).expect("postgres url").options([("search_path", &schema)]);
-        let store = PostgresStore::connect_with(options, 8).await.expect("open postgres");
-        store.migrate().await.expect("migrate postgres");
-        Some(Harness { store: Arc::new(store.clone()), backend: Backend::Postgres { store, admin, schema } })
-    }
-
-    async fn cleanup(self) {
-        if let Backend::Postgres { store, admin, schema } = self.backend {
-            store.pool().close().await;
-            sqlx::raw_sql(AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-                .execute(&admin)
-                .await
-                .expect("drop schema");
-        }
-    }
-
-    fn is_postgres(&self) -> bool {
-        matches!(self.backend, Backend::Postgres { .. })
-    }
-
-    /// Runs raw SQL past the port, as an attacker with database access would.
-    async fn exec(&self, sql: &str) -> Result<u64, sqlx::Error> {
-        let sql = AssertSqlSafe(sql.to_owned());
-        match &self.backend {
-            Backend::Sqlite { store, .. } => sqlx::raw_sql(sql).execute(store.pool()).await.map(|r| r.rows_affected()),
-            Backend::Postgres { store, .. } => {
-                sqlx::raw_sql(sql).execute(store.pool()).await.map(|r| r.rows_affected())
-            }
-        }
-    }
-
-    /// Drops the append-only triggers (their names are part of the schema's contract).
-    async fn drop_audit_triggers(&self) {
-        let sql = if self.is_postgres() {
-            "DROP TRIGGER audit_events_no_update ON audit_events; DROP TRIGGER audit_events_no_delete ON audit_events; \
-             DROP TRIGGER audit_events_no_truncate ON audit_events;"
-        } else {
-            "DROP TRIGGER audit_events_no_update; DROP TRIGGER audit_events_no_delete;"
-        };
-        self.exec(sql).await.expect("drop triggers");
-    }
-}
-
-macro_rules! contract_tests {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    let h = super::Harness::sqlite().await;
-                    super::$name(&h).await;
-                    h.cleanup().await;
-                }
-            )*
-        }
-
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    let Some(h) = super::Harness::postgres().await else { return };
-                    super::$name(&h).await;
-                    h.cleanup().await;
-                }
-            )*
-        }
-    };
-}
+use common::*;
 
 contract_tests!(
     backend_pings_and_migrations_are_idempotent,
@@ -147,13 +43,15 @@ contract_tests!(
 
 // --- helpers ---------------------------------------------------------------------------------------------------
 
-/// 12 random hex digits (the random tail of a v7 UUID), so tests sharing one database never collide.
-fn unique() -> String {
-    Uuid::now_v7().simple().to_string()[20..].to_owned()
-}
-
-fn tid(prefix: &str) -> TenantId {
-    TenantId::parse(&format!("{prefix}-{}", unique())).expect("valid tenant id")
+/// Drops the append-only triggers (their names are part of the schema's contract).
+async fn drop_audit_triggers(h: &Harness) {
+    let sql = if h.is_postgres() {
+        "DROP TRIGGER audit_events_no_update ON audit_events; DROP TRIGGER audit_events_no_delete ON audit_events; \
+         DROP TRIGGER audit_events_no_truncate ON audit_events;"
+    } else {
+        "DROP TRIGGER audit_events_no_update; DROP TRIGGER audit_events_no_delete;"
+    };
+    h.exec(sql).await.expect("drop triggers");
 }
 
 fn new_tenant(id: &TenantId) -> Tenant {
@@ -657,7 +555,7 @@ async fn altered_rows_are_found_once_the_triggers_are_dropped(h: &Harness) {
     for i in 0..5 {
         h.store.append_audit(&id, event("E", &format!("r{i}"))).await.unwrap();
     }
-    h.drop_audit_triggers().await;
+    drop_audit_triggers(h).await;
     let update = format!(
         "UPDATE audit_events SET details = '{{\"component\":\"test\",\"status\":\"forged\"}}' \
          WHERE tenant_id = '{id}' AND seq = 3"

@@ -10,109 +10,25 @@
 //! ```
 
 use std::collections::HashSet;
-use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use frostbyte_adapters::{PostgresStore, SqliteStore};
 use frostbyte_core::audit::{AuditEvent, ChainVerifier, NewAuditEvent};
 use frostbyte_core::page::PageRequest;
-use frostbyte_core::ports::MetadataStore;
 use frostbyte_core::queue::{
-    ClaimOptions, DlqEntry, FailOutcome, Job, JobError, JobQueue, JobStatus, NewJob, RetryPolicy, RunOnce, Stage,
-    StageRetry, try_run_one, try_run_one_at,
+    ClaimOptions, DlqEntry, FailOutcome, Job, JobError, JobStatus, NewJob, RetryPolicy, RunOnce, Stage, StageRetry,
+    try_run_one, try_run_one_at,
 };
-use frostbyte_core::tenant::{Tenant, TenantConfig, TenantState, Tier};
+use frostbyte_core::tenant::TenantState;
 use frostbyte_core::{StoreError, TenantId};
 use serde_json::json;
-use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
-// --- harness ---------------------------------------------------------------------------------------------------
+#[macro_use]
+mod common;
 
-/// Both ports of one store.
-trait Store: MetadataStore + JobQueue {}
-impl<T: MetadataStore + JobQueue> Store for T {}
-
-enum Backend {
-    Sqlite { _dir: tempfile::TempDir },
-    Postgres { store: PostgresStore, admin: sqlx::PgPool, schema: String },
-}
-
-struct Harness {
-    store: Arc<dyn Store>,
-    backend: Backend,
-}
-
-impl Harness {
-    async fn sqlite() -> Harness {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let url = format!("sqlite://{}", dir.path().join("frostbyte.db").display());
-        let store = SqliteStore::connect(&url, 8).await.expect("open sqlite");
-        store.migrate().await.expect("migrate sqlite");
-        Harness { store: Arc::new(store), backend: Backend::Sqlite { _dir: dir } }
-    }
-
-    async fn postgres() -> Option<Harness> {
-        let Ok(url) = std::env::var("FROSTBYTE_TEST_POSTGRES_URL") else {
-            assert!(
-                std::env::var_os("FROSTBYTE_TEST_REQUIRE_POSTGRES").is_none(),
-                "FROSTBYTE_TEST_REQUIRE_POSTGRES is set but FROSTBYTE_TEST_POSTGRES_URL is not"
-            );
-            eprintln!("FROSTBYTE_TEST_POSTGRES_URL is not set: skipping the PostgreSQL variant");
-            return None;
-        };
-        let admin = sqlx::PgPool::connect(&url).await.expect("connect to FROSTBYTE_TEST_POSTGRES_URL");
-        let schema = format!("fbq_{}", unique());
-        sqlx::raw_sql(AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&admin).await.expect("create schema");
-        let options =
-            sqlx::postgres::PgConnectOptions::from_str(&url).expect("postgres url").options([("search_path", &schema)]);
-        let store = PostgresStore::connect_with(options, 8).await.expect("open postgres");
-        store.migrate().await.expect("migrate postgres");
-        Some(Harness { store: Arc::new(store.clone()), backend: Backend::Postgres { store, admin, schema } })
-    }
-
-    async fn cleanup(self) {
-        if let Backend::Postgres { store, admin, schema } = self.backend {
-            store.pool().close().await;
-            sqlx::raw_sql(AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-                .execute(&admin)
-                .await
-                .expect("drop schema");
-        }
-    }
-
-    fn queue(&self) -> &dyn JobQueue {
-        &*self.store
-    }
-}
-
-macro_rules! contract_tests {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    let h = super::Harness::sqlite().await;
-                    super::$name(&h).await;
-                    h.cleanup().await;
-                }
-            )*
-        }
-
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    let Some(h) = super::Harness::postgres().await else { return };
-                    super::$name(&h).await;
-                    h.cleanup().await;
-                }
-            )*
-        }
-    };
-}
+use common::active_tenant as tenant;
+use common::*;
 
 contract_tests!(
     enqueue_claim_complete,
@@ -143,15 +59,6 @@ contract_tests!(
 
 // --- helpers ---------------------------------------------------------------------------------------------------
 
-/// 12 random hex digits (the random tail of a v7 UUID), so tests sharing one database never collide.
-fn unique() -> String {
-    Uuid::now_v7().simple().to_string()[20..].to_owned()
-}
-
-fn tid(prefix: &str) -> TenantId {
-    TenantId::parse(&format!("{prefix}-{}", unique())).expect("valid tenant id")
-}
-
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
@@ -169,26 +76,6 @@ fn later() -> DateTime<Utc> {
 
 fn event(event_type: &str, resource_id: &str) -> NewAuditEvent {
     NewAuditEvent::new(event_type, "test", "tenant", resource_id, json!({"component": "test", "status": "ok"}))
-}
-
-/// Creates an ACTIVE tenant.
-async fn tenant(h: &Harness, prefix: &str) -> TenantId {
-    let id = tid(prefix);
-    let now = frostbyte_core::now();
-    let tenant = Tenant {
-        tenant_id: id.clone(),
-        tenant_name: format!("Tenant {id}"),
-        contact_email: "ops@example.com".into(),
-        tier: Tier::Standard,
-        state: TenantState::Active,
-        state_reason: None,
-        config: TenantConfig::default(),
-        config_version: 1,
-        created_at: now,
-        updated_at: now,
-    };
-    h.store.create_tenant(&tenant, event("TENANT_CREATED", id.as_str())).await.expect("create tenant");
-    id
 }
 
 fn parse_job(n: usize) -> NewJob {
