@@ -94,12 +94,18 @@ impl std::fmt::Debug for GeneratedKey {
     }
 }
 
-/// Generates a new random API key.
-pub fn generate_api_key() -> GeneratedKey {
+/// A random secret: `prefix` followed by 43 base62 characters (≈ 256 bits). Used for API keys and for the
+/// secrets the embedded default generates on first start.
+pub fn random_secret(prefix: &str) -> String {
     const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
     let mut rng = rand::rng();
     let body: String = (0..KEY_BODY_LEN).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
-    let plaintext = format!("{API_KEY_PREFIX}{body}");
+    format!("{prefix}{body}")
+}
+
+/// Generates a new random API key.
+pub fn generate_api_key() -> GeneratedKey {
+    let plaintext = random_secret(API_KEY_PREFIX);
     GeneratedKey { prefix: plaintext[..DISPLAY_PREFIX_LEN].to_owned(), hash: hash_api_key(&plaintext), plaintext }
 }
 

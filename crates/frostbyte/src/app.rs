@@ -15,7 +15,6 @@ use frostbyte_core::ports::{BlobStore, MetadataStore};
 use frostbyte_core::queue::JobQueue;
 use frostbyte_core::service::TenantService;
 use frostbyte_core::tenant::TenantState;
-use rand::Rng;
 use secrecy::SecretString;
 use tracing::{error, info, warn};
 
@@ -78,10 +77,7 @@ pub fn load_or_generate_secret(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
-    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let mut rng = rand::rng();
-    let body: String = (0..43).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
-    let value = format!("{prefix}{body}");
+    let value = frostbyte_core::auth::random_secret(prefix);
     write_private_file(&path, &value)?;
     Ok(LoadedSecret { secret: SecretString::from(value.clone()), generated: Some(value) })
 }
