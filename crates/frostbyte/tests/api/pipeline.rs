@@ -102,6 +102,10 @@ async fn markdown_upload_is_parsed_policed_and_indexed_without_the_ssn() {
     let tenant = TenantId::parse("acme").unwrap();
     let chunks = app.index.document_chunks(&tenant, &doc_id).await.unwrap();
     assert!(!chunks.is_empty());
+    let usage = app.get_tenant("acme").await;
+    assert_eq!(usage.data()["usage"]["documents_count"], json!(1), "{}", usage.text);
+    assert_eq!(usage.data()["usage"]["chunks_count"], json!(chunks.len()), "{}", usage.text);
+    assert!(usage.data()["usage"]["storage_bytes"].as_u64().unwrap() > 0);
     let all: String = chunks.iter().map(|c| c.text.as_str()).collect();
     assert!(!all.contains(SSN), "the SSN reached the index");
     assert!(all.contains("[REDACTED:SSN]"), "{all}");

@@ -56,14 +56,16 @@ impl TenantView {
     }
 }
 
-/// Usage as far as the stores can tell today: blob bytes; document and chunk counts arrive with the document
-/// pipeline. A deprovisioned tenant stores nothing.
+/// Usage: blob bytes from the blob store, indexed documents and chunks from the index. A deprovisioned tenant
+/// stores nothing.
 async fn usage(ctx: &ApiContext, tenant: &Tenant) -> Result<TenantUsage, ApiError> {
     if tenant.state == TenantState::Deprovisioned {
         return Ok(TenantUsage::default());
     }
     let storage_bytes = ctx.blobs.usage_bytes(&tenant.tenant_id).await?;
-    Ok(TenantUsage { documents_count: 0, chunks_count: 0, storage_bytes })
+    // Counted from the index: documents that have chunks there, and those chunks.
+    let counts = ctx.index.count(&tenant.tenant_id).await?;
+    Ok(TenantUsage { documents_count: counts.documents, chunks_count: counts.chunks, storage_bytes })
 }
 
 async fn view(ctx: &ApiContext, tenant: Tenant) -> Result<TenantView, ApiError> {
