@@ -22,6 +22,7 @@ contract_tests!(
     duplicate_ids_are_rejected_atomically,
     update_stage_moves_on_with_its_job,
     other_tenants_documents_are_invisible,
+    find_by_filename_returns_the_newest_document_within_the_tenant,
 );
 
 // --- fixtures --------------------------------------------------------------------------------------------------
@@ -177,4 +178,19 @@ async fn other_tenants_documents_are_invisible(h: &Harness) {
         .await
         .unwrap_err();
     assert!(matches!(e, StoreError::NotFound { .. }));
+}
+
+async fn find_by_filename_returns_the_newest_document_within_the_tenant(h: &Harness) {
+    let t = tenant(h, "content").await;
+    let other = tenant(h, "content-other").await;
+    let older = record();
+    h.store.create_document(&t, &older, parse_job(&older), event("DOCUMENT_INGESTED", "a")).await.unwrap();
+    let mut newer = record();
+    newer.raw_sha256 = "cd".repeat(32);
+    newer.created_at = older.created_at + chrono::Duration::seconds(1);
+    h.store.create_document(&t, &newer, parse_job(&newer), event("DOCUMENT_INGESTED", "b")).await.unwrap();
+    let found = h.store.find_by_filename(&t, "notes.md").await.unwrap().expect("found");
+    assert_eq!((found.doc_id, found.raw_sha256.as_str()), (newer.doc_id, newer.raw_sha256.as_str()));
+    assert_eq!(h.store.find_by_filename(&t, "renamed.md").await.unwrap(), None, "name matters");
+    assert_eq!(h.store.find_by_filename(&other, "notes.md").await.unwrap(), None, "tenant matters");
 }

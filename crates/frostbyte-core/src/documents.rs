@@ -272,6 +272,10 @@ pub trait DocumentStore: Send + Sync + 'static {
         next_job: Option<NewJob>,
         audit: NewAuditEvent,
     ) -> StoreResult<DocumentRecord>;
+    /// The tenant's newest document with this filename, if any: how `frostbyte ingest` recognises a file it has
+    /// already taken in (and, by comparing `raw_sha256`, whether it changed).
+    async fn find_by_filename(&self, tenant: &TenantId, original_filename: &str)
+    -> StoreResult<Option<DocumentRecord>>;
 }
 
 #[cfg(test)]

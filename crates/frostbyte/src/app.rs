@@ -218,6 +218,37 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs pipeline workers only, until SIGINT or SIGTERM; each finishes its current job (within the grace period)
+/// before the process exits. Many of these share one PostgreSQL queue in the scale-out shape.
+pub async fn work(config: Config) -> anyhow::Result<()> {
+    let app = build(&config).await?;
+    recover(&app.state).await;
+    let mut workers = config.workers.clone();
+    workers.count = workers.count.max(1);
+    let (signal_tx, signal_rx) = tokio::sync::watch::channel(false);
+    let handles = spawn_workers(&app.state, &workers, &signal_rx);
+    info!(
+        workers = workers.count,
+        metadata = app.state.store.backend(),
+        blobs = app.state.blobs.scheme(),
+        "frostbyte workers running"
+    );
+    shutdown_signal().await;
+    let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    info!(grace_secs = grace.as_secs(), "shutting down: workers finish their current job");
+    let _ = signal_tx.send(true);
+    let drain = async {
+        for h in handles {
+            let _ = h.await;
+        }
+    };
+    if tokio::time::timeout(grace, drain).await.is_err() {
+        warn!("grace period elapsed with jobs still running; their leases expire and other workers retry them");
+    }
+    info!("frostbyte workers stopped");
+    Ok(())
+}
+
 /// Starts `config.count` pipeline workers that stop (after their current job) when `shutdown` turns true.
 pub fn spawn_workers(
     state: &AppState,

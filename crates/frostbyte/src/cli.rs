@@ -48,6 +48,29 @@ pub enum Command {
     /// Verify and export the hash-chained audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Take in files and directories for a tenant through the intake path, then process them (shows progress).
+    Ingest(IngestArgs),
+    /// Run pipeline workers only (no HTTP): the scale-out shape, many per PostgreSQL + object store.
+    Worker,
+}
+
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// Files and directories to ingest (directories are walked; hidden entries are skipped).
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// The tenant that owns the documents.
+    #[arg(long)]
+    pub tenant: String,
+    /// Collection the documents belong to.
+    #[arg(long)]
+    pub collection: Option<String>,
+    /// Custom metadata for every document, as a JSON object.
+    #[arg(long, value_name = "JSON")]
+    pub metadata: Option<String>,
+    /// Return once files are accepted; running workers process them.
+    #[arg(long)]
+    pub no_wait: bool,
 }
 
 #[derive(Debug, Args)]

@@ -5,5 +5,6 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod http;
+pub mod ingest_command;
 pub mod intake;
 pub mod pipeline;

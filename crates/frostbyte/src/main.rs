@@ -55,6 +55,17 @@ fn main() -> ExitCode {
             Command::Tenant(cmd) => commands::tenant(&config, cmd, json).await.map(|()| 0),
             Command::Key(cmd) => commands::key(&config, cmd, json).await.map(|()| 0),
             Command::Audit(cmd) => commands::audit(&config, cmd, json).await,
+            Command::Ingest(args) => {
+                let request = frostbyte::ingest_command::IngestRequest {
+                    paths: args.paths,
+                    tenant: args.tenant,
+                    collection: args.collection,
+                    metadata: args.metadata,
+                    no_wait: args.no_wait,
+                };
+                frostbyte::ingest_command::ingest(&config, request, json).await
+            }
+            Command::Worker => app::work(config).await.map(|()| 0),
         }
     });
     match result {

@@ -176,3 +176,44 @@ mod reqwest {
         rt.block_on(async { ::reqwest::get(url).await.unwrap().json().await.unwrap() })
     }
 }
+
+#[test]
+fn ingest_walks_a_tree_processes_it_and_skips_unchanged_files_on_a_rerun() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let docs = dir.path().join("docs");
+    std::fs::create_dir_all(docs.join("guide")).unwrap();
+    std::fs::write(docs.join("guide/intro.md"), "# Intro\n\nFrostbyte turns documents into searchable data.\n")
+        .unwrap();
+    std::fs::write(docs.join("table.csv"), "city,population\nOslo,709000\nBergen,289000\n").unwrap();
+    std::fs::write(docs.join("image.png"), b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR").unwrap();
+    ok(&data, &["tenant", "create", "acme", "--name", "Acme", "--email", "ops@acme.example"]);
+
+    let out = run(&data, &["--json", "ingest", docs.to_str().unwrap(), "--tenant", "acme", "--collection", "handbook"]);
+    assert_eq!(out.status.code(), Some(1), "a rejected file makes the exit code 1");
+    let first: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((first["accepted"].as_u64(), first["indexed"].as_u64()), (Some(2), Some(2)), "{first}");
+    let rejected: Vec<_> = first["outcomes"].as_array().unwrap().iter().filter(|o| o["status"] == "rejected").collect();
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(
+        (rejected[0]["name"].as_str(), rejected[0]["reason"].as_str()),
+        (Some("docs/image.png"), Some("UNSUPPORTED_FORMAT"))
+    );
+
+    std::fs::remove_file(docs.join("image.png")).unwrap();
+    std::fs::write(docs.join("table.csv"), "city,population\nOslo,709000\nTromsø,77000\n").unwrap();
+    let second: serde_json::Value =
+        serde_json::from_str(&ok(&data, &["--json", "ingest", docs.to_str().unwrap(), "--tenant", "acme"])).unwrap();
+    assert_eq!(second["unchanged"], 1, "the untouched file is skipped: {second}");
+    assert_eq!(
+        (second["accepted"].as_u64(), second["indexed"].as_u64()),
+        (Some(1), Some(1)),
+        "the edited one is taken in"
+    );
+
+    let missing = run(&data, &["ingest", "/no/such/path", "--tenant", "acme"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/no/such/path"));
+    let unknown = run(&data, &["ingest", docs.to_str().unwrap(), "--tenant", "nobody"]);
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no tenant nobody"));
+}

@@ -150,4 +150,25 @@ impl DocumentStore for SqliteStore {
         tx.commit().await.map_err(err("transaction"))?;
         Ok(doc)
     }
+
+    async fn find_by_filename(
+        &self,
+        tenant: &TenantId,
+        original_filename: &str,
+    ) -> StoreResult<Option<DocumentRecord>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            document_columns!(),
+            " FROM documents WHERE tenant_id = ? AND original_filename = ? \
+             ORDER BY created_at DESC LIMIT 1"
+        ))
+        .bind(tenant.as_str())
+        .bind(original_filename)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(err("document"))?
+        .as_ref()
+        .map(document_from_row)
+        .transpose()
+    }
 }

@@ -1,0 +1,402 @@
+//! `frostbyte ingest PATH… --tenant T`: walks files and directories and takes each file in through the same
+//! intake path as `POST /api/v1/ingest/{tenant}/documents` ([`Intake::accept`]), then (unless `--no-wait`) runs
+//! the pipeline workers in this process until every accepted document has finished, and prints what happened to
+//! each file with the throughput.
+//!
+//! Re-runs are cheap: a file whose name and bytes the tenant already has
+//! ([`frostbyte_core::documents::DocumentStore::find_by_filename`]) is reported as unchanged and not taken in
+//! again. A file's name is its path relative to the directory argument's
+//! parent (`docs/guide/intro.md` for `frostbyte ingest docs`), or its file name for a file argument, so the same
+//! tree ingested from the same place is recognised.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use frostbyte_core::TenantId;
+use frostbyte_core::documents::DocumentStatus;
+use frostbyte_core::tenant::TenantState;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::http::AppState;
+use crate::intake::{Intake, IntakeError, Upload, max_upload_bytes};
+
+/// What `frostbyte ingest` was asked to do.
+#[derive(Debug, Clone)]
+pub struct IngestRequest {
+    pub paths: Vec<PathBuf>,
+    pub tenant: String,
+    pub collection: Option<String>,
+    /// A JSON object attached to every document.
+    pub metadata: Option<String>,
+    /// Return once the files are accepted, leaving processing to running workers.
+    pub no_wait: bool,
+}
+
+/// A file found by the walk.
+#[derive(Debug, Clone)]
+struct Found {
+    path: PathBuf,
+    name: String,
+    size: u64,
+}
+
+/// What happened to one file.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileOutcome {
+    pub name: String,
+    /// `accepted`, `unchanged` or `rejected`, then (when waiting) the document's final status.
+    pub status: String,
+    pub doc_id: Option<Uuid>,
+    pub mime_type: Option<String>,
+    pub size_bytes: u64,
+    /// The reason code of a rejection or the error code of a failed document.
+    pub reason: Option<String>,
+}
+
+/// The run's totals, also printed as JSON with `--json`.
+#[derive(Debug, Serialize)]
+pub struct IngestSummary {
+    pub files: usize,
+    pub accepted: usize,
+    pub unchanged: usize,
+    pub rejected: usize,
+    pub indexed: usize,
+    pub quarantined: usize,
+    pub failed: usize,
+    /// Documents still processing (only with `--no-wait`).
+    pub processing: usize,
+    pub bytes: u64,
+    pub elapsed_secs: f64,
+    pub mb_per_sec: f64,
+    pub docs_per_sec: f64,
+    /// Peak resident memory of this process, where the platform reports it.
+    pub peak_rss_mb: Option<f64>,
+    /// `{mime_type: {files, bytes}}` over the accepted files.
+    pub by_format: BTreeMap<String, FormatTotals>,
+    pub outcomes: Vec<FileOutcome>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct FormatTotals {
+    pub files: usize,
+    pub bytes: u64,
+}
+
+/// Runs `frostbyte ingest`; the exit code is 1 when any file was rejected or failed.
+pub async fn ingest(config: &Config, request: IngestRequest, json: bool) -> anyhow::Result<i32> {
+    let started = Instant::now();
+    let tenant_id =
+        TenantId::parse(&request.tenant).with_context(|| format!("invalid tenant id {:?}", request.tenant))?;
+    let metadata = match &request.metadata {
+        None => Value::Object(serde_json::Map::new()),
+        Some(raw) => match serde_json::from_str::<Value>(raw) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => bail!("--metadata must be a JSON object, e.g. '{{\"team\": \"ops\"}}'"),
+        },
+    };
+    let found = walk(&request.paths)?;
+    let app = crate::app::build(config).await?;
+    if let Some(key) = &app.generated_admin_key {
+        eprintln!(
+            "generated the platform admin key (stored in {}): {key}",
+            config.storage.data_dir.join("admin.key").display()
+        );
+    }
+    let state = app.state;
+    let tenant = state
+        .store
+        .get_tenant(&tenant_id)
+        .await?
+        .with_context(|| format!("no tenant {tenant_id}; create it with `frostbyte tenant create`"))?;
+    if tenant.state != TenantState::Active {
+        bail!("tenant {tenant_id} is {:?}; only ACTIVE tenants take in documents", tenant.state);
+    }
+
+    let total_bytes: u64 = found.iter().map(|f| f.size).sum();
+    let bar =
+        progress(total_bytes, "intake", "{spinner} {prefix:>7} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}");
+    let intake = Intake { documents: state.documents.clone(), blobs: state.blobs.clone() };
+    let limit = max_upload_bytes(&tenant.config);
+    let mut outcomes = Vec::with_capacity(found.len());
+    for file in &found {
+        bar.set_message(file.name.clone());
+        let outcome = take_in(&intake, &state, &tenant_id, &tenant.config, limit, file, &request, &metadata).await?;
+        bar.inc(file.size);
+        outcomes.push(outcome);
+    }
+    bar.finish_and_clear();
+
+    let pending: Vec<usize> =
+        outcomes.iter().enumerate().filter(|(_, o)| o.status == "accepted").map(|(i, _)| i).collect();
+    if !request.no_wait && !pending.is_empty() {
+        wait_for_pipeline(config, &state, &tenant_id, &mut outcomes, pending).await?;
+    }
+
+    let summary = summarise(outcomes, started.elapsed());
+    let text = if json { serde_json::to_string_pretty(&summary)? + "\n" } else { render(&summary, request.no_wait) };
+    // A closed pipe (`| head`) is not an error worth a panic.
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
+    Ok(i32::from(summary.rejected > 0 || summary.failed > 0))
+}
+
+/// A progress bar on stderr (drawn only when stderr is a terminal).
+fn progress(len: u64, prefix: &'static str, template: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len).with_prefix(prefix);
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// Every regular file under `paths`, sorted, skipping hidden entries inside directories. A path that does not
+/// exist is an error before anything is ingested.
+fn walk(paths: &[PathBuf]) -> anyhow::Result<Vec<Found>> {
+    if paths.is_empty() {
+        bail!("give at least one file or directory to ingest");
+    }
+    let mut found = Vec::new();
+    for root in paths {
+        let meta = std::fs::metadata(root).with_context(|| format!("cannot read {}", root.display()))?;
+        if meta.is_file() {
+            let name = root.file_name().map_or_else(|| root.display().to_string(), |n| n.to_string_lossy().into());
+            found.push(Found { path: root.clone(), name, size: meta.len() });
+            continue;
+        }
+        let base = root.parent().unwrap_or(Path::new(""));
+        let walker = walkdir::WalkDir::new(root).follow_links(false).sort_by_file_name().into_iter();
+        for entry in walker.filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.')) {
+            let entry = entry.with_context(|| format!("cannot walk {}", root.display()))?;
+            if !entry.file_type().is_file() {
+                continue;
+            }
+            let rel = entry.path().strip_prefix(base).unwrap_or(entry.path());
+            let name = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+            let size = entry.metadata().with_context(|| format!("cannot read {}", entry.path().display()))?.len();
+            found.push(Found { path: entry.path().to_path_buf(), name, size });
+        }
+    }
+    Ok(found)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn take_in(
+    intake: &Intake,
+    state: &AppState,
+    tenant: &TenantId,
+    config: &frostbyte_core::tenant::TenantConfig,
+    limit: u64,
+    file: &Found,
+    request: &IngestRequest,
+    metadata: &Value,
+) -> anyhow::Result<FileOutcome> {
+    let mut outcome = FileOutcome {
+        name: file.name.clone(),
+        status: "rejected".into(),
+        doc_id: None,
+        mime_type: None,
+        size_bytes: file.size,
+        reason: None,
+    };
+    if file.size > limit {
+        outcome.reason = Some("SIZE_EXCEEDED".into());
+        return Ok(outcome);
+    }
+    if file.size == 0 {
+        outcome.reason = Some("EMPTY_FILE".into());
+        return Ok(outcome);
+    }
+    let bytes = tokio::fs::read(&file.path).await.with_context(|| format!("cannot read {}", file.path.display()))?;
+    let sha256 = hex::encode(Sha256::digest(&bytes));
+    let existing = state.documents.find_by_filename(tenant, &file.name).await?;
+    if let Some(existing) = existing.filter(|d| d.raw_sha256 == sha256) {
+        outcome.status = "unchanged".into();
+        outcome.doc_id = Some(existing.doc_id);
+        outcome.mime_type = Some(existing.mime_type);
+        return Ok(outcome);
+    }
+    let upload = Upload {
+        bytes: Bytes::from(bytes),
+        sha256,
+        filename: file.name.clone(),
+        declared_mime: None,
+        metadata: metadata.clone(),
+        collection: request.collection.clone(),
+    };
+    match intake.accept(tenant, config, "cli", upload).await {
+        Ok(doc) => {
+            outcome.status = "accepted".into();
+            outcome.doc_id = Some(doc.doc_id);
+            outcome.mime_type = Some(doc.mime_type);
+        }
+        Err(IntakeError::UnsupportedFormat { sniffed }) => {
+            outcome.mime_type = sniffed.map(str::to_owned);
+            outcome.reason = Some("UNSUPPORTED_FORMAT".into());
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot take in {}", file.name))),
+    }
+    Ok(outcome)
+}
+
+/// Runs workers in this process until every accepted document is indexed, quarantined or failed.
+async fn wait_for_pipeline(
+    config: &Config,
+    state: &AppState,
+    tenant: &TenantId,
+    outcomes: &mut [FileOutcome],
+    mut pending: Vec<usize>,
+) -> anyhow::Result<()> {
+    let mut workers = config.workers.clone();
+    workers.count = workers.count.max(1);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let handles = crate::app::spawn_workers(state, &workers, &stop_rx);
+    let bar = progress(
+        pending.len() as u64,
+        "process",
+        "{spinner} {prefix:>7} [{bar:30}] {pos}/{len} documents {per_sec} {msg}",
+    );
+    let poll = Duration::from_millis(workers.poll_interval_ms.clamp(50, 250));
+    let result = async {
+        while !pending.is_empty() {
+            let mut still = Vec::with_capacity(pending.len());
+            for i in pending {
+                let doc_id = outcomes[i].doc_id.expect("accepted files have a document");
+                let doc = state.documents.get_document(tenant, doc_id).await?;
+                match doc {
+                    Some(d) if d.status == DocumentStatus::Processing => still.push(i),
+                    Some(d) => {
+                        outcomes[i].status = d.status.as_str().to_owned();
+                        outcomes[i].reason = d.error_code;
+                        bar.inc(1);
+                    }
+                    None => {
+                        outcomes[i].status = "erased".into();
+                        bar.inc(1);
+                    }
+                }
+            }
+            pending = still;
+            if !pending.is_empty() {
+                tokio::time::sleep(poll).await;
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    bar.finish_and_clear();
+    let _ = stop_tx.send(true);
+    for h in handles {
+        let _ = h.await;
+    }
+    result
+}
+
+fn summarise(outcomes: Vec<FileOutcome>, elapsed: Duration) -> IngestSummary {
+    let count = |s: &str| outcomes.iter().filter(|o| o.status == s).count();
+    let mut by_format: BTreeMap<String, FormatTotals> = BTreeMap::new();
+    let mut bytes = 0;
+    let mut taken = 0;
+    for o in outcomes.iter().filter(|o| !matches!(o.status.as_str(), "rejected" | "unchanged")) {
+        let t = by_format.entry(o.mime_type.clone().unwrap_or_default()).or_default();
+        t.files += 1;
+        t.bytes += o.size_bytes;
+        bytes += o.size_bytes;
+        taken += 1;
+    }
+    let secs = elapsed.as_secs_f64().max(1e-6);
+    IngestSummary {
+        files: outcomes.len(),
+        accepted: taken,
+        unchanged: count("unchanged"),
+        rejected: count("rejected"),
+        indexed: count("indexed"),
+        quarantined: count("quarantined"),
+        failed: count("failed"),
+        processing: count("accepted"),
+        bytes,
+        elapsed_secs: elapsed.as_secs_f64(),
+        mb_per_sec: bytes as f64 / 1_048_576.0 / secs,
+        docs_per_sec: taken as f64 / secs,
+        peak_rss_mb: peak_rss_mb(),
+        by_format,
+        outcomes,
+    }
+}
+
+fn render(s: &IngestSummary, no_wait: bool) -> String {
+    let mut out = String::new();
+    for o in s.outcomes.iter().filter(|o| o.reason.is_some() || o.status == "quarantined") {
+        let reason = o.reason.as_deref().unwrap_or("-");
+        out.push_str(&format!("  {:<12} {:<24} {}\n", o.status, reason, o.name));
+    }
+    out.push_str(&format!(
+        "{} files: {} taken in, {} unchanged, {} rejected",
+        s.files, s.accepted, s.unchanged, s.rejected
+    ));
+    if no_wait {
+        out.push_str(&format!("; {} processing (workers of a running server finish them)\n", s.processing));
+    } else {
+        out.push_str(&format!("; {} indexed, {} quarantined, {} failed\n", s.indexed, s.quarantined, s.failed));
+    }
+    for (mime, t) in &s.by_format {
+        out.push_str(&format!("  {:<72} {:>6} files {:>10.2} MB\n", mime, t.files, t.bytes as f64 / 1_048_576.0));
+    }
+    out.push_str(&format!(
+        "{:.2} MB in {:.2} s: {:.2} MB/s, {:.1} documents/s",
+        s.bytes as f64 / 1_048_576.0,
+        s.elapsed_secs,
+        s.mb_per_sec,
+        s.docs_per_sec
+    ));
+    if let Some(rss) = s.peak_rss_mb {
+        out.push_str(&format!(", peak RSS {rss:.0} MB"));
+    }
+    out.push('\n');
+    out
+}
+
+/// `VmHWM` from `/proc/self/status` (Linux), in MB.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_walk_names_files_from_the_directory_argument_and_skips_hidden_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let docs = dir.path().join("docs");
+        std::fs::create_dir_all(docs.join("guide")).unwrap();
+        std::fs::create_dir_all(docs.join(".git")).unwrap();
+        std::fs::write(docs.join("guide/intro.md"), "# Intro").unwrap();
+        std::fs::write(docs.join("a.txt"), "a").unwrap();
+        std::fs::write(docs.join(".hidden"), "x").unwrap();
+        std::fs::write(docs.join(".git/config"), "x").unwrap();
+        let single = dir.path().join("single.csv");
+        std::fs::write(&single, "a,b\n1,2\n").unwrap();
+        let found = walk(&[docs, single]).unwrap();
+        let names: Vec<&str> = found.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["docs/a.txt", "docs/guide/intro.md", "single.csv"]);
+        assert_eq!(found[1].size, 7);
+    }
+
+    #[test]
+    fn a_missing_path_fails_before_anything_is_ingested() {
+        let e = walk(&[PathBuf::from("/definitely/not/here")]).unwrap_err();
+        assert!(e.to_string().contains("/definitely/not/here"), "{e}");
+        assert!(walk(&[]).is_err());
+    }
+}
