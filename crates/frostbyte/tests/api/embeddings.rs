@@ -253,13 +253,13 @@ impl Embedder for SlowEmbedder {
 
 async fn slow_app() -> TestApp {
     let mut registry = EmbedderRegistry::default();
-    registry.register("slow", Arc::new(SlowEmbedder(HashEmbedder::default(), Duration::from_millis(1500)))).unwrap();
+    registry.register("slow", Arc::new(SlowEmbedder(HashEmbedder::default(), Duration::from_millis(2500)))).unwrap();
     spawn_app_with(TestConfig { embedders: Some(registry), ..TestConfig::default() }).await
 }
 
 fn worker(app: &TestApp, id: &str, heartbeat: Duration) -> frostbyte::pipeline::Pipeline {
     let mut p = app.pipeline(id);
-    p.claim.lease = Duration::from_millis(400);
+    p.claim.lease = Duration::from_millis(1000);
     p.heartbeat = Some(heartbeat);
     p
 }
@@ -279,7 +279,7 @@ async fn race(
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mid = app.get(&format!("/api/v1/query/acme/document/{doc_id}"), Some(key)).await;
     let mut seen = Vec::new();
-    for _ in 0..12 {
+    for _ in 0..18 {
         let r = second.try_run_one().await.unwrap();
         let took = matches!(r, RunOnce::Ran(_));
         seen.push(r);
@@ -302,12 +302,12 @@ async fn a_running_stage_shows_running_and_its_heartbeat_keeps_a_second_worker_o
     assert_eq!(mid["stages"]["embed"], "running", "{mid}");
     assert_eq!(mid["current_stage"], "embed");
     assert_eq!(mid["stages"]["policy"], "done");
-    assert_eq!(seen.len(), 12, "the second worker never got the job: {seen:?}");
+    assert_eq!(seen.len(), 18, "the second worker never got the job: {seen:?}");
     assert!(seen.iter().all(|r| *r == RunOnce::Idle));
     assert_eq!(drain(&second).await, 0);
 
     // The control: the same race with heartbeats far apart, and the second worker takes the job over after
-    // the 400 ms lease.
+    // the 1 s lease.
     let (seen, _) = race(&app, &key, worker(&app, "w3", Duration::from_secs(30)), &second).await;
     assert!(matches!(seen.last(), Some(RunOnce::Ran(_))), "without heartbeats the job is reclaimed: {seen:?}");
 }
