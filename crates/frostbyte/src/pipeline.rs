@@ -34,6 +34,13 @@
 //! A failed embedding never becomes a zero vector, and nothing of the document is indexed. Every stage is
 //! idempotent (fixed blob keys, deterministic chunk ids, dedupe keys on the next job), so a job delivered twice
 //! converges.
+//!
+//! **One commit per stage.** A stage's closing transition (stage status, lineage, next job, audit event) also
+//! completes its job ([`StageUpdate::completes_job`]) in the same transaction. A worker whose lease passed to
+//! another worker therefore commits nothing (`LEASE_LOST`): the stage's outcome is recorded exactly once. Blobs
+//! (canonical and policed JSON) are written before that commit under fixed keys, and the index stage's chunk rows
+//! are swapped by the chunk index's own transaction just before it; both are idempotent, so a replay rewrites the
+//! same bytes and rows.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -97,6 +104,17 @@ enum Recovery {
     DeadLetter,
     /// The input itself is the problem: the document fails and the job completes.
     Permanent,
+    /// The job's lease passed to another worker before this one could commit: nothing was written, and the other
+    /// worker's outcome is the one that counts.
+    LeaseLost,
+}
+
+/// How a stage that did not fail ended.
+enum Finished {
+    /// Its last transition completed the job in the same transaction.
+    Completed,
+    /// It wrote nothing that completes the job (a skipped job): the job still has to be completed.
+    NeedsCompletion,
 }
 
 /// A stage failure: the job error and how to recover.
@@ -269,7 +287,12 @@ impl Pipeline {
         let job_id = job.job_id;
         let worker = self.claim.worker_id.as_str();
         let finished = match self.with_heartbeat(job_id, self.run(job)).await {
-            Ok(()) => self.queue.complete(job_id, worker).await,
+            Ok(Finished::Completed) => Ok(()),
+            Ok(Finished::NeedsCompletion) => self.queue.complete(job_id, worker).await,
+            Err((error, Recovery::LeaseLost)) => {
+                tracing::warn!(job_id = %job_id, worker, code = %error.code, "lease lost before commit; nothing written");
+                Ok(())
+            }
             Err((error, Recovery::DeadLetter)) => {
                 let now_dead = RetryPolicy::uniform(StageRetry::new(1, Vec::new()));
                 self.queue.fail(job_id, worker, error, &now_dead, frostbyte_core::now()).await.map(|_| ())
@@ -318,7 +341,7 @@ impl Pipeline {
         }
     }
 
-    async fn run(&self, job: Job) -> Result<(), (JobError, Recovery)> {
+    async fn run(&self, job: Job) -> Result<Finished, (JobError, Recovery)> {
         let tenant = job.tenant_id.clone();
         let Ok(doc_id) = Uuid::parse_str(&job.resource_id) else {
             let e = JobError::new("INVALID_JOB", "the job's resource id is not a document id");
@@ -329,12 +352,12 @@ impl Pipeline {
             Err(e) => Err(e),
             Ok(false) => {
                 tracing::info!(tenant = %tenant, doc_id = %doc_id, stage = job.stage.as_str(), "document quarantined; job skipped");
-                return Ok(());
+                return Ok(Finished::NeedsCompletion);
             }
             Ok(true) => match job.stage {
-                Stage::Parse => self.parse(&tenant, doc_id).await,
-                Stage::Policy => self.policy(&tenant, doc_id).await,
-                Stage::Index => self.index(&tenant, doc_id).await,
+                Stage::Parse => self.parse(&tenant, doc_id, &job).await,
+                Stage::Policy => self.policy(&tenant, doc_id, &job).await,
+                Stage::Index => self.index(&tenant, doc_id, &job).await,
                 other => Err(StageError::dead_letter("UNSUPPORTED_STAGE", format!("no worker for stage {other}"))),
             },
         };
@@ -343,21 +366,32 @@ impl Pipeline {
                 tenant = %tenant, doc_id = %doc_id, stage = job.stage.as_str(),
                 duration_ms = started.elapsed().as_millis() as u64, "stage done"
             );
-            return Ok(());
+            return Ok(Finished::Completed);
         };
+        if failure.recovery == Recovery::LeaseLost {
+            return Err((failure.error, Recovery::LeaseLost));
+        }
         let last_attempt = job.attempts >= self.retry.for_stage(job.stage).max_attempts;
         tracing::warn!(
             tenant = %tenant, doc_id = %doc_id, stage = job.stage.as_str(), code = %failure.error.code,
             attempt = job.attempts, recovery = ?failure.recovery, "stage failed"
         );
         let gives_up = failure.recovery != Recovery::Retry || last_attempt;
-        if let Err(e) = self.record_failure(&tenant, doc_id, &job, &failure, gives_up).await {
-            tracing::error!(error = %e.error, doc_id = %doc_id, "cannot record a failed stage");
-        }
-        match failure.recovery {
-            // Recorded on the document; retrying the same input cannot help.
-            Recovery::Permanent => Ok(()),
-            recovery => Err((failure.error, recovery)),
+        let recorded = self.record_failure(&tenant, doc_id, &job, &failure, gives_up).await;
+        match (failure.recovery, recorded) {
+            // Recorded on the document, with the job completed in the same transaction; retrying the same input
+            // cannot help.
+            (Recovery::Permanent, Ok(true)) => Ok(Finished::Completed),
+            (_, Err(e)) if e.recovery == Recovery::LeaseLost => Err((e.error, Recovery::LeaseLost)),
+            (recovery, recorded) => {
+                if let Err(e) = recorded {
+                    tracing::error!(error = %e.error, doc_id = %doc_id, "cannot record a failed stage");
+                }
+                match recovery {
+                    Recovery::Permanent => Ok(Finished::NeedsCompletion),
+                    recovery => Err((failure.error, recovery)),
+                }
+            }
         }
     }
 
@@ -387,7 +421,14 @@ impl Pipeline {
         if let Some(code) = &update.error_code {
             published = published.error_code(code.clone());
         }
-        let doc = self.documents.update_stage(tenant, doc_id, update, next, audit).await.map_err(store_err)?;
+        let completing = update.completes_job.is_some();
+        let doc = self.documents.update_stage(tenant, doc_id, update, next, audit).await.map_err(|e| match e {
+            frostbyte_core::StoreError::Conflict(_) if completing => StageError {
+                error: JobError::new("LEASE_LOST", "the job was leased to another worker before this one committed"),
+                recovery: Recovery::LeaseLost,
+            },
+            e => store_err(e),
+        })?;
         self.events.publish(published);
         Ok(doc)
     }
@@ -412,7 +453,8 @@ impl Pipeline {
     }
 
     /// Records a failure on the document: the stage back to `pending` while retries remain, else the stage and
-    /// the document `failed` with the code.
+    /// the document `failed` with the code. A permanent failure completes the job in the same transaction (true
+    /// when it did).
     async fn record_failure(
         &self,
         tenant: &TenantId,
@@ -420,18 +462,22 @@ impl Pipeline {
         job: &Job,
         failure: &StageError,
         gives_up: bool,
-    ) -> Result<(), StageError> {
+    ) -> Result<bool, StageError> {
         let doc = match self.documents.get_document(tenant, doc_id).await {
             Ok(Some(doc)) => doc,
-            Ok(None) => return Ok(()),
+            Ok(None) => return Ok(false),
             Err(e) => return Err(store_err(e)),
         };
         let stage = doc.stages.current().unwrap_or(first_stage_of(job.stage));
         let code = failure.error.code.clone();
+        let completes = failure.recovery == Recovery::Permanent;
         let (update, audit) = if gives_up {
-            let update = StageUpdate::new(stage, StageStatus::Failed)
+            let mut update = StageUpdate::new(stage, StageStatus::Failed)
                 .document_status(DocumentStatus::Failed)
                 .error_code(code.clone());
+            if completes {
+                update = update.completes_job(job.job_id, self.claim.worker_id.clone());
+            }
             let details = json!({"component": stage.as_str(), "status": "failed", "error_code": code,
                 "attempt": job.attempts, "dead_lettered": failure.recovery != Recovery::Permanent});
             (update, event("DOCUMENT_FAILED", doc_id, details))
@@ -442,7 +488,7 @@ impl Pipeline {
             (update, event("DOCUMENT_STAGE_RETRYING", doc_id, details))
         };
         self.transition(tenant, doc_id, update, None, audit).await?;
-        Ok(())
+        Ok(completes && gives_up)
     }
 
     async fn document(&self, tenant: &TenantId, doc_id: Uuid) -> Result<DocumentRecord, StageError> {
@@ -475,7 +521,7 @@ impl Pipeline {
         Ok(hash)
     }
 
-    async fn parse(&self, tenant: &TenantId, doc_id: Uuid) -> Result<(), StageError> {
+    async fn parse(&self, tenant: &TenantId, doc_id: Uuid, job: &Job) -> Result<(), StageError> {
         let started = std::time::Instant::now();
         let doc = self.document(tenant, doc_id).await?;
         let raw = self.blobs.get(tenant, &raw_blob_key(&doc.raw_sha256)).await.map_err(blob_err)?;
@@ -507,12 +553,13 @@ impl Pipeline {
         );
         let update = StageUpdate::new(PipelineStage::Parse, StageStatus::Done)
             .lineage("parser_version", parser_version)
-            .lineage("canonical_sha256", output_hash);
+            .lineage("canonical_sha256", output_hash)
+            .completes_job(job.job_id, self.claim.worker_id.clone());
         self.transition(tenant, doc_id, update, Some(next), audit).await?;
         Ok(())
     }
 
-    async fn policy(&self, tenant: &TenantId, doc_id: Uuid) -> Result<(), StageError> {
+    async fn policy(&self, tenant: &TenantId, doc_id: Uuid, job: &Job) -> Result<(), StageError> {
         let started = std::time::Instant::now();
         let config = self.config(tenant).await?;
         let (canonical, input_hash) = self.load_json(tenant, &canonical_blob_key(&doc_id)).await?;
@@ -547,7 +594,8 @@ impl Pipeline {
         let classification = best.map(|(c, _)| c);
         let update = StageUpdate::new(PipelineStage::Policy, StageStatus::Done)
             .lineage("policy_version", policy_version.clone())
-            .lineage("classification", classification.clone());
+            .lineage("classification", classification.clone())
+            .completes_job(job.job_id, self.claim.worker_id.clone());
         let duration_ms = started.elapsed().as_millis() as u64;
         if blocked {
             let update = update
@@ -604,7 +652,7 @@ impl Pipeline {
         Ok(vectors)
     }
 
-    async fn index(&self, tenant: &TenantId, doc_id: Uuid) -> Result<(), StageError> {
+    async fn index(&self, tenant: &TenantId, doc_id: Uuid, job: &Job) -> Result<(), StageError> {
         let started = std::time::Instant::now();
         let config = self.config(tenant).await?;
         let embedder = self.embedder_for(&config)?;
@@ -676,7 +724,8 @@ impl Pipeline {
             .lineage("embed_model", model.clone())
             .lineage("chunks", indexed.len())
             .lineage("quarantined_chunks", quarantined)
-            .lineage("index_sha256", output_hash.clone());
+            .lineage("index_sha256", output_hash.clone())
+            .completes_job(job.job_id, self.claim.worker_id.clone());
         let audit = event(
             "INDEX_WRITTEN",
             doc_id,

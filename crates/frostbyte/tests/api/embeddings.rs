@@ -271,7 +271,7 @@ async fn race(
     key: &str,
     first: frostbyte::pipeline::Pipeline,
     second: &frostbyte::pipeline::Pipeline,
-) -> (Vec<RunOnce>, Value) {
+) -> (Vec<RunOnce>, Value, String) {
     let doc_id = upload_doc(app, key, "acme").await;
     assert!(matches!(first.try_run_one().await.unwrap(), RunOnce::Ran(_)));
     assert!(matches!(first.try_run_one().await.unwrap(), RunOnce::Ran(_)));
@@ -289,7 +289,7 @@ async fn race(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(matches!(running.await.unwrap(), RunOnce::Ran(_)));
-    (seen, mid.data().clone())
+    (seen, mid.data().clone(), doc_id)
 }
 
 #[tokio::test]
@@ -298,7 +298,7 @@ async fn a_running_stage_shows_running_and_its_heartbeat_keeps_a_second_worker_o
     let key = tenant_using(&app, "acme", "slow").await;
     let second = worker(&app, "w2", Duration::from_millis(100));
 
-    let (seen, mid) = race(&app, &key, worker(&app, "w1", Duration::from_millis(100)), &second).await;
+    let (seen, mid, _) = race(&app, &key, worker(&app, "w1", Duration::from_millis(100)), &second).await;
     assert_eq!(mid["stages"]["embed"], "running", "{mid}");
     assert_eq!(mid["current_stage"], "embed");
     assert_eq!(mid["stages"]["policy"], "done");
@@ -308,6 +308,14 @@ async fn a_running_stage_shows_running_and_its_heartbeat_keeps_a_second_worker_o
 
     // The control: the same race with heartbeats far apart, and the second worker takes the job over after
     // the 1 s lease.
-    let (seen, _) = race(&app, &key, worker(&app, "w3", Duration::from_secs(30)), &second).await;
+    let (seen, _, doc_id) = race(&app, &key, worker(&app, "w3", Duration::from_secs(30)), &second).await;
     assert!(matches!(seen.last(), Some(RunOnce::Ran(_))), "without heartbeats the job is reclaimed: {seen:?}");
+    // Both workers embedded, but only the lease holder's outcome was committed, with its job's completion.
+    let chain = app.audit_chain(&key, "acme", &doc_id).await;
+    let count =
+        |kind: &str| chain.data()["events"].as_array().unwrap().iter().filter(|e| e["event_type"] == kind).count();
+    assert_eq!(count("INDEX_WRITTEN"), 1, "{}", chain.text);
+    assert_eq!(count("DOCUMENT_STAGE_STARTED"), 4, "parse, policy, and the index job twice");
+    let d = app.get(&format!("/api/v1/query/acme/document/{doc_id}"), Some(&key)).await;
+    assert_eq!(d.data()["status"], "indexed", "{}", d.text);
 }
