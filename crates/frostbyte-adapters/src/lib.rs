@@ -10,6 +10,7 @@
 //!   cosine over stored vectors), held to `tests/index_contract.rs`.
 //! - [`blob::ObjectBlobStore`] implements [`BlobStore`](frostbyte_core::ports::BlobStore) over `object_store`
 //!   (local files, memory, and S3 with the `s3` feature).
+//! - [`embed`] holds the `openai` embedder and builds the embedder registry from settings.
 //! - [`resolve`] is the one place where configuration (URLs) becomes implementations.
 //!
 //! The adapters own the storage layout: tenant prefixes for blobs, the append-only audit tables and their
@@ -19,6 +20,7 @@ pub mod blob;
 mod codec;
 mod db_error;
 mod documents;
+pub mod embed;
 mod index;
 mod migrations;
 pub mod parse;

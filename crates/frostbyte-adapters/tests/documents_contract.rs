@@ -5,7 +5,7 @@ use frostbyte_core::audit::{ChainVerifier, NewAuditEvent};
 use frostbyte_core::documents::{
     DocumentRecord, DocumentStages, DocumentStatus, PipelineStage, StageStatus, StageUpdate,
 };
-use frostbyte_core::queue::{ClaimOptions, NewJob, Stage};
+use frostbyte_core::queue::{ClaimOptions, JobStatus, NewJob, Stage};
 use frostbyte_core::{StoreError, TenantId};
 use serde_json::json;
 use uuid::Uuid;
@@ -23,6 +23,7 @@ contract_tests!(
     update_stage_moves_on_with_its_job,
     other_tenants_documents_are_invisible,
     find_by_filename_returns_the_newest_document_within_the_tenant,
+    update_stage_completes_its_job_in_the_same_transaction,
 );
 
 // --- fixtures --------------------------------------------------------------------------------------------------
@@ -193,4 +194,44 @@ async fn find_by_filename_returns_the_newest_document_within_the_tenant(h: &Harn
     assert_eq!((found.doc_id, found.raw_sha256.as_str()), (newer.doc_id, newer.raw_sha256.as_str()));
     assert_eq!(h.store.find_by_filename(&t, "renamed.md").await.unwrap(), None, "name matters");
     assert_eq!(h.store.find_by_filename(&other, "notes.md").await.unwrap(), None, "tenant matters");
+}
+
+async fn update_stage_completes_its_job_in_the_same_transaction(h: &Harness) {
+    let t = tenant(h, "once").await;
+    let doc = record();
+    h.store.create_document(&t, &doc, parse_job(&doc), event("DOCUMENT_INGESTED", "a")).await.unwrap();
+    let parse = claim(h).await.unwrap();
+    let before = audit_count(h, &t).await;
+    let next = || NewJob::new(Stage::Policy, doc.doc_id.to_string(), json!({})).dedupe_key("policy:once");
+    let done = || StageUpdate::new(PipelineStage::Parse, StageStatus::Done);
+
+    // Another worker's lease: nothing is written, not the stage, not the next job, not the audit event.
+    let stolen = h
+        .store
+        .update_stage(&t, doc.doc_id, done().completes_job(parse.job_id, "w2"), Some(next()), event("P", "a"))
+        .await
+        .unwrap_err();
+    assert!(matches!(stolen, StoreError::Conflict(_)), "{stolen:?}");
+    let unchanged = h.store.get_document(&t, doc.doc_id).await.unwrap().unwrap();
+    assert_eq!(unchanged.stages.parse, StageStatus::Pending);
+    assert_eq!(audit_count(h, &t).await, before);
+    assert_eq!(h.store.get_job(&t, parse.job_id).await.unwrap().unwrap().status, JobStatus::Running);
+
+    // The lease holder: stage, next job, audit event and completion commit together.
+    let updated = h
+        .store
+        .update_stage(&t, doc.doc_id, done().completes_job(parse.job_id, "w1"), Some(next()), event("P", "a"))
+        .await
+        .unwrap();
+    assert_eq!(updated.stages.parse, StageStatus::Done);
+    assert_eq!(audit_count(h, &t).await, before + 1);
+    assert_eq!(h.store.get_job(&t, parse.job_id).await.unwrap().unwrap().status, JobStatus::Succeeded);
+    assert_eq!(claim(h).await.unwrap().stage, Stage::Policy);
+    // Completing twice is refused (the job is no longer running).
+    let again = h
+        .store
+        .update_stage(&t, doc.doc_id, done().completes_job(parse.job_id, "w1"), None, event("P", "a"))
+        .await
+        .unwrap_err();
+    assert!(matches!(again, StoreError::Conflict(_)), "{again:?}");
 }

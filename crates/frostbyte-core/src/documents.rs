@@ -191,11 +191,22 @@ pub struct StageUpdate {
     pub lineage: Map<String, Value>,
     /// Recorded as the document's `error_code` when set.
     pub error_code: Option<String>,
+    /// `(job_id, worker_id)`: completes that job in the same transaction, so the stage's output and its job's
+    /// completion commit together. If the job is no longer leased to that worker, nothing is written (`Conflict`).
+    pub completes_job: Option<(Uuid, String)>,
 }
 
 impl StageUpdate {
     pub fn new(stage: PipelineStage, status: StageStatus) -> Self {
-        StageUpdate { stage, status, also: Vec::new(), document_status: None, lineage: Map::new(), error_code: None }
+        StageUpdate {
+            stage,
+            status,
+            also: Vec::new(),
+            document_status: None,
+            lineage: Map::new(),
+            error_code: None,
+            completes_job: None,
+        }
     }
 
     pub fn also(mut self, stage: PipelineStage, status: StageStatus) -> Self {
@@ -215,6 +226,12 @@ impl StageUpdate {
 
     pub fn error_code(mut self, code: impl Into<String>) -> Self {
         self.error_code = Some(code.into());
+        self
+    }
+
+    /// Completes the job leased to `worker_id` in the same transaction (see [`StageUpdate::completes_job`]).
+    pub fn completes_job(mut self, job_id: Uuid, worker_id: impl Into<String>) -> Self {
+        self.completes_job = Some((job_id, worker_id.into()));
         self
     }
 
@@ -262,8 +279,9 @@ pub trait DocumentStore: Send + Sync + 'static {
     ) -> StoreResult<()>;
     async fn get_document(&self, tenant: &TenantId, doc_id: Uuid) -> StoreResult<Option<DocumentRecord>>;
     async fn get_by_receipt(&self, tenant: &TenantId, receipt_id: Uuid) -> StoreResult<Option<DocumentRecord>>;
-    /// Applies `update`, enqueues `next_job` (if any) and appends `audit`, in one transaction; returns the
-    /// updated record. `NotFound` if the document does not exist.
+    /// Applies `update`, enqueues `next_job` (if any), completes `update.completes_job` (if any) and appends
+    /// `audit`, in one transaction; returns the updated record. `NotFound` if the document does not exist;
+    /// `Conflict`, with nothing written, if the job to complete is no longer leased to that worker.
     async fn update_stage(
         &self,
         tenant: &TenantId,

@@ -24,7 +24,15 @@
 //!
 //! **Fail closed.** Text without a single letter or digit is an [`EmbedError::Empty`], never a zero vector, and no
 //! embedding this module returns has a zero norm.
+//!
+//! **Which embedder.** [`EmbedderRegistry`] maps the names a tenant's `embedding_model` may hold (`hash`, `openai`,
+//! or an embedder's model id such as `hash-v1-384`) to the configured embedders; the pipeline embeds a tenant's
+//! documents with the one its config names, and [`check_vectors`] holds every batch to the embedder's contract
+//! before anything is written.
 
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -43,6 +51,11 @@ pub trait Embedder: Send + Sync {
     /// One vector per input, in order. An empty slice gives an empty result. Fails as a whole: a batch never
     /// comes back partly embedded.
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError>;
+    /// True when `embed` does all its work on the calling thread (CPU-bound, never waiting on I/O): callers on an
+    /// async runtime should move such calls to a blocking thread. Remote embedders answer false.
+    fn compute_bound(&self) -> bool {
+        false
+    }
 }
 
 /// Why texts could not be embedded.
@@ -68,6 +81,10 @@ pub enum EmbedError {
     /// The embedder is misconfigured (unknown model, impossible dimension).
     #[error("embedder misconfigured: {0}")]
     Config(String),
+    /// The backend's vectors do not have the dimension the embedder is configured with (a model swapped behind
+    /// the endpoint, or a wrong `dimensions` setting). Nothing is written.
+    #[error("embedding dimension mismatch: expected {expected}, got {got}")]
+    DimensionMismatch { expected: usize, got: usize },
 }
 
 impl EmbedError {
@@ -89,7 +106,126 @@ impl EmbedError {
             EmbedError::RateLimited { .. } => "embed_rate_limited",
             EmbedError::InvalidResponse(_) => "embed_invalid_response",
             EmbedError::Config(_) => "embed_config",
+            EmbedError::DimensionMismatch { .. } => "embed_dimension_mismatch",
         }
+    }
+}
+
+/// Checks a batch against the embedder's contract before anything is written: one vector per input, each of
+/// `dimension` finite values with a non-zero norm. A zero vector is refused here, whoever produced it.
+pub fn check_vectors(vectors: &[Vec<f32>], inputs: usize, dimension: usize) -> Result<(), EmbedError> {
+    if vectors.len() != inputs {
+        return Err(EmbedError::InvalidResponse(format!("{} vectors for {inputs} inputs", vectors.len())));
+    }
+    for (i, v) in vectors.iter().enumerate() {
+        if v.len() != dimension {
+            return Err(EmbedError::DimensionMismatch { expected: dimension, got: v.len() });
+        }
+        if !v.iter().all(|x| x.is_finite()) {
+            return Err(EmbedError::InvalidResponse(format!("vector {i} has a non-finite value")));
+        }
+        if l2_norm(v) == 0.0 {
+            return Err(EmbedError::InvalidResponse(format!("vector {i} is a zero vector")));
+        }
+    }
+    Ok(())
+}
+
+/// The configured embedders, by name. Each embedder is registered under a name (`hash`, `openai`) and also
+/// under its model id (`hash-v1-384`, `openai/text-embedding-3-small`), so a tenant's `embedding_model` may hold
+/// either; one of them is the default (what a request that names no model gets). Built once at start-up and
+/// shared (`Arc`) by the pipeline, `POST /v1/embeddings` and search.
+#[derive(Clone)]
+pub struct EmbedderRegistry {
+    by_name: BTreeMap<String, Arc<dyn Embedder>>,
+    /// Registered names (not model-id aliases), in registration order.
+    names: Vec<String>,
+    default: String,
+}
+
+impl fmt::Debug for EmbedderRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let models: BTreeMap<&str, &str> =
+            self.names.iter().map(|n| (n.as_str(), self.by_name[n].model_id())).collect();
+        f.debug_struct("EmbedderRegistry").field("embedders", &models).field("default", &self.default).finish()
+    }
+}
+
+impl Default for EmbedderRegistry {
+    /// Just the default hash embedder, under `hash`.
+    fn default() -> Self {
+        EmbedderRegistry::new("hash", Arc::new(HashEmbedder::default()))
+    }
+}
+
+impl EmbedderRegistry {
+    /// A registry holding one embedder under `name`, which is the default.
+    pub fn new(name: &str, embedder: Arc<dyn Embedder>) -> Self {
+        let mut r = EmbedderRegistry { by_name: BTreeMap::new(), names: Vec::new(), default: name.to_owned() };
+        r.insert(name, embedder);
+        r
+    }
+
+    fn insert(&mut self, name: &str, embedder: Arc<dyn Embedder>) {
+        let model_id = embedder.model_id().to_owned();
+        self.names.push(name.to_owned());
+        if model_id != name {
+            self.by_name.entry(model_id).or_insert_with(|| embedder.clone());
+        }
+        self.by_name.insert(name.to_owned(), embedder);
+    }
+
+    /// Adds an embedder under `name` (and its model id, unless another embedder already has that id). A name that
+    /// is already registered is a configuration error.
+    pub fn register(&mut self, name: &str, embedder: Arc<dyn Embedder>) -> Result<(), EmbedError> {
+        if name.trim().is_empty() || self.names.iter().any(|n| n == name) {
+            return Err(EmbedError::Config(format!("embedder name {name:?} is empty or already registered")));
+        }
+        // A name may shadow another embedder's model-id alias: names win.
+        self.insert(name, embedder);
+        Ok(())
+    }
+
+    /// Makes a registered name (or model id) the default.
+    pub fn set_default(&mut self, name: &str) -> Result<(), EmbedError> {
+        if !self.by_name.contains_key(name) {
+            return Err(EmbedError::Config(format!(
+                "the default embedder {name:?} is not configured (configured: {})",
+                self.names().join(", ")
+            )));
+        }
+        name.clone_into(&mut self.default);
+        Ok(())
+    }
+
+    /// The embedder registered under `name` (a name or a model id).
+    pub fn get(&self, name: &str) -> Option<Arc<dyn Embedder>> {
+        self.by_name.get(name).cloned()
+    }
+
+    /// Whether `name` selects an embedder.
+    pub fn contains(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+
+    /// The default embedder.
+    pub fn default_embedder(&self) -> Arc<dyn Embedder> {
+        self.by_name[&self.default].clone()
+    }
+
+    /// The default's name.
+    pub fn default_name(&self) -> &str {
+        &self.default
+    }
+
+    /// Registered names, in registration order (model-id aliases not included).
+    pub fn names(&self) -> Vec<String> {
+        self.names.clone()
+    }
+
+    /// Every name and model id that selects an embedder, sorted.
+    pub fn selectors(&self) -> Vec<String> {
+        self.by_name.keys().cloned().collect()
     }
 }
 
@@ -238,6 +374,10 @@ impl Embedder for HashEmbedder {
 
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
         self.embed_batch(texts)
+    }
+
+    fn compute_bound(&self) -> bool {
+        true
     }
 }
 
@@ -699,6 +839,39 @@ mod tests {
         assert!(!EmbedError::Unavailable { message: "401".into(), retryable: false }.is_retryable());
         assert!(!EmbedError::Empty { index: 0 }.is_retryable());
         assert_eq!(EmbedError::InvalidResponse("x".into()).code(), "embed_invalid_response");
+    }
+
+    #[test]
+    fn registry_resolves_names_and_model_ids() {
+        let mut r = EmbedderRegistry::default();
+        assert_eq!(r.default_name(), "hash");
+        assert_eq!(r.get("hash").unwrap().model_id(), "hash-v1-384");
+        assert_eq!(r.get("hash-v1-384").unwrap().model_id(), "hash-v1-384");
+        assert!(r.get("openai").is_none());
+        r.register("wide", Arc::new(HashEmbedder::new(1024).unwrap())).unwrap();
+        assert_eq!(r.get("hash-v1-1024").unwrap().dimension(), 1024);
+        assert!(matches!(r.register("wide", Arc::new(HashEmbedder::default())), Err(EmbedError::Config(_))));
+        assert!(matches!(r.set_default("nope"), Err(EmbedError::Config(m)) if m.contains("hash, wide")));
+        r.set_default("wide").unwrap();
+        assert_eq!(r.default_embedder().dimension(), 1024);
+        assert_eq!(r.names(), ["hash", "wide"]);
+        assert_eq!(r.selectors(), ["hash", "hash-v1-1024", "hash-v1-384", "wide"]);
+        assert!(format!("{r:?}").contains("hash-v1-1024"));
+    }
+
+    #[test]
+    fn vectors_are_checked_before_use() {
+        let good = vec![embed("one"), embed("two")];
+        check_vectors(&good, 2, 384).unwrap();
+        assert!(matches!(check_vectors(&good, 3, 384), Err(EmbedError::InvalidResponse(_))));
+        assert_eq!(check_vectors(&good, 2, 512), Err(EmbedError::DimensionMismatch { expected: 512, got: 384 }));
+        assert!(
+            matches!(check_vectors(&[vec![0.0; 4]], 1, 4), Err(EmbedError::InvalidResponse(m)) if m.contains("zero"))
+        );
+        assert!(check_vectors(&[vec![f32::NAN, 1.0]], 1, 2).is_err());
+        assert!(HashEmbedder::default().compute_bound());
+        assert_eq!(EmbedError::DimensionMismatch { expected: 1, got: 2 }.code(), "embed_dimension_mismatch");
+        assert!(!EmbedError::DimensionMismatch { expected: 1, got: 2 }.is_retryable());
     }
 
     proptest! {

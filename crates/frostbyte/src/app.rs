@@ -112,6 +112,8 @@ pub async fn build(config: &Config) -> anyhow::Result<App> {
         load_or_generate_secret(config.auth.admin_api_key.as_ref(), &config.storage.data_dir, "admin.key", "fba_")?;
     let jwt = load_or_generate_secret(config.auth.jwt_secret.as_ref(), &config.storage.data_dir, "jwt.secret", "")?;
     let tenants = TenantService::new(stores.metadata.clone(), stores.blobs.clone());
+    let embedders = frostbyte_adapters::embed::registry(&config.embedding.settings())
+        .context("cannot set up the embedders ([embedding] config)")?;
     let state = Arc::new(AppState {
         store: stores.metadata,
         blobs: stores.blobs,
@@ -128,6 +130,8 @@ pub async fn build(config: &Config) -> anyhow::Result<App> {
         },
         started_at: Instant::now(),
         metrics: crate::http::install_metrics_recorder(),
+        embedders: Arc::new(embedders),
+        events: Arc::new(crate::events::EventBus::default()),
     });
     Ok(App { state, generated_admin_key: admin.generated })
 }
@@ -202,6 +206,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     info!(grace_secs = grace.as_secs(), "shutting down: draining in-flight requests");
     let _ = signal_tx.send(true);
+    app.state.events.close();
     let drain = async {
         let served = server.await;
         // Workers stop after their current job.
@@ -258,14 +263,7 @@ pub fn spawn_workers(
     let host = std::process::id();
     (0..config.count)
         .map(|n| {
-            let mut pipeline = crate::pipeline::Pipeline::new(
-                state.store.clone(),
-                state.queue.clone(),
-                state.documents.clone(),
-                state.index.clone(),
-                state.blobs.clone(),
-                &format!("worker-{host}-{n}"),
-            );
+            let mut pipeline = crate::pipeline::Pipeline::from_state(state, &format!("worker-{host}-{n}"));
             pipeline.claim.lease = Duration::from_secs(config.lease_secs);
             pipeline.claim.per_tenant_cap = config.per_tenant_cap;
             let poll = Duration::from_millis(config.poll_interval_ms);

@@ -39,6 +39,10 @@ const STRING_KEYS: &[&str] = &[
     "auth.jwt_secret",
     "log.format",
     "log.level",
+    "embedding.default",
+    "embedding.openai.base_url",
+    "embedding.openai.model",
+    "embedding.openai.api_key",
 ];
 
 /// Minimum length of a configured secret.
@@ -94,6 +98,73 @@ pub struct WorkersConfig {
     pub per_tenant_cap: u32,
 }
 
+/// The embedders this deployment offers (`[embedding]`): `hash` always, `openai` when its `base_url` is set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingConfig {
+    /// The embedder a request that names none gets: `hash`, `openai`, or a model id.
+    pub default: String,
+    /// The hash embedder's dimension (model id `hash-v1-{dimensions}`).
+    pub hash_dimensions: usize,
+    pub openai: OpenAiEmbeddingConfig,
+}
+
+/// An OpenAI-compatible embeddings endpoint (`[embedding.openai]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenAiEmbeddingConfig {
+    /// Empty: no `openai` embedder.
+    pub base_url: String,
+    pub model: String,
+    pub dimensions: usize,
+    #[serde(deserialize_with = "optional_secret")]
+    pub api_key: Option<SecretString>,
+    pub batch_size: usize,
+    pub timeout_secs: u64,
+    pub max_retries: u32,
+    pub retry_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+}
+
+impl EmbeddingConfig {
+    /// The adapters' settings.
+    pub fn settings(&self) -> frostbyte_adapters::embed::EmbeddingSettings {
+        let o = &self.openai;
+        let openai = (!o.base_url.trim().is_empty()).then(|| frostbyte_adapters::embed::OpenAiConfig {
+            base_url: o.base_url.clone(),
+            model: o.model.clone(),
+            dimensions: o.dimensions,
+            api_key: o.api_key.clone(),
+            batch_size: o.batch_size,
+            timeout: std::time::Duration::from_secs(o.timeout_secs),
+            max_retries: o.max_retries,
+            retry_backoff: std::time::Duration::from_millis(o.retry_backoff_ms),
+            max_backoff: std::time::Duration::from_millis(o.max_backoff_ms),
+        });
+        frostbyte_adapters::embed::EmbeddingSettings {
+            default: self.default.clone(),
+            hash_dimension: self.hash_dimensions,
+            openai,
+        }
+    }
+
+    fn validate(&self, out: &mut Vec<String>) {
+        if !(1..=600).contains(&self.openai.timeout_secs) {
+            out.push(format!(
+                "embedding.openai.timeout_secs must be between 1 and 600 (got {})",
+                self.openai.timeout_secs
+            ));
+        }
+        if self.openai.max_retries > 10 {
+            out.push(format!("embedding.openai.max_retries must be at most 10 (got {})", self.openai.max_retries));
+        }
+        // Dimensions, batch size, URL and the default are checked by building the registry, which names the key.
+        if let Err(e) = frostbyte_adapters::embed::registry(&self.settings()) {
+            out.push(e.to_string());
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
@@ -109,6 +180,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub log: LogConfig,
     pub workers: WorkersConfig,
+    pub embedding: EmbeddingConfig,
 }
 
 fn optional_secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SecretString>, D::Error> {
@@ -210,24 +282,27 @@ impl Config {
         let auth = section::<AuthConfig>(&figment, "auth", &mut errors);
         let log = section::<LogConfig>(&figment, "log", &mut errors);
         let workers = section::<WorkersConfig>(&figment, "workers", &mut errors);
+        let embedding = section::<EmbeddingConfig>(&figment, "embedding", &mut errors);
         for extra in top_level_keys(&figment)
-            .difference(&["server", "storage", "auth", "log", "workers"].map(String::from).into())
+            .difference(&["server", "storage", "auth", "log", "workers", "embedding"].map(String::from).into())
         {
             errors.push(format!("unknown section `{extra}`"));
         }
 
-        match (server, storage, auth, log, workers) {
-            (Some(server), Some(storage), Some(auth), Some(log), Some(workers)) if errors.is_empty() => {
-                let config = Config { server, storage, auth, log, workers };
+        match (server, storage, auth, log, workers, embedding) {
+            (Some(server), Some(storage), Some(auth), Some(log), Some(workers), Some(embedding))
+                if errors.is_empty() =>
+            {
+                let config = Config { server, storage, auth, log, workers, embedding };
                 let problems = config.validate();
                 if problems.is_empty() { Ok(config) } else { Err(ConfigErrors(problems)) }
             }
-            (server, storage, auth, log, workers) => {
+            (server, storage, auth, log, workers, embedding) => {
                 // Report semantic problems of the sections that did parse, too.
-                if let (Some(server), Some(storage), Some(auth), Some(log), Some(workers)) =
-                    (server, storage, auth, log, workers)
+                if let (Some(server), Some(storage), Some(auth), Some(log), Some(workers), Some(embedding)) =
+                    (server, storage, auth, log, workers, embedding)
                 {
-                    errors.extend(Config { server, storage, auth, log, workers }.validate());
+                    errors.extend(Config { server, storage, auth, log, workers, embedding }.validate());
                 }
                 Err(ConfigErrors(errors))
             }
@@ -301,6 +376,7 @@ impl Config {
                 _ => {}
             }
         }
+        self.embedding.validate(&mut out);
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             out.push(format!("log.level {:?} is not a valid filter: {e}", self.log.level));
         }
@@ -355,6 +431,19 @@ impl Config {
             ("auth.jwt_secret", secret(&self.auth.jwt_secret)),
             ("auth.jwt_ttl_secs", self.auth.jwt_ttl_secs.to_string()),
             ("log", format!("{:?} {}", self.log.format, self.log.level).to_lowercase()),
+            ("embedding.default", self.embedding.default.clone()),
+            (
+                "embedding.openai",
+                match self.embedding.openai.base_url.as_str() {
+                    "" => "(not configured)".to_owned(),
+                    url => format!(
+                        "{} {} ({} dims)",
+                        redact_url(url),
+                        self.embedding.openai.model,
+                        self.embedding.openai.dimensions
+                    ),
+                },
+            ),
         ])
     }
 }
@@ -513,6 +602,56 @@ mod tests {
         let secret = "12345678901234567890123456789012345";
         let c = Config::load_from(None, env(&[("FROSTBYTE_JWT_SECRET", secret)]), &Overrides::default()).unwrap();
         assert_eq!(c.auth.jwt_secret.unwrap().expose_secret(), secret);
+    }
+
+    #[test]
+    fn embedding_defaults_offer_hash_only() {
+        let c = Config::load_from(None, env(&[]), &Overrides::default()).unwrap();
+        assert_eq!(c.embedding.default, "hash");
+        let registry = frostbyte_adapters::embed::registry(&c.embedding.settings()).unwrap();
+        assert_eq!(registry.names(), ["hash"]);
+        assert_eq!(registry.default_embedder().model_id(), "hash-v1-384");
+    }
+
+    #[test]
+    fn an_openai_embedder_is_configured_from_the_environment_with_its_key_hidden() {
+        let key = "12345678901234567890";
+        let c = Config::load_from(
+            None,
+            env(&[
+                ("FROSTBYTE_EMBEDDING__OPENAI__BASE_URL", "http://127.0.0.1:9999/v1"),
+                ("FROSTBYTE_EMBEDDING__OPENAI__MODEL", "text-embedding-3-small"),
+                ("FROSTBYTE_EMBEDDING__OPENAI__DIMENSIONS", "1536"),
+                ("FROSTBYTE_EMBEDDING__OPENAI__API_KEY", key),
+                ("FROSTBYTE_EMBEDDING__DEFAULT", "openai"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.embedding.openai.api_key.as_ref().unwrap().expose_secret(), key, "stays a string");
+        assert!(!format!("{c:?}").contains(key) && !format!("{:?}", c.summary()).contains(key));
+        let registry = frostbyte_adapters::embed::registry(&c.embedding.settings()).unwrap();
+        assert_eq!(registry.default_embedder().model_id(), "openai/text-embedding-3-small");
+        assert_eq!(registry.default_embedder().dimension(), 1536);
+    }
+
+    #[test]
+    fn embedding_problems_are_reported() {
+        let errs = Config::load_from(
+            None,
+            env(&[("FROSTBYTE_EMBEDDING__DEFAULT", "openai"), ("FROSTBYTE_EMBEDDING__OPENAI__TIMEOUT_SECS", "0")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        let text = errs.to_string();
+        assert!(text.contains("timeout_secs") && text.contains("\"openai\" is not configured"), "{text}");
+        let errs = Config::load_from(
+            None,
+            env(&[("FROSTBYTE_EMBEDDING__OPENAI__BASE_URL", "http://127.0.0.1:9/v1")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(errs.to_string().contains("embedding.openai.model must be set"), "{errs}");
     }
 
     #[test]

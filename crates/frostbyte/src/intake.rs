@@ -141,6 +141,7 @@ impl Intake {
             }),
         );
         self.documents.create_document(tenant, &doc, job, audit).await?;
+        crate::events::document_accepted(tenant, &doc);
         tracing::info!(
             tenant = %tenant, doc_id = %doc.doc_id, mime = %doc.mime_type, size_bytes = doc.size_bytes,
             "document accepted"

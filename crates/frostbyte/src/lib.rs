@@ -4,6 +4,7 @@ pub mod app;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod events;
 pub mod http;
 pub mod ingest_command;
 pub mod intake;

@@ -1,18 +1,48 @@
-//! The document pipeline's workers: claim one job, run its stage, record the stage on the document.
+//! The document pipeline's workers: claim one job, mark its stage `running`, run it while heartbeating the lease,
+//! record the outcome on the document, publish every transition on the event bus.
 //!
-//! - `parse`: raw bytes (`raw/{sha256}`) → [`parse`] on a blocking thread → canonical JSON at
-//!   `canonical/{doc_id}.json` → stage done + the `policy` job, in one transaction.
+//! - `parse`: raw bytes (`raw/{sha256}`, checked against the recorded sha256) → [`parse`] on a blocking thread →
+//!   canonical JSON at `canonical/{doc_id}.json` → `DOCUMENT_PARSED`, stage done + the `policy` job, in one
+//!   transaction.
 //! - `policy`: [`apply_policy`] on every block's text ([`CanonicalDocument::try_map_text`]); the policed document
-//!   is saved at `policed/{doc_id}.json`. PII under `block` quarantines the document (embed and index skipped);
-//!   otherwise stage done + the `index` job.
-//! - `index`: chunk the policed document → embed ([`HashEmbedder`]) → [`assess_chunk`] per chunk (injection
-//!   quarantine) → [`ChunkIndex::replace_document_chunks`] → `embed` and `index` done, document `indexed`.
+//!   is saved at `policed/{doc_id}.json`. Found PII is recorded as `PII_DETECTED` (types and counts only). PII under
+//!   `block` fails the gate (`POLICY_GATE_FAILED`, document quarantined, embed and index skipped); otherwise
+//!   `POLICY_GATE_PASSED`, stage done + the `index` job.
+//! - `index`: chunk the policed document → embed with the tenant's embedder (its `embedding_model`, looked up in
+//!   the [`EmbedderRegistry`]) → every vector checked ([`check_vectors`]) → `DOCUMENT_EMBEDDED`, embed done →
+//!   [`assess_chunk`] per chunk (injection quarantine) → [`ChunkIndex::replace_document_chunks`] →
+//!   `INDEX_WRITTEN`, index done, document `indexed`.
 //!
-//! Every stage is idempotent (fixed blob keys, deterministic chunk ids, dedupe keys on the next job), so a job
-//! delivered twice converges. Failures become [`JobError`]s with stable codes and messages made of ids and
-//! counts, never document text; a permanent error (or the last attempt of a retryable one) also marks the
-//! document `failed` with that code.
+//! **Hash chain.** Each stage's audit event carries `input_hash` and `output_hash`, and each stage's input is the
+//! previous stage's output: raw sha256 → canonical hash (sha256 of the canonical JSON as stored) → policed hash
+//! (the policed JSON as stored) → chunk-set hash ([`chunk_set_hash`]: model, chunk ids, text hashes, vectors) →
+//! index hash ([`index_hash`]: the rows as written). Stages hash the bytes they read, so a blob changed between
+//! stages shows as a broken link.
+//!
+//! **Running and heartbeat.** A claimed job first marks its stage `running` (`DOCUMENT_STAGE_STARTED`), and while
+//! it runs its lease is extended every [`Pipeline::heartbeat_interval`], so a slow stage is never taken over by a
+//! second worker; a worker that dies stops heartbeating and its job is reclaimed when the lease runs out.
+//!
+//! **Failures** are [`JobError`]s with stable codes and messages made of ids and counts, never document text:
+//! - retryable (a store, blob or embedding endpoint unavailable): the stage goes back to `pending`
+//!   (`DOCUMENT_STAGE_RETRYING`) and the queue retries on its backoff schedule; the last attempt fails the
+//!   document and dead-letters the job;
+//! - fixable by an operator (unknown `embedding_model`, a dimension mismatch): the document fails and the job goes
+//!   to the dead-letter list at once, to be retried from there after the fix;
+//! - permanent (a corrupt file): the document fails with the code and the job completes.
+//!
+//! A failed embedding never becomes a zero vector, and nothing of the document is indexed. Every stage is
+//! idempotent (fixed blob keys, deterministic chunk ids, dedupe keys on the next job), so a job delivered twice
+//! converges.
+//!
+//! **One commit per stage.** A stage's closing transition (stage status, lineage, next job, audit event) also
+//! completes its job ([`StageUpdate::completes_job`]) in the same transaction. A worker whose lease passed to
+//! another worker therefore commits nothing (`LEASE_LOST`): the stage's outcome is recorded exactly once. Blobs
+//! (canonical and policed JSON) are written before that commit under fixed keys, and the index stage's chunk rows
+//! are swapped by the chunk index's own transaction just before it; both are idempotent, so a replay rewrites the
+//! same bytes and rows.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,14 +56,18 @@ use frostbyte_core::documents::{
     DocumentRecord, DocumentStatus, DocumentStore, PipelineStage, StageStatus, StageUpdate, canonical_blob_key,
     raw_blob_key,
 };
-use frostbyte_core::embed::HashEmbedder;
+use frostbyte_core::embed::{EmbedError, Embedder, EmbedderRegistry, check_vectors};
 use frostbyte_core::index::{ChunkIndex, IndexedChunk};
 use frostbyte_core::policy::{apply_policy, assess_chunk};
 use frostbyte_core::ports::{BlobStore, MetadataStore};
-use frostbyte_core::queue::{self, ClaimOptions, Job, JobError, JobQueue, NewJob, RetryPolicy, RunOnce, Stage};
+use frostbyte_core::queue::{ClaimOptions, Job, JobError, JobQueue, NewJob, RetryPolicy, RunOnce, Stage, StageRetry};
 use frostbyte_core::tenant::TenantConfig;
-use serde_json::json;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
+
+use crate::events::{Event, EventBus, Level};
+use crate::http::AppState;
 
 /// The actor of pipeline audit events.
 const ACTOR: &str = "system:pipeline";
@@ -49,25 +83,55 @@ pub struct Pipeline {
     pub documents: Arc<dyn DocumentStore>,
     pub index: Arc<dyn ChunkIndex>,
     pub blobs: Arc<dyn BlobStore>,
-    pub embedder: Arc<HashEmbedder>,
+    /// The tenant's `embedding_model` picks its embedder here.
+    pub embedders: Arc<EmbedderRegistry>,
+    /// Every stage transition is published here.
+    pub events: Arc<EventBus>,
     pub claim: ClaimOptions,
     pub retry: RetryPolicy,
     pub parse_limits: ParseLimits,
     pub chunking: ChunkConfig,
+    /// How often a running job's lease is extended; `None`: a third of the lease.
+    pub heartbeat: Option<Duration>,
 }
 
-/// A stage failure: the job error and whether it may succeed on a later attempt.
+/// How a failed stage should be handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recovery {
+    /// May succeed on a later attempt: back to the queue with backoff.
+    Retry,
+    /// Will not succeed until an operator changes something: dead-letter now, so it can be retried from there.
+    DeadLetter,
+    /// The input itself is the problem: the document fails and the job completes.
+    Permanent,
+    /// The job's lease passed to another worker before this one could commit: nothing was written, and the other
+    /// worker's outcome is the one that counts.
+    LeaseLost,
+}
+
+/// How a stage that did not fail ended.
+enum Finished {
+    /// Its last transition completed the job in the same transaction.
+    Completed,
+    /// It wrote nothing that completes the job (a skipped job): the job still has to be completed.
+    NeedsCompletion,
+}
+
+/// A stage failure: the job error and how to recover.
 struct StageError {
     error: JobError,
-    retryable: bool,
+    recovery: Recovery,
 }
 
 impl StageError {
     fn permanent(code: &str, message: impl Into<String>) -> Self {
-        StageError { error: JobError::new(code, message), retryable: false }
+        StageError { error: JobError::new(code, message), recovery: Recovery::Permanent }
     }
     fn retryable(code: &str, message: impl Into<String>) -> Self {
-        StageError { error: JobError::new(code, message), retryable: true }
+        StageError { error: JobError::new(code, message), recovery: Recovery::Retry }
+    }
+    fn dead_letter(code: &str, message: impl Into<String>) -> Self {
+        StageError { error: JobError::new(code, message), recovery: Recovery::DeadLetter }
     }
 }
 
@@ -79,20 +143,98 @@ fn blob_err(e: frostbyte_core::ports::BlobError) -> StageError {
     StageError::retryable("BLOB_ERROR", e.to_string())
 }
 
-fn stage_of(stage: Stage) -> PipelineStage {
-    match stage {
-        Stage::Parse => PipelineStage::Parse,
-        Stage::Policy => PipelineStage::Policy,
-        _ => PipelineStage::Index,
+/// An embedding failure as a job error: transient ones retry, configuration ones (dimension mismatch, a
+/// malformed answer, a refused key) dead-letter, content ones (an input with nothing to embed) fail the document.
+fn embed_err(e: EmbedError, model: &str) -> StageError {
+    let code = e.code().to_ascii_uppercase();
+    let message = format!("embedding with {model} failed: {e}");
+    match e {
+        e if e.is_retryable() => StageError::retryable(&code, message),
+        EmbedError::Empty { .. } | EmbedError::TooLong { .. } => StageError::permanent(&code, message),
+        _ => StageError::dead_letter(&code, message),
     }
 }
 
-fn event(kind: &str, doc_id: Uuid, details: serde_json::Value) -> NewAuditEvent {
+/// The document stage a job's stage starts with.
+fn first_stage_of(stage: Stage) -> PipelineStage {
+    match stage {
+        Stage::Parse => PipelineStage::Parse,
+        Stage::Policy => PipelineStage::Policy,
+        // The index job chunks, embeds and indexes: it starts with `embed`.
+        _ => PipelineStage::Embed,
+    }
+}
+
+fn status_name(status: StageStatus) -> &'static str {
+    match status {
+        StageStatus::Pending => "pending",
+        StageStatus::Running => "running",
+        StageStatus::Done => "done",
+        StageStatus::Failed => "failed",
+        StageStatus::Skipped => "skipped",
+    }
+}
+
+fn event(kind: &str, doc_id: Uuid, details: Value) -> NewAuditEvent {
     NewAuditEvent::new(kind, ACTOR, "document", doc_id.to_string(), details)
 }
 
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The chunk-set hash: what embedding produced. sha256 over the model id, the dimension and, per chunk in
+/// order, its id, text hash and vector (little-endian f32).
+pub fn chunk_set_hash(model: &str, dimension: usize, chunks: &[(String, String, Vec<f32>)]) -> String {
+    let mut h = Sha256::new();
+    h.update(b"frostbyte.chunk-set.v1\n");
+    h.update(model.as_bytes());
+    h.update(format!("\n{dimension}\n{}\n", chunks.len()).as_bytes());
+    for (chunk_id, text_hash, vector) in chunks {
+        h.update(chunk_id.as_bytes());
+        h.update(b"\n");
+        h.update(text_hash.as_bytes());
+        h.update(b"\n");
+        for x in vector {
+            h.update(x.to_le_bytes());
+        }
+    }
+    hex::encode(h.finalize())
+}
+
+/// The index hash: what was written. sha256 over the chunk-set hash it was built from and, per row in order, the
+/// fields search depends on (id, position, offsets, text hash, model, quarantine, classification, collection).
+pub fn index_hash(chunk_set: &str, rows: &[IndexedChunk]) -> String {
+    let mut h = Sha256::new();
+    h.update(b"frostbyte.index.v1\n");
+    h.update(chunk_set.as_bytes());
+    for r in rows {
+        let line = json!([
+            r.chunk_id,
+            r.position,
+            r.start,
+            r.end,
+            r.text_hash,
+            r.embed_model,
+            r.quarantined,
+            r.classification,
+            r.collection
+        ]);
+        h.update(line.to_string().as_bytes());
+        h.update(b"\n");
+    }
+    hex::encode(h.finalize())
+}
+
+/// Numbers (and counts of listed items) at the top level of audit details: what an event may show.
+fn counts_of(details: &Value) -> Vec<(String, u64)> {
+    let Some(map) = details.as_object() else { return Vec::new() };
+    map.iter().filter(|(k, _)| !k.ends_with("_ms")).filter_map(|(k, v)| v.as_u64().map(|n| (k.clone(), n))).collect()
+}
+
 impl Pipeline {
-    /// A pipeline over these ports with default limits, claiming as `worker_id`.
+    /// A pipeline over these ports with default limits, the hash embedder only and a bus of its own, claiming as
+    /// `worker_id`. Workers in a server use [`Pipeline::from_state`].
     pub fn new(
         store: Arc<dyn MetadataStore>,
         queue: Arc<dyn JobQueue>,
@@ -107,62 +249,246 @@ impl Pipeline {
             documents,
             index,
             blobs,
-            embedder: Arc::new(HashEmbedder::default()),
+            embedders: Arc::new(EmbedderRegistry::default()),
+            events: Arc::new(EventBus::default()),
             claim: ClaimOptions::new(worker_id, Duration::from_secs(300), 2).stages(STAGES),
             retry: RetryPolicy::default(),
             parse_limits: ParseLimits::default(),
             chunking: ChunkConfig::default(),
+            heartbeat: None,
         }
     }
 
-    /// Claims one job and runs its stage.
-    pub async fn try_run_one(&self) -> anyhow::Result<RunOnce> {
-        Ok(queue::try_run_one(&*self.queue, &self.claim, &self.retry, |job| self.run(job)).await?)
+    /// A pipeline over the application's ports, embedders and event bus.
+    pub fn from_state(state: &AppState, worker_id: &str) -> Self {
+        let mut p = Pipeline::new(
+            state.store.clone(),
+            state.queue.clone(),
+            state.documents.clone(),
+            state.index.clone(),
+            state.blobs.clone(),
+            worker_id,
+        );
+        p.embedders = state.embedders.clone();
+        p.events = state.events.clone();
+        p
     }
 
-    async fn run(&self, job: Job) -> Result<(), JobError> {
+    /// How often a running job's lease is extended.
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.heartbeat.unwrap_or(self.claim.lease / 3).max(Duration::from_millis(10))
+    }
+
+    /// Claims one job and runs its stage, heartbeating the lease until it is done.
+    pub async fn try_run_one(&self) -> anyhow::Result<RunOnce> {
+        let Some(job) = self.queue.claim(&self.claim, frostbyte_core::now()).await? else {
+            return Ok(RunOnce::Idle);
+        };
+        let job_id = job.job_id;
+        let worker = self.claim.worker_id.as_str();
+        let finished = match self.with_heartbeat(job_id, self.run(job)).await {
+            Ok(Finished::Completed) => Ok(()),
+            Ok(Finished::NeedsCompletion) => self.queue.complete(job_id, worker).await,
+            Err((error, Recovery::LeaseLost)) => {
+                tracing::warn!(job_id = %job_id, worker, code = %error.code, "lease lost before commit; nothing written");
+                Ok(())
+            }
+            Err((error, Recovery::DeadLetter)) => {
+                let now_dead = RetryPolicy::uniform(StageRetry::new(1, Vec::new()));
+                self.queue.fail(job_id, worker, error, &now_dead, frostbyte_core::now()).await.map(|_| ())
+            }
+            Err((error, _)) => {
+                self.queue.fail(job_id, worker, error, &self.retry, frostbyte_core::now()).await.map(|_| ())
+            }
+        };
+        match finished {
+            Ok(()) => {}
+            // The lease ran out and another worker took the job: its result is the one that counts.
+            Err(frostbyte_core::StoreError::Conflict(reason)) => {
+                tracing::warn!(job_id = %job_id, worker, %reason, "job was taken over before it finished");
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(RunOnce::Ran(job_id))
+    }
+
+    /// Runs `work`, extending the job's lease every [`Self::heartbeat_interval`] until it finishes. If the lease
+    /// is lost (another worker reclaimed the job), heartbeating stops and the work finishes; completing it will
+    /// then be refused.
+    async fn with_heartbeat<F: Future>(&self, job_id: Uuid, work: F) -> F::Output {
+        let every = self.heartbeat_interval();
+        let beat = async {
+            let mut ticker = tokio::time::interval(every);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticker.tick().await;
+            loop {
+                ticker.tick().await;
+                let worker = &self.claim.worker_id;
+                match self.queue.heartbeat(job_id, worker, self.claim.lease, frostbyte_core::now()).await {
+                    Ok(true) => tracing::trace!(job_id = %job_id, "lease extended"),
+                    Ok(false) => {
+                        tracing::warn!(job_id = %job_id, worker = %worker, "lease lost; heartbeat stopped");
+                        return;
+                    }
+                    Err(error) => tracing::warn!(job_id = %job_id, %error, "heartbeat failed; will retry"),
+                }
+            }
+        };
+        let mut work = std::pin::pin!(work);
+        tokio::select! {
+            out = &mut work => out,
+            () = beat => work.await,
+        }
+    }
+
+    async fn run(&self, job: Job) -> Result<Finished, (JobError, Recovery)> {
         let tenant = job.tenant_id.clone();
         let Ok(doc_id) = Uuid::parse_str(&job.resource_id) else {
-            return Err(JobError::new("INVALID_JOB", "the job's resource id is not a document id"));
+            let e = JobError::new("INVALID_JOB", "the job's resource id is not a document id");
+            return Err((e, Recovery::DeadLetter));
         };
         let started = std::time::Instant::now();
-        let result = match job.stage {
-            Stage::Parse => self.parse(&tenant, doc_id).await,
-            Stage::Policy => self.policy(&tenant, doc_id).await,
-            Stage::Index => self.index(&tenant, doc_id).await,
-            other => Err(StageError::permanent("UNSUPPORTED_STAGE", format!("no worker for stage {other}"))),
+        let result = match self.mark_running(&tenant, doc_id, &job).await {
+            Err(e) => Err(e),
+            Ok(false) => {
+                tracing::info!(tenant = %tenant, doc_id = %doc_id, stage = job.stage.as_str(), "document quarantined; job skipped");
+                return Ok(Finished::NeedsCompletion);
+            }
+            Ok(true) => match job.stage {
+                Stage::Parse => self.parse(&tenant, doc_id, &job).await,
+                Stage::Policy => self.policy(&tenant, doc_id, &job).await,
+                Stage::Index => self.index(&tenant, doc_id, &job).await,
+                other => Err(StageError::dead_letter("UNSUPPORTED_STAGE", format!("no worker for stage {other}"))),
+            },
         };
         let Err(failure) = result else {
             tracing::info!(
                 tenant = %tenant, doc_id = %doc_id, stage = job.stage.as_str(),
                 duration_ms = started.elapsed().as_millis() as u64, "stage done"
             );
-            return Ok(());
+            return Ok(Finished::Completed);
         };
+        if failure.recovery == Recovery::LeaseLost {
+            return Err((failure.error, Recovery::LeaseLost));
+        }
         let last_attempt = job.attempts >= self.retry.for_stage(job.stage).max_attempts;
         tracing::warn!(
             tenant = %tenant, doc_id = %doc_id, stage = job.stage.as_str(), code = %failure.error.code,
-            attempt = job.attempts, retryable = failure.retryable, "stage failed"
+            attempt = job.attempts, recovery = ?failure.recovery, "stage failed"
         );
-        if !failure.retryable || last_attempt {
-            let update = StageUpdate::new(stage_of(job.stage), StageStatus::Failed)
-                .document_status(DocumentStatus::Failed)
-                .error_code(failure.error.code.clone());
-            let audit = event(
-                "DOCUMENT_FAILED",
-                doc_id,
-                json!({"component": job.stage.as_str(), "status": "failed", "error_code": failure.error.code}),
-            );
-            match self.documents.update_stage(&tenant, doc_id, update, None, audit).await {
-                Ok(_) | Err(frostbyte_core::StoreError::NotFound { .. }) => {}
-                Err(e) => tracing::error!(error = %e, doc_id = %doc_id, "cannot record a failed stage"),
-            }
-            if !failure.retryable {
-                // Recorded on the document; retrying the same input cannot help.
-                return Ok(());
+        let gives_up = failure.recovery != Recovery::Retry || last_attempt;
+        let recorded = self.record_failure(&tenant, doc_id, &job, &failure, gives_up).await;
+        match (failure.recovery, recorded) {
+            // Recorded on the document, with the job completed in the same transaction; retrying the same input
+            // cannot help.
+            (Recovery::Permanent, Ok(true)) => Ok(Finished::Completed),
+            (_, Err(e)) if e.recovery == Recovery::LeaseLost => Err((e.error, Recovery::LeaseLost)),
+            (recovery, recorded) => {
+                if let Err(e) = recorded {
+                    tracing::error!(error = %e.error, doc_id = %doc_id, "cannot record a failed stage");
+                }
+                match recovery {
+                    Recovery::Permanent => Ok(Finished::NeedsCompletion),
+                    recovery => Err((failure.error, recovery)),
+                }
             }
         }
-        Err(failure.error)
+    }
+
+    /// Applies a stage transition (with its audit event, and the next job if any) and publishes it.
+    async fn transition(
+        &self,
+        tenant: &TenantId,
+        doc_id: Uuid,
+        update: StageUpdate,
+        next: Option<NewJob>,
+        audit: NewAuditEvent,
+    ) -> Result<DocumentRecord, StageError> {
+        let mut published = Event::new(update.stage.as_str(), tenant, stage_message(&audit.event_type))
+            .document(doc_id)
+            .status(status_name(update.status))
+            .event_type(audit.event_type.clone());
+        published.level = match update.status {
+            StageStatus::Failed => Level::Error,
+            _ if audit.event_type == "POLICY_GATE_FAILED" || audit.event_type == "DOCUMENT_STAGE_RETRYING" => {
+                Level::Warn
+            }
+            _ => Level::Info,
+        };
+        for (name, n) in counts_of(&audit.details) {
+            published = published.count(name, n);
+        }
+        if let Some(code) = &update.error_code {
+            published = published.error_code(code.clone());
+        }
+        let completing = update.completes_job.is_some();
+        let doc = self.documents.update_stage(tenant, doc_id, update, next, audit).await.map_err(|e| match e {
+            frostbyte_core::StoreError::Conflict(_) if completing => StageError {
+                error: JobError::new("LEASE_LOST", "the job was leased to another worker before this one committed"),
+                recovery: Recovery::LeaseLost,
+            },
+            e => store_err(e),
+        })?;
+        self.events.publish(published);
+        Ok(doc)
+    }
+
+    /// Marks the job's first stage `running` (and the document `processing` again, for a job retried from the
+    /// dead-letter list). False when the job should not run: the document is quarantined.
+    async fn mark_running(&self, tenant: &TenantId, doc_id: Uuid, job: &Job) -> Result<bool, StageError> {
+        let doc = self.document(tenant, doc_id).await?;
+        if doc.status == DocumentStatus::Quarantined {
+            return Ok(false);
+        }
+        let stage = first_stage_of(job.stage);
+        let update = StageUpdate::new(stage, StageStatus::Running).document_status(DocumentStatus::Processing);
+        let audit = event(
+            "DOCUMENT_STAGE_STARTED",
+            doc_id,
+            json!({"component": stage.as_str(), "status": "running", "attempt": job.attempts,
+                   "job_id": job.job_id.to_string()}),
+        );
+        self.transition(tenant, doc_id, update, None, audit).await?;
+        Ok(true)
+    }
+
+    /// Records a failure on the document: the stage back to `pending` while retries remain, else the stage and
+    /// the document `failed` with the code. A permanent failure completes the job in the same transaction (true
+    /// when it did).
+    async fn record_failure(
+        &self,
+        tenant: &TenantId,
+        doc_id: Uuid,
+        job: &Job,
+        failure: &StageError,
+        gives_up: bool,
+    ) -> Result<bool, StageError> {
+        let doc = match self.documents.get_document(tenant, doc_id).await {
+            Ok(Some(doc)) => doc,
+            Ok(None) => return Ok(false),
+            Err(e) => return Err(store_err(e)),
+        };
+        let stage = doc.stages.current().unwrap_or(first_stage_of(job.stage));
+        let code = failure.error.code.clone();
+        let completes = failure.recovery == Recovery::Permanent;
+        let (update, audit) = if gives_up {
+            let mut update = StageUpdate::new(stage, StageStatus::Failed)
+                .document_status(DocumentStatus::Failed)
+                .error_code(code.clone());
+            if completes {
+                update = update.completes_job(job.job_id, self.claim.worker_id.clone());
+            }
+            let details = json!({"component": stage.as_str(), "status": "failed", "error_code": code,
+                "attempt": job.attempts, "dead_lettered": failure.recovery != Recovery::Permanent});
+            (update, event("DOCUMENT_FAILED", doc_id, details))
+        } else {
+            let update = StageUpdate::new(stage, StageStatus::Pending);
+            let details = json!({"component": stage.as_str(), "status": "retrying", "error_code": code,
+                "attempt": job.attempts, "max_attempts": self.retry.for_stage(job.stage).max_attempts});
+            (update, event("DOCUMENT_STAGE_RETRYING", doc_id, details))
+        };
+        self.transition(tenant, doc_id, update, None, audit).await?;
+        Ok(completes && gives_up)
     }
 
     async fn document(&self, tenant: &TenantId, doc_id: Uuid) -> Result<DocumentRecord, StageError> {
@@ -178,51 +504,68 @@ impl Pipeline {
         t.map(|t| t.config).ok_or_else(|| StageError::permanent("TENANT_NOT_FOUND", "the tenant does not exist"))
     }
 
-    async fn load_json(&self, tenant: &TenantId, key: &str) -> Result<CanonicalDocument, StageError> {
+    /// A stored canonical (or policed) document and the sha256 of its bytes as read.
+    async fn load_json(&self, tenant: &TenantId, key: &str) -> Result<(CanonicalDocument, String), StageError> {
         let bytes = self.blobs.get(tenant, key).await.map_err(blob_err)?;
-        serde_json::from_slice(&bytes)
-            .map_err(|_| StageError::permanent("CANONICAL_CORRUPT", format!("{key} is not a canonical document")))
+        let doc = serde_json::from_slice(&bytes)
+            .map_err(|_| StageError::permanent("CANONICAL_CORRUPT", format!("{key} is not a canonical document")))?;
+        Ok((doc, sha256_hex(&bytes)))
     }
 
-    async fn save_json(&self, tenant: &TenantId, key: &str, doc: &CanonicalDocument) -> Result<(), StageError> {
+    /// Stores a canonical (or policed) document; returns the sha256 of the bytes written.
+    async fn save_json(&self, tenant: &TenantId, key: &str, doc: &CanonicalDocument) -> Result<String, StageError> {
         let bytes = serde_json::to_vec(doc)
             .map_err(|_| StageError::permanent("CANONICAL_ENCODE", "the canonical document could not be encoded"))?;
-        self.blobs.put(tenant, key, Bytes::from(bytes)).await.map_err(blob_err)
+        let hash = sha256_hex(&bytes);
+        self.blobs.put(tenant, key, Bytes::from(bytes)).await.map_err(blob_err)?;
+        Ok(hash)
     }
 
-    async fn parse(&self, tenant: &TenantId, doc_id: Uuid) -> Result<(), StageError> {
+    async fn parse(&self, tenant: &TenantId, doc_id: Uuid, job: &Job) -> Result<(), StageError> {
+        let started = std::time::Instant::now();
         let doc = self.document(tenant, doc_id).await?;
         let raw = self.blobs.get(tenant, &raw_blob_key(&doc.raw_sha256)).await.map_err(blob_err)?;
         let (mime, limits, id) = (doc.mime_type.clone(), self.parse_limits.clone(), doc_id.to_string());
-        let canonical = tokio::task::spawn_blocking(move || parse(&raw, &mime, &id, &limits))
-            .await
-            .map_err(|_| StageError::retryable("PARSER_ERROR", "the parser task panicked or was cancelled"))?
-            .map_err(|e| StageError {
-                error: JobError::new(e.code(), format!("parsing {} failed", doc.mime_type)),
-                retryable: e.is_retryable(),
-            })?;
-        self.save_json(tenant, &canonical_blob_key(&doc_id), &canonical).await?;
+        let (canonical, raw_hash) = tokio::task::spawn_blocking(move || {
+            let raw_hash = sha256_hex(&raw);
+            (parse(&raw, &mime, &id, &limits), raw_hash)
+        })
+        .await
+        .map_err(|_| StageError::retryable("PARSER_ERROR", "the parser task panicked or was cancelled"))?;
+        if raw_hash != doc.raw_sha256 {
+            return Err(StageError::dead_letter("RAW_CORRUPT", "the stored raw bytes do not match their sha256"));
+        }
+        let canonical = canonical.map_err(|e| StageError {
+            error: JobError::new(e.code(), format!("parsing {} failed", doc.mime_type)),
+            recovery: if e.is_retryable() { Recovery::Retry } else { Recovery::Permanent },
+        })?;
+        let output_hash = self.save_json(tenant, &canonical_blob_key(&doc_id), &canonical).await?;
         let parser_version = format!("{}@{}", canonical.parser.name, canonical.parser.version);
         let next = NewJob::new(Stage::Policy, doc_id.to_string(), json!({"doc_id": doc_id}))
             .dedupe_key(format!("policy:{doc_id}"));
         let audit = event(
             "DOCUMENT_PARSED",
             doc_id,
-            json!({"component": "parse", "status": "done", "input_hash": doc.raw_sha256, "parser_version": parser_version,
-                   "blocks": canonical.blocks.len()}),
+            json!({"component": "parse", "status": "done", "input_hash": raw_hash, "output_hash": output_hash,
+                   "parser_version": parser_version, "blocks": canonical.blocks.len(),
+                   "pages": canonical.pages.len(), "dropped": canonical.dropped.len(),
+                   "duration_ms": started.elapsed().as_millis() as u64}),
         );
-        let update =
-            StageUpdate::new(PipelineStage::Parse, StageStatus::Done).lineage("parser_version", parser_version);
-        self.documents.update_stage(tenant, doc_id, update, Some(next), audit).await.map_err(store_err)?;
+        let update = StageUpdate::new(PipelineStage::Parse, StageStatus::Done)
+            .lineage("parser_version", parser_version)
+            .lineage("canonical_sha256", output_hash)
+            .completes_job(job.job_id, self.claim.worker_id.clone());
+        self.transition(tenant, doc_id, update, Some(next), audit).await?;
         Ok(())
     }
 
-    async fn policy(&self, tenant: &TenantId, doc_id: Uuid) -> Result<(), StageError> {
+    async fn policy(&self, tenant: &TenantId, doc_id: Uuid, job: &Job) -> Result<(), StageError> {
+        let started = std::time::Instant::now();
         let config = self.config(tenant).await?;
-        let canonical = self.load_json(tenant, &canonical_blob_key(&doc_id)).await?;
+        let (canonical, input_hash) = self.load_json(tenant, &canonical_blob_key(&doc_id)).await?;
         let mut blocked = false;
         let mut redacted_blocks = 0usize;
-        let mut pii_total = 0usize;
+        let mut pii = std::collections::BTreeMap::<&'static str, usize>::new();
         let mut policy_version = String::new();
         let mut best: Option<(String, f64)> = None;
         let policed = canonical.try_map_text(|text| {
@@ -230,7 +573,9 @@ impl Pipeline {
             let r = &outcome.report;
             blocked |= r.blocked;
             redacted_blocks += usize::from(r.redacted);
-            pii_total += r.pii.counts.values().sum::<usize>();
+            for (kind, n) in &r.pii.counts {
+                *pii.entry(kind.as_str()).or_default() += n;
+            }
             policy_version.clone_from(&r.policy_version);
             if best.as_ref().is_none_or(|(_, c)| r.classification.confidence > *c) {
                 best = Some((r.classification.category.clone(), r.classification.confidence));
@@ -238,48 +583,108 @@ impl Pipeline {
             Ok::<_, frostbyte_core::policy::PolicyError>(outcome.text)
         });
         let policed = policed.map_err(|e| StageError::permanent(e.code(), "the policy checks refused the document"))?;
+        let pii_total: usize = pii.values().sum();
+        let action = serde_json::to_value(config.pii_policy).unwrap_or(Value::Null);
+        if pii_total > 0 {
+            // A finding rather than a change of state: recorded on its own, types and counts only.
+            let details = json!({"component": "policy", "status": if blocked { "blocked" } else { "detected" },
+                "action": action, "types": pii, "total": pii_total, "input_hash": input_hash});
+            self.store.append_audit(tenant, event("PII_DETECTED", doc_id, details)).await.map_err(store_err)?;
+        }
         let classification = best.map(|(c, _)| c);
-        let details = json!({"component": "policy", "status": if blocked { "quarantined" } else { "done" },
-            "policy_version": policy_version, "pii_detected": pii_total, "redacted_blocks": redacted_blocks,
-            "classification": classification});
         let update = StageUpdate::new(PipelineStage::Policy, StageStatus::Done)
             .lineage("policy_version", policy_version.clone())
-            .lineage("classification", classification.clone());
+            .lineage("classification", classification.clone())
+            .completes_job(job.job_id, self.claim.worker_id.clone());
+        let duration_ms = started.elapsed().as_millis() as u64;
         if blocked {
             let update = update
                 .also(PipelineStage::Embed, StageStatus::Skipped)
                 .also(PipelineStage::Index, StageStatus::Skipped)
                 .document_status(DocumentStatus::Quarantined);
-            let audit = event("DOCUMENT_QUARANTINED", doc_id, details);
-            self.documents.update_stage(tenant, doc_id, update, None, audit).await.map_err(store_err)?;
+            let details = json!({"component": "policy", "status": "quarantined", "reason": "pii_blocked",
+                "input_hash": input_hash, "policy_version": policy_version, "pii_detected": pii_total,
+                "classification": classification, "duration_ms": duration_ms});
+            let audit = event("POLICY_GATE_FAILED", doc_id, details);
+            self.transition(tenant, doc_id, update, None, audit).await?;
             tracing::info!(tenant = %tenant, doc_id = %doc_id, "document quarantined by policy");
             return Ok(());
         }
-        self.save_json(tenant, &policed_blob_key(&doc_id), &policed).await?;
+        let output_hash = self.save_json(tenant, &policed_blob_key(&doc_id), &policed).await?;
         let next = NewJob::new(Stage::Index, doc_id.to_string(), json!({"doc_id": doc_id}))
             .dedupe_key(format!("index:{doc_id}"));
-        let audit = event("DOCUMENT_POLICY_APPLIED", doc_id, details);
-        self.documents.update_stage(tenant, doc_id, update, Some(next), audit).await.map_err(store_err)?;
+        let details = json!({"component": "policy", "status": "done", "input_hash": input_hash,
+            "output_hash": output_hash, "policy_version": policy_version, "pii_detected": pii_total,
+            "redacted_blocks": redacted_blocks, "classification": classification, "duration_ms": duration_ms});
+        let audit = event("POLICY_GATE_PASSED", doc_id, details);
+        let update = update.lineage("policed_sha256", output_hash);
+        self.transition(tenant, doc_id, update, Some(next), audit).await?;
         Ok(())
     }
 
-    async fn index(&self, tenant: &TenantId, doc_id: Uuid) -> Result<(), StageError> {
+    /// The tenant's embedder, by its `embedding_model`.
+    fn embedder_for(&self, config: &TenantConfig) -> Result<Arc<dyn Embedder>, StageError> {
+        self.embedders.get(&config.embedding_model).ok_or_else(|| {
+            StageError::dead_letter(
+                "EMBED_MODEL_UNKNOWN",
+                format!(
+                    "the tenant's embedding_model {:?} is not configured (configured: {})",
+                    config.embedding_model,
+                    self.embedders.selectors().join(", ")
+                ),
+            )
+        })
+    }
+
+    /// Embeds on a blocking thread when the embedder computes locally; checks the vectors either way.
+    async fn embed(&self, embedder: Arc<dyn Embedder>, texts: Vec<String>) -> Result<Vec<Vec<f32>>, StageError> {
+        let model = embedder.model_id().to_owned();
+        let (dimension, n) = (embedder.dimension(), texts.len());
+        let vectors = if embedder.compute_bound() {
+            tokio::task::spawn_blocking(move || tokio::runtime::Handle::current().block_on(embedder.embed(&texts)))
+                .await
+                .map_err(|_| StageError::retryable("EMBED_ERROR", "the embedding task panicked or was cancelled"))?
+        } else {
+            embedder.embed(&texts).await
+        }
+        .map_err(|e| embed_err(e, &model))?;
+        check_vectors(&vectors, n, dimension).map_err(|e| embed_err(e, &model))?;
+        Ok(vectors)
+    }
+
+    async fn index(&self, tenant: &TenantId, doc_id: Uuid, job: &Job) -> Result<(), StageError> {
+        let started = std::time::Instant::now();
         let config = self.config(tenant).await?;
+        let embedder = self.embedder_for(&config)?;
         let doc = self.document(tenant, doc_id).await?;
-        let policed = self.load_json(tenant, &policed_blob_key(&doc_id)).await?;
+        let (policed, input_hash) = self.load_json(tenant, &policed_blob_key(&doc_id)).await?;
         let chunks = chunk_document(&policed, &self.chunking)
             .map_err(|_| StageError::permanent("CHUNK_CONFIG_INVALID", "the chunking configuration is invalid"))?;
-        let texts: Vec<String> = chunks.iter().map(|c| c.text.clone()).collect();
-        let embedder = self.embedder.clone();
-        let vectors = tokio::task::spawn_blocking(move || embedder.embed_batch(&texts))
-            .await
-            .map_err(|_| StageError::retryable("EMBED_ERROR", "the embedding task panicked or was cancelled"))?
-            .map_err(|e| StageError {
-                error: JobError::new(e.code(), "embedding failed"),
-                retryable: e.is_retryable(),
-            })?;
+        let model = embedder.model_id().to_owned();
+        let dimension = embedder.dimension();
+        let vectors = self.embed(embedder, chunks.iter().map(|c| c.text.clone()).collect()).await?;
+        let set: Vec<(String, String, Vec<f32>)> = chunks
+            .iter()
+            .zip(&vectors)
+            .map(|(c, v)| (c.chunk_id.to_string(), c.text_hash.clone(), v.clone()))
+            .collect();
+        let chunk_set = chunk_set_hash(&model, dimension, &set);
+        drop(set);
+        let embedded = StageUpdate::new(PipelineStage::Embed, StageStatus::Done)
+            .also(PipelineStage::Index, StageStatus::Running)
+            .lineage("embed_model", model.clone())
+            .lineage("chunk_set_sha256", chunk_set.clone());
+        let audit = event(
+            "DOCUMENT_EMBEDDED",
+            doc_id,
+            json!({"component": "embed", "status": "done", "input_hash": input_hash, "output_hash": chunk_set,
+                   "embed_model": model, "dimension": dimension, "chunks": chunks.len(),
+                   "duration_ms": started.elapsed().as_millis() as u64}),
+        );
+        self.transition(tenant, doc_id, embedded, None, audit).await?;
+
+        let started = std::time::Instant::now();
         let classification = doc.lineage.get("classification").and_then(|v| v.as_str()).map(str::to_owned);
-        let model = frostbyte_core::embed::Embedder::model_id(&*self.embedder).to_owned();
         let mut indexed = Vec::with_capacity(chunks.len());
         for (chunk, vector) in chunks.into_iter().zip(vectors) {
             let verdict = assess_chunk(&chunk.text, &config)
@@ -312,20 +717,39 @@ impl Pipeline {
         }
         self.index.replace_document_chunks(tenant, &doc_id.to_string(), &indexed).await.map_err(store_err)?;
         let quarantined = indexed.iter().filter(|c| c.quarantined).count();
+        let output_hash = index_hash(&chunk_set, &indexed);
         let update = StageUpdate::new(PipelineStage::Index, StageStatus::Done)
             .also(PipelineStage::Embed, StageStatus::Done)
             .document_status(DocumentStatus::Indexed)
             .lineage("embed_model", model.clone())
             .lineage("chunks", indexed.len())
-            .lineage("quarantined_chunks", quarantined);
+            .lineage("quarantined_chunks", quarantined)
+            .lineage("index_sha256", output_hash.clone())
+            .completes_job(job.job_id, self.claim.worker_id.clone());
         let audit = event(
-            "DOCUMENT_INDEXED",
+            "INDEX_WRITTEN",
             doc_id,
-            json!({"component": "index", "status": "done", "embed_model": model, "chunks": indexed.len(),
-                   "quarantined_chunks": quarantined}),
+            json!({"component": "index", "status": "done", "input_hash": chunk_set, "output_hash": output_hash,
+                   "embed_model": model, "chunks": indexed.len(), "quarantined_chunks": quarantined,
+                   "duration_ms": started.elapsed().as_millis() as u64}),
         );
-        self.documents.update_stage(tenant, doc_id, update, None, audit).await.map_err(store_err)?;
+        self.transition(tenant, doc_id, update, None, audit).await?;
         Ok(())
+    }
+}
+
+/// The fixed message of a transition's event.
+fn stage_message(event_type: &str) -> &'static str {
+    match event_type {
+        "DOCUMENT_STAGE_STARTED" => "stage started",
+        "DOCUMENT_STAGE_RETRYING" => "stage failed; will retry",
+        "DOCUMENT_FAILED" => "stage failed",
+        "DOCUMENT_PARSED" => "document parsed",
+        "POLICY_GATE_PASSED" => "policy gate passed",
+        "POLICY_GATE_FAILED" => "policy gate failed; document quarantined",
+        "DOCUMENT_EMBEDDED" => "document embedded",
+        "INDEX_WRITTEN" => "document indexed",
+        _ => "stage updated",
     }
 }
 
@@ -356,4 +780,39 @@ pub async fn run_worker(pipeline: Pipeline, poll: Duration, mut shutdown: tokio:
         }
     }
     tracing::info!(worker = %worker, "pipeline worker stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_set_and_index_hashes_change_with_what_they_cover() {
+        let set = vec![("c1".to_owned(), "t1".to_owned(), vec![0.5f32, 0.5])];
+        let a = chunk_set_hash("hash-v1-2", 2, &set);
+        assert_eq!(a, chunk_set_hash("hash-v1-2", 2, &set), "deterministic");
+        assert_ne!(a, chunk_set_hash("openai/x", 2, &set), "the model is covered");
+        let moved = vec![("c1".to_owned(), "t1".to_owned(), vec![0.5f32, 0.25])];
+        assert_ne!(a, chunk_set_hash("hash-v1-2", 2, &moved), "the vector is covered");
+        assert_eq!(a.len(), 64);
+        assert_ne!(index_hash(&a, &[]), index_hash(&chunk_set_hash("m", 2, &[]), &[]), "the chunk set is covered");
+    }
+
+    #[test]
+    fn embed_errors_map_to_a_recovery() {
+        let r = |e| embed_err(e, "m").recovery;
+        assert_eq!(r(EmbedError::Unavailable { message: "down".into(), retryable: true }), Recovery::Retry);
+        assert_eq!(r(EmbedError::RateLimited { retry_after: None }), Recovery::Retry);
+        assert_eq!(r(EmbedError::DimensionMismatch { expected: 1, got: 2 }), Recovery::DeadLetter);
+        assert_eq!(r(EmbedError::Unavailable { message: "401".into(), retryable: false }), Recovery::DeadLetter);
+        assert_eq!(r(EmbedError::Empty { index: 0 }), Recovery::Permanent);
+        let e = embed_err(EmbedError::DimensionMismatch { expected: 1, got: 2 }, "m").error;
+        assert_eq!(e.code, "EMBED_DIMENSION_MISMATCH");
+    }
+
+    #[test]
+    fn only_top_level_numbers_are_counted() {
+        let counts = counts_of(&json!({"chunks": 3, "input_hash": "ab", "duration_ms": 5, "types": {"SSN": 1}}));
+        assert_eq!(counts, [("chunks".to_owned(), 3)]);
+    }
 }

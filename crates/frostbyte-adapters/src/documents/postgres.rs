@@ -148,6 +148,9 @@ impl DocumentStore for PostgresStore {
         if let Some(job) = next_job {
             crate::queue::postgres::enqueue_in_tx(&mut tx, tenant, job).await?;
         }
+        if let Some((job_id, worker)) = &update.completes_job {
+            crate::queue::postgres::complete_in_tx(&mut tx, *job_id, worker, now).await?;
+        }
         append_in_tx(&mut tx, tenant, audit, now).await?;
         tx.commit().await.map_err(err("transaction"))?;
         Ok(doc)

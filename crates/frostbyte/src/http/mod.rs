@@ -50,6 +50,8 @@ pub use state::{AppState, HttpSettings};
         (name = "audit", description = "The audit hash chain (scope `audit`)"),
         (name = "dead letters", description = "Jobs that spent their retries (scope `admin`)"),
         (name = "documents", description = "Document intake (scope `ingest`) and document views (scope `query`)"),
+        (name = "embeddings", description = "OpenAI-compatible embeddings (admin key or scope `query`)"),
+        (name = "pipeline", description = "Pipeline events as Server-Sent Events (any credential)"),
     )
 )]
 struct ApiDoc;
@@ -85,6 +87,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let (routes, spec) = split();
     let docs_html: Arc<str> = docs::render(&spec).into();
     let max_body = state.settings.max_body_bytes;
+    let events = state.events.clone();
     let ctx =
         ApiContext { app: state, limits: Arc::new(rate_limit::RateLimits::default()), spec: Arc::new(spec), docs_html };
     let trace = TraceLayer::new_for_http()
@@ -102,6 +105,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(trace)
         .layer(axum::middleware::from_fn(middleware::http_metrics))
         .layer(axum::middleware::from_fn(middleware::request_context))
+        // Code deep inside a request (intake) publishes pipeline events to this app's bus.
+        .layer(axum::middleware::from_fn(move |req: Request, next: axum::middleware::Next| {
+            crate::events::scope(events.clone(), next.run(req))
+        }))
         // A panicking handler becomes a 500 in the envelope (via request_context) instead of a dropped connection.
         .layer(CatchPanicLayer::new())
         .layer(DefaultBodyLimit::max(max_body));

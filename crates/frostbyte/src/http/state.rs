@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use frostbyte_core::documents::DocumentStore;
+use frostbyte_core::embed::EmbedderRegistry;
 use frostbyte_core::index::ChunkIndex;
 use frostbyte_core::ports::{BlobStore, MetadataStore};
 use frostbyte_core::queue::JobQueue;
@@ -35,4 +36,8 @@ pub struct AppState {
     pub settings: HttpSettings,
     pub started_at: Instant,
     pub metrics: PrometheusHandle,
+    /// The configured embedders by name and model id (the pipeline picks a tenant's by its `embedding_model`).
+    pub embedders: Arc<EmbedderRegistry>,
+    /// Pipeline events for `GET /api/v1/pipeline/stream`.
+    pub events: Arc<crate::events::EventBus>,
 }

@@ -25,11 +25,13 @@ pub struct TestConfig {
     pub metrics_public: bool,
     /// Replaces the `memory://` blob store (for example with one that is down).
     pub blobs: Option<Arc<dyn BlobStore>>,
+    /// Replaces the default embedders (the hash embedder alone).
+    pub embedders: Option<frostbyte_core::embed::EmbedderRegistry>,
 }
 
 impl Default for TestConfig {
     fn default() -> Self {
-        TestConfig { metrics_public: true, blobs: None }
+        TestConfig { metrics_public: true, blobs: None, embedders: None }
     }
 }
 
@@ -42,6 +44,8 @@ pub struct TestApp {
     pub documents: Arc<dyn DocumentStore>,
     pub index: Arc<dyn ChunkIndex>,
     pub db_path: PathBuf,
+    /// The state the server runs on (embedders, event bus, ...).
+    pub state: Arc<AppState>,
     _dir: tempfile::TempDir,
 }
 
@@ -121,10 +125,13 @@ pub async fn spawn_app_with(config: TestConfig) -> TestApp {
         },
         started_at: Instant::now(),
         metrics: install_metrics_recorder(),
+        embedders: Arc::new(config.embedders.unwrap_or_default()),
+        events: Arc::new(frostbyte::events::EventBus::default()),
     };
+    let state = Arc::new(state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
-    let app = router(Arc::new(state));
+    let app = router(state.clone());
     tokio::spawn(async move {
         axum::serve(listener, app).await.expect("server");
     });
@@ -137,6 +144,7 @@ pub async fn spawn_app_with(config: TestConfig) -> TestApp {
         documents,
         index,
         db_path,
+        state,
         _dir: dir,
     }
 }
@@ -307,4 +315,121 @@ async fn read(resp: reqwest::Response) -> Resp {
     let text = resp.text().await.expect("body");
     let body = serde_json::from_str(&text).unwrap_or(Value::Null);
     Resp { status, headers, text, body }
+}
+
+// --- pipeline, embeddings and the event stream ----------------------------------------------------------------
+const UPLOAD_BOUNDARY: &str = "frostbyte-helper-boundary";
+
+impl TestApp {
+    /// `POST /v1/embeddings`.
+    pub async fn embeddings(&self, token: Option<&str>, body: &Value) -> Resp {
+        self.send(Method::POST, "/v1/embeddings", token, Some(body)).await
+    }
+
+    /// Uploads one file through `POST /api/v1/ingest/{tenant}/documents`.
+    pub async fn upload(&self, token: &str, tenant: &str, filename: &str, content_type: &str, bytes: &[u8]) -> Resp {
+        let mut body = format!(
+            "--{UPLOAD_BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n\
+             Content-Type: {content_type}\r\n\r\n"
+        )
+        .into_bytes();
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(format!("\r\n--{UPLOAD_BOUNDARY}--\r\n").as_bytes());
+        let ct = format!("multipart/form-data; boundary={UPLOAD_BOUNDARY}");
+        self.send_raw(Method::POST, &format!("/api/v1/ingest/{tenant}/documents"), Some(token), Some(&ct), body).await
+    }
+
+    /// A pipeline worker over this app's stores, embedders and event bus, with backoff compressed to nothing.
+    pub fn pipeline(&self, worker_id: &str) -> frostbyte::pipeline::Pipeline {
+        let mut p = frostbyte::pipeline::Pipeline::from_state(&self.state, worker_id);
+        p.retry = frostbyte_core::queue::RetryPolicy::default().scaled(0.0);
+        p
+    }
+
+    /// Opens `GET /api/v1/pipeline/stream`.
+    pub async fn stream(&self, token: Option<&str>, last_event_id: Option<u64>) -> SseStream {
+        let mut req = self.client.get(format!("{}/api/v1/pipeline/stream", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id.to_string());
+        }
+        let resp = req.send().await.expect("stream request");
+        SseStream { resp, buf: String::new(), raw: String::new() }
+    }
+}
+
+/// Runs the pipeline until the queue is idle; returns how many jobs ran.
+pub async fn drain(p: &frostbyte::pipeline::Pipeline) -> usize {
+    let mut ran = 0;
+    while let frostbyte_core::queue::RunOnce::Ran(_) = p.try_run_one().await.expect("run one") {
+        ran += 1;
+        assert!(ran < 100, "the pipeline never went idle");
+    }
+    ran
+}
+
+/// One Server-Sent Event: its `id:` (if any) and its `data:` as JSON.
+#[derive(Debug, Clone)]
+pub struct Sse {
+    pub id: Option<u64>,
+    pub data: Value,
+}
+
+/// A Server-Sent Events response, read event by event.
+pub struct SseStream {
+    pub resp: reqwest::Response,
+    buf: String,
+    /// Everything read so far, verbatim.
+    pub raw: String,
+}
+
+impl SseStream {
+    pub fn status(&self) -> StatusCode {
+        self.resp.status()
+    }
+
+    /// The next event, or `None` if none arrives within `wait` (or the stream ended).
+    pub async fn next(&mut self, wait: Duration) -> Option<Sse> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let frame: String = self.buf.drain(..end + 2).collect();
+                let (mut id, mut data) = (None, String::new());
+                for line in frame.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = v.trim().parse().ok();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                    }
+                }
+                if data.is_empty() {
+                    continue; // a keep-alive comment
+                }
+                return Some(Sse { id, data: serde_json::from_str(&data).expect("event data is JSON") });
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.resp.chunk()).await.ok()?.expect("stream read")?;
+            let text = String::from_utf8_lossy(&chunk);
+            self.raw.push_str(&text);
+            self.buf.push_str(&text.replace("\r\n", "\n"));
+        }
+    }
+
+    /// Reads events until one satisfies `stop` (returned last); panics if none does within `wait`.
+    pub async fn until(&mut self, wait: Duration, stop: impl Fn(&Sse) -> bool) -> Vec<Sse> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let Some(e) = self.next(left).await else {
+                panic!("the awaited event never came; saw {seen:#?}");
+            };
+            let done = stop(&e);
+            seen.push(e);
+            if done {
+                return seen;
+            }
+        }
+    }
 }

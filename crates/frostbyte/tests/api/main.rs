@@ -3,8 +3,10 @@
 mod audit;
 mod auth;
 mod dlq;
+mod embeddings;
 mod envelope;
 mod helpers;
 mod pipeline;
+mod stream;
 mod system;
 mod tenants;

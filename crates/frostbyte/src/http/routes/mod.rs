@@ -4,6 +4,8 @@
 pub mod audit;
 pub mod dlq;
 pub mod documents;
+pub mod embeddings;
+pub mod stream;
 pub mod system;
 pub mod tenants;
 pub mod token;
@@ -41,6 +43,8 @@ pub(crate) fn api_routes() -> OpenApiRouter<ApiContext> {
         .merge(documents::upload_routes())
         .routes(routes!(documents::get_receipt))
         .routes(routes!(documents::get_document))
+        .routes(routes!(embeddings::create_embeddings))
+        .routes(routes!(stream::pipeline_stream))
 }
 
 /// Unknown paths. The message is distinct from a missing resource's, so clients (and the OpenAPI completeness

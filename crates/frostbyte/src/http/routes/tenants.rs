@@ -126,6 +126,7 @@ pub(crate) async fn create_tenant(
     Json(body): Json<CreateTenantRequest>,
 ) -> Result<Response, ApiError> {
     principal.require_admin()?;
+    super::embeddings::check_embedding_model(&ctx, body.config.as_ref())?;
     let req = CreateTenant {
         tenant_id: body.tenant_id,
         tenant_name: body.tenant_name,
@@ -245,6 +246,7 @@ pub(crate) async fn patch_tenant(
     Json(body): Json<PatchTenantRequest>,
 ) -> Result<Response, ApiError> {
     principal.require_admin()?;
+    super::embeddings::check_embedding_model(&ctx, Some(&body.config))?;
     let (tenant, changes) =
         ctx.tenants.update_config(&tenant_id, &body.config, &principal.actor()).await.map_err(|e| {
             let mut e = ApiError::from(e);
