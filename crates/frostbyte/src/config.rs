@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
@@ -39,6 +40,7 @@ const STRING_KEYS: &[&str] = &[
     "auth.jwt_secret",
     "log.format",
     "log.level",
+    "scan.scanner",
 ];
 
 /// Minimum length of a configured secret.
@@ -94,6 +96,22 @@ pub struct WorkersConfig {
     pub per_tenant_cap: u32,
 }
 
+/// The malware scanner intake runs every file through.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanConfig {
+    /// `none`, `clamd://host:port` or `clamd+unix:///path/to/clamd.sock`.
+    pub scanner: String,
+    /// The most seconds one file's scan may take (connect, stream, verdict).
+    pub timeout_secs: u64,
+}
+
+impl Default for ScanConfig {
+    fn default() -> Self {
+        ScanConfig { scanner: "none".into(), timeout_secs: 30 }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
@@ -109,6 +127,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub log: LogConfig,
     pub workers: WorkersConfig,
+    pub scan: ScanConfig,
 }
 
 fn optional_secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SecretString>, D::Error> {
@@ -210,15 +229,16 @@ impl Config {
         let auth = section::<AuthConfig>(&figment, "auth", &mut errors);
         let log = section::<LogConfig>(&figment, "log", &mut errors);
         let workers = section::<WorkersConfig>(&figment, "workers", &mut errors);
+        let scan = section::<ScanConfig>(&figment, "scan", &mut errors).unwrap_or_default();
         for extra in top_level_keys(&figment)
-            .difference(&["server", "storage", "auth", "log", "workers"].map(String::from).into())
+            .difference(&["server", "storage", "auth", "log", "workers", "scan"].map(String::from).into())
         {
             errors.push(format!("unknown section `{extra}`"));
         }
 
         match (server, storage, auth, log, workers) {
             (Some(server), Some(storage), Some(auth), Some(log), Some(workers)) if errors.is_empty() => {
-                let config = Config { server, storage, auth, log, workers };
+                let config = Config { server, storage, auth, log, workers, scan };
                 let problems = config.validate();
                 if problems.is_empty() { Ok(config) } else { Err(ConfigErrors(problems)) }
             }
@@ -227,7 +247,7 @@ impl Config {
                 if let (Some(server), Some(storage), Some(auth), Some(log), Some(workers)) =
                     (server, storage, auth, log, workers)
                 {
-                    errors.extend(Config { server, storage, auth, log, workers }.validate());
+                    errors.extend(Config { server, storage, auth, log, workers, scan }.validate());
                 }
                 Err(ConfigErrors(errors))
             }
@@ -301,6 +321,12 @@ impl Config {
                 _ => {}
             }
         }
+        if let Err(e) = frostbyte_adapters::resolve::scanner(&self.scan.scanner, Duration::from_secs(1)) {
+            out.push(format!("scan.scanner: {e}"));
+        }
+        if !(1..=3600).contains(&self.scan.timeout_secs) {
+            out.push(format!("scan.timeout_secs must be between 1 and 3600 (got {})", self.scan.timeout_secs));
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             out.push(format!("log.level {:?} is not a valid filter: {e}", self.log.level));
         }
@@ -355,6 +381,7 @@ impl Config {
             ("auth.jwt_secret", secret(&self.auth.jwt_secret)),
             ("auth.jwt_ttl_secs", self.auth.jwt_ttl_secs.to_string()),
             ("log", format!("{:?} {}", self.log.format, self.log.level).to_lowercase()),
+            ("scan.scanner", self.scan.scanner.clone()),
         ])
     }
 }

@@ -2,8 +2,10 @@
 //! same list and cannot drift. Handlers sharing a path go in one `routes!` call (axum refuses a path twice).
 
 pub mod audit;
+pub mod batch;
 pub mod dlq;
 pub mod documents;
+pub mod schema;
 pub mod system;
 pub mod tenants;
 pub mod token;
@@ -41,6 +43,9 @@ pub(crate) fn api_routes() -> OpenApiRouter<ApiContext> {
         .merge(documents::upload_routes())
         .routes(routes!(documents::get_receipt))
         .routes(routes!(documents::get_document))
+        .merge(batch::batch_routes())
+        .routes(routes!(batch::get_batch))
+        .routes(routes!(schema::put_schema, schema::get_schema, schema::patch_schema))
 }
 
 /// Unknown paths. The message is distinct from a missing resource's, so clients (and the OpenAPI completeness
