@@ -11,6 +11,9 @@
 //! - [`blob::ObjectBlobStore`] implements [`BlobStore`](frostbyte_core::ports::BlobStore) over `object_store`
 //!   (local files, memory, and S3 with the `s3` feature).
 //! - [`embed`] holds the `openai` embedder and builds the embedder registry from settings.
+//! - [`scan`] holds the malware-scanner adapters (`none`, `clamd`) for
+//!   [`Scanner`](frostbyte_core::scan::Scanner); both stores also implement
+//!   [`BatchStore`](frostbyte_core::batch::BatchStore) (batches and the tenant metadata schema, `0005_batches.sql`).
 //! - [`resolve`] is the one place where configuration (URLs) becomes implementations.
 //!
 //! The adapters own the storage layout: tenant prefixes for blobs, the append-only audit tables and their
@@ -27,6 +30,7 @@ pub mod parse;
 pub mod postgres;
 mod queue;
 pub mod resolve;
+pub mod scan;
 pub mod sqlite;
 
 pub use blob::{BlobScheme, ObjectBlobStore};

@@ -17,6 +17,7 @@ const SQLITE: &[(i64, &str, &str)] = &[
     (3, "chunks", include_str!("../migrations/sqlite/0003_chunks.sql")),
     (4, "documents", include_str!("../migrations/sqlite/0004_documents.sql")),
     (10, "documents_by_filename", include_str!("../migrations/sqlite/0010_documents_by_filename.sql")),
+    (5, "batches", include_str!("../migrations/sqlite/0005_batches.sql")),
 ];
 
 /// `(version, description, sql)` for PostgreSQL, in order.
@@ -26,6 +27,7 @@ const POSTGRES: &[(i64, &str, &str)] = &[
     (3, "chunks", include_str!("../migrations/postgres/0003_chunks.sql")),
     (4, "documents", include_str!("../migrations/postgres/0004_documents.sql")),
     (10, "documents_by_filename", include_str!("../migrations/postgres/0010_documents_by_filename.sql")),
+    (5, "batches", include_str!("../migrations/postgres/0005_batches.sql")),
 ];
 
 fn build(list: &'static [(i64, &'static str, &'static str)]) -> Migrator {

@@ -7,6 +7,7 @@
 //! | blobs | `file:///abs/dir`, `file:relative/dir` | [`ObjectBlobStore::local`] |
 //! | blobs | `memory://` | [`ObjectBlobStore::memory`] |
 //! | blobs | `s3://bucket[/prefix]` (feature `s3`) | `object_store`'s S3 client, configured from `AWS_*` |
+//! | scan | `none`, `clamd://host:port`, `clamd+unix:///path` | [`NoScanner`], [`crate::scan::ClamdScanner`] |
 //!
 //! An unknown scheme, or one compiled out of this build, fails with a message naming what is supported. URLs in
 //! error messages have their password removed.
@@ -16,10 +17,12 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use frostbyte_core::StoreError;
+use frostbyte_core::batch::BatchStore;
 use frostbyte_core::documents::DocumentStore;
 use frostbyte_core::index::ChunkIndex;
 use frostbyte_core::ports::{BlobStore, MetadataStore};
 use frostbyte_core::queue::JobQueue;
+use frostbyte_core::scan::{NoScanner, Scanner};
 
 use crate::blob::ObjectBlobStore;
 use crate::postgres::PostgresStore;
@@ -27,6 +30,7 @@ use crate::sqlite::SqliteStore;
 
 const METADATA_SCHEMES: &str = "sqlite:// (or sqlite::memory:), postgres://, postgresql://";
 const BLOB_SCHEMES: &str = "file://, memory://, s3://";
+const SCANNER_SCHEMES: &str = "none, clamd://host:port, clamd+unix:///path";
 
 /// Why a URL could not be turned into a store.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +84,8 @@ pub struct MetadataPorts {
     pub queue: Arc<dyn JobQueue>,
     pub documents: Arc<dyn DocumentStore>,
     pub index: Arc<dyn ChunkIndex>,
+    /// Batches, their files and the tenant metadata schema.
+    pub batches: Arc<dyn BatchStore>,
 }
 
 /// Opens the metadata store a URL names, with at most `max_connections` pooled connections. Does not run
@@ -117,11 +123,23 @@ pub async fn metadata_ports(url: &str, max_connections: u32) -> Result<MetadataP
                 }
             }
             let store = Arc::new(SqliteStore::connect(url, max_connections).await.map_err(open_err)?);
-            Ok(MetadataPorts { store: store.clone(), queue: store.clone(), documents: store.clone(), index: store })
+            Ok(MetadataPorts {
+                store: store.clone(),
+                queue: store.clone(),
+                documents: store.clone(),
+                batches: store.clone(),
+                index: store,
+            })
         }
         Some("postgres" | "postgresql") => {
             let store = Arc::new(PostgresStore::connect(url, max_connections).await.map_err(open_err)?);
-            Ok(MetadataPorts { store: store.clone(), queue: store.clone(), documents: store.clone(), index: store })
+            Ok(MetadataPorts {
+                store: store.clone(),
+                queue: store.clone(),
+                documents: store.clone(),
+                batches: store.clone(),
+                index: store,
+            })
         }
         Some(other) => Err(ResolveError::UnsupportedScheme {
             port: "metadata",
@@ -207,6 +225,25 @@ fn s3(url: &str) -> Result<Arc<dyn BlobStore>, ResolveError> {
 #[cfg(not(feature = "s3"))]
 fn s3(_url: &str) -> Result<Arc<dyn BlobStore>, ResolveError> {
     Err(ResolveError::FeatureDisabled { what: "S3 blob storage", feature: "s3" })
+}
+
+/// The malware scanner `[scan] scanner` names: `none`, `clamd://host:port` or `clamd+unix:///path`, each scan
+/// bounded by `timeout`. Nothing is contacted here; an unreachable clamd fails each scan (closed), not the start.
+pub fn scanner(url: &str, timeout: std::time::Duration) -> Result<Arc<dyn Scanner>, ResolveError> {
+    match url.split_once("://").map(|(scheme, _)| scheme) {
+        _ if url == "none" => Ok(Arc::new(NoScanner)),
+        Some("clamd" | "clamd+unix") => crate::scan::ClamdScanner::from_url(url, timeout)
+            .map(|s| Arc::new(s) as Arc<dyn Scanner>)
+            .map_err(|reason| ResolveError::InvalidUrl { port: "scan", url: redact(url), reason }),
+        Some(other) => {
+            Err(ResolveError::UnsupportedScheme { port: "scan", scheme: other.to_owned(), supported: SCANNER_SCHEMES })
+        }
+        None => Err(ResolveError::InvalidUrl {
+            port: "scan",
+            url: redact(url),
+            reason: format!("supported: {SCANNER_SCHEMES}"),
+        }),
+    }
 }
 
 #[cfg(test)]

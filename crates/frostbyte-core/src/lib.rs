@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod batch;
 pub mod chunk;
 pub mod document;
 pub mod documents;
@@ -18,6 +19,7 @@ pub mod page;
 pub mod policy;
 pub mod ports;
 pub mod queue;
+pub mod scan;
 pub mod service;
 pub mod tenant;
 

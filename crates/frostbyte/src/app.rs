@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use frostbyte_core::batch::BatchStore;
 use frostbyte_core::documents::DocumentStore;
 use frostbyte_core::index::ChunkIndex;
 use frostbyte_core::page::PageRequest;
@@ -28,6 +29,7 @@ pub struct Stores {
     pub documents: Arc<dyn DocumentStore>,
     pub index: Arc<dyn ChunkIndex>,
     pub blobs: Arc<dyn BlobStore>,
+    pub batches: Arc<dyn BatchStore>,
 }
 
 /// Resolves and migrates the configured stores. Creates the data directory for the embedded default.
@@ -42,11 +44,12 @@ pub async fn open_stores(config: &Config) -> anyhow::Result<Stores> {
     let ports = frostbyte_adapters::resolve::metadata_ports(&metadata_url, config.storage.max_connections)
         .await
         .with_context(|| format!("cannot open metadata store {}", crate::config::redact_url(&metadata_url)))?;
+    let batches = ports.batches.clone();
     let (metadata, queue, documents, index) = (ports.store, ports.queue, ports.documents, ports.index);
     metadata.migrate().await.context("cannot migrate the metadata store")?;
     let blobs = frostbyte_adapters::resolve::blob_store(&config.blob_url())
         .with_context(|| format!("cannot open blob store {}", crate::config::redact_url(&config.blob_url())))?;
-    Ok(Stores { metadata, queue, documents, index, blobs })
+    Ok(Stores { metadata, queue, documents, index, blobs, batches })
 }
 
 /// A secret read from configuration or from a file in the data directory.
@@ -114,6 +117,9 @@ pub async fn build(config: &Config) -> anyhow::Result<App> {
     let tenants = TenantService::new(stores.metadata.clone(), stores.blobs.clone());
     let embedders = frostbyte_adapters::embed::registry(&config.embedding.settings())
         .context("cannot set up the embedders ([embedding] config)")?;
+    let scanner =
+        frostbyte_adapters::resolve::scanner(&config.scan.scanner, Duration::from_secs(config.scan.timeout_secs))
+            .context("cannot set up the malware scanner")?;
     let state = Arc::new(AppState {
         store: stores.metadata,
         blobs: stores.blobs,
@@ -132,6 +138,8 @@ pub async fn build(config: &Config) -> anyhow::Result<App> {
         metrics: crate::http::install_metrics_recorder(),
         embedders: Arc::new(embedders),
         events: Arc::new(crate::events::EventBus::default()),
+        batches: stores.batches,
+        scanner,
     });
     Ok(App { state, generated_admin_key: admin.generated })
 }

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
@@ -43,6 +44,7 @@ const STRING_KEYS: &[&str] = &[
     "embedding.openai.base_url",
     "embedding.openai.model",
     "embedding.openai.api_key",
+    "scan.scanner",
 ];
 
 /// Minimum length of a configured secret.
@@ -165,6 +167,22 @@ impl EmbeddingConfig {
     }
 }
 
+/// The malware scanner intake runs every file through.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanConfig {
+    /// `none`, `clamd://host:port` or `clamd+unix:///path/to/clamd.sock`.
+    pub scanner: String,
+    /// The most seconds one file's scan may take (connect, stream, verdict).
+    pub timeout_secs: u64,
+}
+
+impl Default for ScanConfig {
+    fn default() -> Self {
+        ScanConfig { scanner: "none".into(), timeout_secs: 30 }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
@@ -181,6 +199,7 @@ pub struct Config {
     pub log: LogConfig,
     pub workers: WorkersConfig,
     pub embedding: EmbeddingConfig,
+    pub scan: ScanConfig,
 }
 
 fn optional_secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SecretString>, D::Error> {
@@ -283,8 +302,9 @@ impl Config {
         let log = section::<LogConfig>(&figment, "log", &mut errors);
         let workers = section::<WorkersConfig>(&figment, "workers", &mut errors);
         let embedding = section::<EmbeddingConfig>(&figment, "embedding", &mut errors);
+        let scan = section::<ScanConfig>(&figment, "scan", &mut errors).unwrap_or_default();
         for extra in top_level_keys(&figment)
-            .difference(&["server", "storage", "auth", "log", "workers", "embedding"].map(String::from).into())
+            .difference(&["server", "storage", "auth", "log", "workers", "embedding", "scan"].map(String::from).into())
         {
             errors.push(format!("unknown section `{extra}`"));
         }
@@ -293,7 +313,7 @@ impl Config {
             (Some(server), Some(storage), Some(auth), Some(log), Some(workers), Some(embedding))
                 if errors.is_empty() =>
             {
-                let config = Config { server, storage, auth, log, workers, embedding };
+                let config = Config { server, storage, auth, log, workers, embedding, scan };
                 let problems = config.validate();
                 if problems.is_empty() { Ok(config) } else { Err(ConfigErrors(problems)) }
             }
@@ -302,7 +322,7 @@ impl Config {
                 if let (Some(server), Some(storage), Some(auth), Some(log), Some(workers), Some(embedding)) =
                     (server, storage, auth, log, workers, embedding)
                 {
-                    errors.extend(Config { server, storage, auth, log, workers, embedding }.validate());
+                    errors.extend(Config { server, storage, auth, log, workers, embedding, scan }.validate());
                 }
                 Err(ConfigErrors(errors))
             }
@@ -377,6 +397,12 @@ impl Config {
             }
         }
         self.embedding.validate(&mut out);
+        if let Err(e) = frostbyte_adapters::resolve::scanner(&self.scan.scanner, Duration::from_secs(1)) {
+            out.push(format!("scan.scanner: {e}"));
+        }
+        if !(1..=3600).contains(&self.scan.timeout_secs) {
+            out.push(format!("scan.timeout_secs must be between 1 and 3600 (got {})", self.scan.timeout_secs));
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             out.push(format!("log.level {:?} is not a valid filter: {e}", self.log.level));
         }
@@ -444,6 +470,7 @@ impl Config {
                     ),
                 },
             ),
+            ("scan.scanner", self.scan.scanner.clone()),
         ])
     }
 }

@@ -123,7 +123,7 @@ pub async fn ingest(config: &Config, request: IngestRequest, json: bool) -> anyh
     let total_bytes: u64 = found.iter().map(|f| f.size).sum();
     let bar =
         progress(total_bytes, "intake", "{spinner} {prefix:>7} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}");
-    let intake = Intake { documents: state.documents.clone(), blobs: state.blobs.clone() };
+    let intake = Intake::from_state(&state);
     let limit = max_upload_bytes(&tenant.config);
     let mut outcomes = Vec::with_capacity(found.len());
     for file in &found {
@@ -232,14 +232,23 @@ async fn take_in(
         collection: request.collection.clone(),
     };
     match intake.accept(tenant, config, "cli", upload).await {
-        Ok(doc) => {
+        Ok((doc, _scan)) => {
             outcome.status = "accepted".into();
             outcome.doc_id = Some(doc.doc_id);
             outcome.mime_type = Some(doc.mime_type);
         }
-        Err(IntakeError::UnsupportedFormat { sniffed }) => {
+        Err(IntakeError::UnsupportedFormat { sniffed, .. }) => {
             outcome.mime_type = sniffed.map(str::to_owned);
             outcome.reason = Some("UNSUPPORTED_FORMAT".into());
+        }
+        Err(IntakeError::SchemaViolation(_)) => outcome.reason = Some("SCHEMA_VIOLATION".into()),
+        Err(IntakeError::Quota(q)) => {
+            outcome.reason = Some("QUOTA_EXCEEDED".into());
+            tracing::warn!(file = %file.name, message = %q.message, "quota exceeded");
+        }
+        Err(IntakeError::MalwareDetected { signature }) => {
+            outcome.status = "quarantined".into();
+            outcome.reason = Some(format!("MALWARE_DETECTED: {signature}"));
         }
         Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot take in {}", file.name))),
     }

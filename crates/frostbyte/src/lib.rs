@@ -1,6 +1,7 @@
 //! Frostbyte as a library: the pieces the `frostbyte` binary composes, exposed so integration tests can drive them.
 
 pub mod app;
+pub mod batch_status;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -8,4 +9,5 @@ pub mod events;
 pub mod http;
 pub mod ingest_command;
 pub mod intake;
+pub mod metadata_schema;
 pub mod pipeline;

@@ -2,6 +2,8 @@
 //! `documents` table (`migrations/*/0004_documents.sql`). Each write commits the document row, the job that
 //! continues the pipeline (`queue::*::enqueue_in_tx`) and the audit event (`append_in_tx`) in one transaction.
 
+mod batch_postgres;
+mod batch_sqlite;
 pub(crate) mod postgres;
 pub(crate) mod sqlite;
 
@@ -19,6 +21,15 @@ macro_rules! document_columns {
     };
 }
 pub(crate) use document_columns;
+
+/// The `batch_files` columns (`migrations/*/0005_batches.sql`) the batch stores read.
+macro_rules! batch_file_columns {
+    () => {
+        "file_id, position, filename, declared_mime, size_bytes, sha256, outcome, reason, message, doc_id, \
+         receipt_id, scan_result, signature"
+    };
+}
+pub(crate) use batch_file_columns;
 
 pub(crate) fn decode_status(stored: &str) -> StoreResult<DocumentStatus> {
     DocumentStatus::parse(stored).ok_or_else(|| corrupt("documents.status"))

@@ -156,3 +156,13 @@ pub async fn active_tenant(h: &Harness, prefix: &str) -> TenantId {
     h.store.create_tenant(&tenant_record(&id, TenantState::Active), event).await.expect("create tenant");
     id
 }
+
+impl Harness {
+    /// The batch store ([`frostbyte_core::batch::BatchStore`]) on the same database.
+    pub fn batches(&self) -> Arc<dyn frostbyte_core::batch::BatchStore> {
+        match &self.backend {
+            Backend::Sqlite { store, .. } => Arc::new(store.clone()),
+            Backend::Postgres { store, .. } => Arc::new(store.clone()),
+        }
+    }
+}

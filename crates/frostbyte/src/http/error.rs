@@ -37,6 +37,11 @@ pub enum ErrorCode {
     RateLimitExceeded,
     InternalError,
     ServiceUnavailable,
+    ManifestInvalid,
+    ManifestFileCountMismatch,
+    DuplicateFileId,
+    SchemaViolation,
+    QuotaExceeded,
 }
 
 impl ErrorCode {
@@ -58,6 +63,11 @@ impl ErrorCode {
             ErrorCode::RateLimitExceeded => "RATE_LIMIT_EXCEEDED",
             ErrorCode::InternalError => "INTERNAL_ERROR",
             ErrorCode::ServiceUnavailable => "SERVICE_UNAVAILABLE",
+            ErrorCode::ManifestInvalid => "MANIFEST_INVALID",
+            ErrorCode::ManifestFileCountMismatch => "MANIFEST_FILE_COUNT_MISMATCH",
+            ErrorCode::DuplicateFileId => "DUPLICATE_FILE_ID",
+            ErrorCode::SchemaViolation => "SCHEMA_VIOLATION",
+            ErrorCode::QuotaExceeded => "QUOTA_EXCEEDED",
         }
     }
 }
@@ -157,6 +167,13 @@ impl ApiError {
             ErrorCode::PayloadTooLarge,
             format!("request body is larger than the limit of {limit} bytes"),
         )
+    }
+
+    /// 429 `QUOTA_EXCEEDED` with `Retry-After`.
+    pub fn quota_exceeded(message: impl Into<String>, retry_after_secs: u64) -> Self {
+        let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::QuotaExceeded, message);
+        e.retry_after = Some(retry_after_secs.max(1));
+        e
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {

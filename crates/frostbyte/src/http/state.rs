@@ -3,11 +3,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use frostbyte_core::batch::BatchStore;
 use frostbyte_core::documents::DocumentStore;
 use frostbyte_core::embed::EmbedderRegistry;
 use frostbyte_core::index::ChunkIndex;
 use frostbyte_core::ports::{BlobStore, MetadataStore};
 use frostbyte_core::queue::JobQueue;
+use frostbyte_core::scan::Scanner;
 use frostbyte_core::service::TenantService;
 use metrics_exporter_prometheus::PrometheusHandle;
 use secrecy::SecretString;
@@ -40,4 +42,8 @@ pub struct AppState {
     pub embedders: Arc<EmbedderRegistry>,
     /// Pipeline events for `GET /api/v1/pipeline/stream`.
     pub events: Arc<crate::events::EventBus>,
+    /// Batches, their files and the tenant metadata schema.
+    pub batches: Arc<dyn BatchStore>,
+    /// The malware scanner intake runs every file through (`[scan] scanner`).
+    pub scanner: Arc<dyn Scanner>,
 }

@@ -27,11 +27,13 @@ pub struct TestConfig {
     pub blobs: Option<Arc<dyn BlobStore>>,
     /// Replaces the default embedders (the hash embedder alone).
     pub embedders: Option<frostbyte_core::embed::EmbedderRegistry>,
+    /// Replaces the `none` malware scanner.
+    pub scanner: Option<Arc<dyn frostbyte_core::scan::Scanner>>,
 }
 
 impl Default for TestConfig {
     fn default() -> Self {
-        TestConfig { metrics_public: true, blobs: None, embedders: None }
+        TestConfig { metrics_public: true, blobs: None, embedders: None, scanner: None }
     }
 }
 
@@ -103,6 +105,7 @@ pub async fn spawn_app_with(config: TestConfig) -> TestApp {
     let ports = frostbyte_adapters::resolve::metadata_ports(&format!("sqlite://{}", db_path.display()), 4)
         .await
         .expect("sqlite store");
+    let batches = ports.batches.clone();
     let (store, queue, documents, index) = (ports.store, ports.queue, ports.documents, ports.index);
     store.migrate().await.expect("migrations");
     let blobs = match config.blobs {
@@ -127,6 +130,8 @@ pub async fn spawn_app_with(config: TestConfig) -> TestApp {
         metrics: install_metrics_recorder(),
         embedders: Arc::new(config.embedders.unwrap_or_default()),
         events: Arc::new(frostbyte::events::EventBus::default()),
+        batches,
+        scanner: config.scanner.unwrap_or_else(|| Arc::new(frostbyte_core::scan::NoScanner)),
     };
     let state = Arc::new(state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -431,5 +436,106 @@ impl SseStream {
                 return seen;
             }
         }
+    }
+}
+
+// --- batch intake and the metadata schema ----------------------------------------------------------------------
+pub const BATCH_BOUNDARY: &str = "frostbyte-batch-boundary";
+
+/// One `files` part of a batch body.
+pub struct Part<'a> {
+    /// The part's filename (a `file_id` to match by id, anything else to match by order), or none.
+    pub filename: Option<&'a str>,
+    pub content_type: &'a str,
+    pub bytes: &'a [u8],
+}
+
+/// A multipart batch body: the manifest (raw text, so tests can send broken JSON) and the file parts.
+pub fn batch_body(manifest: &str, parts: &[Part<'_>]) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(
+        format!(
+            "--{BATCH_BOUNDARY}\r\nContent-Disposition: form-data; name=\"manifest\"\r\n\
+             Content-Type: application/json\r\n\r\n{manifest}\r\n"
+        )
+        .as_bytes(),
+    );
+    for p in parts {
+        let filename = p.filename.map(|f| format!("; filename=\"{f}\"")).unwrap_or_default();
+        body.extend_from_slice(
+            format!(
+                "--{BATCH_BOUNDARY}\r\nContent-Disposition: form-data; name=\"files\"{filename}\r\n\
+                 Content-Type: {}\r\n\r\n",
+                p.content_type
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(p.bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{BATCH_BOUNDARY}--\r\n").as_bytes());
+    body
+}
+
+impl TestApp {
+    pub async fn submit_batch(&self, token: &str, tenant: &str, body: Vec<u8>) -> Resp {
+        self.send_raw(
+            Method::POST,
+            &format!("/api/v1/ingest/{tenant}/batch"),
+            Some(token),
+            Some(&format!("multipart/form-data; boundary={BATCH_BOUNDARY}")),
+            body,
+        )
+        .await
+    }
+    pub async fn batch_status(&self, token: &str, tenant: &str, batch_id: &str) -> Resp {
+        self.get(&format!("/api/v1/ingest/{tenant}/batch/{batch_id}"), Some(token)).await
+    }
+    pub async fn receipt(&self, token: &str, tenant: &str, receipt_id: &str) -> Resp {
+        self.get(&format!("/api/v1/ingest/{tenant}/receipt/{receipt_id}"), Some(token)).await
+    }
+    /// A single upload with a `file` part and optional `metadata` JSON.
+    pub async fn upload_one(
+        &self,
+        token: &str,
+        tenant: &str,
+        filename: &str,
+        content_type: &str,
+        bytes: &[u8],
+        metadata: Option<&str>,
+    ) -> Resp {
+        let mut body = Vec::new();
+        if let Some(m) = metadata {
+            body.extend_from_slice(
+                format!("--{BATCH_BOUNDARY}\r\nContent-Disposition: form-data; name=\"metadata\"\r\n\r\n{m}\r\n")
+                    .as_bytes(),
+            );
+        }
+        body.extend_from_slice(
+            format!(
+                "--{BATCH_BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n\
+                 Content-Type: {content_type}\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(format!("\r\n--{BATCH_BOUNDARY}--\r\n").as_bytes());
+        self.send_raw(
+            Method::POST,
+            &format!("/api/v1/ingest/{tenant}/documents"),
+            Some(token),
+            Some(&format!("multipart/form-data; boundary={BATCH_BOUNDARY}")),
+            body,
+        )
+        .await
+    }
+    pub async fn put_schema(&self, token: &str, tenant: &str, schema: &Value) -> Resp {
+        self.send(Method::PUT, &format!("/api/v1/tenants/{tenant}/schema"), Some(token), Some(schema)).await
+    }
+    pub async fn patch_schema(&self, token: &str, tenant: &str, patch: &Value) -> Resp {
+        self.send(Method::PATCH, &format!("/api/v1/tenants/{tenant}/schema"), Some(token), Some(patch)).await
+    }
+    pub async fn get_schema(&self, token: &str, tenant: &str) -> Resp {
+        self.get(&format!("/api/v1/tenants/{tenant}/schema"), Some(token)).await
     }
 }

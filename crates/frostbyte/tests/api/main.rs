@@ -2,6 +2,7 @@
 
 mod audit;
 mod auth;
+mod batch;
 mod dlq;
 mod embeddings;
 mod envelope;

@@ -1,10 +1,11 @@
 //! Single-document intake and the document view: `POST /api/v1/ingest/{tenant_id}/documents` (scope `ingest`),
-//! `GET /api/v1/ingest/{tenant_id}/receipt/{receipt_id}` (scope `ingest`) and
-//! `GET /api/v1/query/{tenant_id}/document/{doc_id}` (scope `query`).
+//! `GET /api/v1/ingest/{tenant_id}/receipt/{receipt_id}` (scope `ingest`, for single uploads and every batch
+//! file, accepted or not) and `GET /api/v1/query/{tenant_id}/document/{doc_id}` (scope `query`).
 //!
 //! The upload is streamed: the `file` part is hashed and counted as it arrives and refused with 413 the moment it
 //! passes the tenant's `max_file_size_mb` (the router's default body limit is lifted for this route only, see
-//! [`upload_routes`]). Everything after the bytes are in is `crate::intake`.
+//! [`upload_routes`]). Everything after the bytes are in is `crate::intake`: malware scan (503 when the scanner
+//! cannot answer), type, metadata schema (422 `SCHEMA_VIOLATION`), quotas (429 `QUOTA_EXCEEDED`).
 
 use axum::extract::multipart::{Field, Multipart, MultipartError};
 use axum::extract::{DefaultBodyLimit, State};
@@ -13,7 +14,10 @@ use axum::response::Response;
 use chrono::{DateTime, Utc};
 use frostbyte_core::TenantId;
 use frostbyte_core::auth::Scope;
-use frostbyte_core::documents::{DocumentRecord, DocumentStages, DocumentStatus, PipelineStage, raw_blob_key};
+use frostbyte_core::batch::BatchFileRecord;
+use frostbyte_core::documents::{
+    DocumentRecord, DocumentStages, DocumentStatus, PipelineStage, StageStatus, raw_blob_key,
+};
 use frostbyte_core::index::IndexedChunk;
 use frostbyte_core::tenant::{FieldViolation, Tenant};
 use serde::Serialize;
@@ -26,7 +30,7 @@ use uuid::Uuid;
 use crate::http::auth::Principal;
 use crate::http::context::ApiContext;
 use crate::http::envelope::{self, Envelope};
-use crate::http::error::{ApiError, ErrorEnvelope};
+use crate::http::error::{ApiError, ErrorCode, ErrorEnvelope};
 use crate::http::extract::Path;
 use crate::intake::{Intake, IntakeError, Upload, UploadBuffer, max_upload_bytes};
 
@@ -43,7 +47,7 @@ pub(crate) fn upload_routes() -> OpenApiRouter<ApiContext> {
 }
 
 /// The tenant, checked: the caller may act on it with `scope`, and it exists.
-async fn authorize(
+pub(crate) async fn authorize(
     ctx: &ApiContext,
     principal: &Principal,
     tenant: &TenantId,
@@ -66,7 +70,7 @@ pub struct IngestReceipt {
     /// `processing` until the pipeline finishes.
     pub status: DocumentStatus,
     pub sha256: String,
-    /// `skipped`: no malware scanner is configured.
+    /// `clean`, or `skipped` when no malware scanner is configured (`[scan] scanner = "none"`).
     pub scan_result: String,
     pub original_filename: String,
     /// The sniffed type.
@@ -78,18 +82,26 @@ pub struct IngestReceipt {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReceiptView {
     pub receipt_id: Uuid,
-    /// Always `null` for single uploads.
+    /// `null` for single uploads.
     pub batch_id: Option<String>,
     pub file_id: Option<String>,
-    pub doc_id: Uuid,
+    /// `null` for batch files intake did not accept.
+    pub doc_id: Option<Uuid>,
     pub original_filename: String,
+    /// The sniffed type for accepted files, the declared one otherwise.
     pub mime_type: String,
     pub size_bytes: u64,
     pub sha256: String,
-    pub scan_result: String,
+    /// `clean`, `quarantined` or `skipped`; `null` for a file rejected before it was scanned.
+    pub scan_result: Option<String>,
     pub received_at: DateTime<Utc>,
-    pub storage_path: String,
-    pub status: DocumentStatus,
+    /// `raw/{sha256}`; `null` when nothing was stored (rejected or quarantined).
+    pub storage_path: Option<String>,
+    /// A document status (`processing`, `indexed`, `quarantined`, `failed`), or `rejected` / `quarantined` for a
+    /// batch file intake refused.
+    pub status: String,
+    /// Why intake refused the file (`CHECKSUM_MISMATCH`, `MALWARE_DETECTED`, ...).
+    pub reason: Option<String>,
     pub stages: DocumentStages,
 }
 
@@ -131,7 +143,7 @@ pub struct DocumentView {
     pub updated_at: DateTime<Utc>,
 }
 
-fn multipart_error(e: MultipartError) -> ApiError {
+pub(crate) fn multipart_error(e: MultipartError) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, crate::http::ErrorCode::PayloadTooLarge, e.body_text());
     }
@@ -152,11 +164,14 @@ async fn read_limited(mut field: Field<'_>, mut buf: UploadBuffer) -> Result<Upl
     request_body(content_type = "multipart/form-data", description = "`file` (required), `metadata` (JSON object), `collection`"),
     responses(
         (status = 202, description = "Accepted: the receipt; processing continues in the background", body = Envelope<IngestReceipt>),
-        (status = 400, description = "VALIDATION_ERROR (details carry `UNSUPPORTED_FORMAT` for refused types)", body = ErrorEnvelope),
+        (status = 400, description = "VALIDATION_ERROR (details carry `UNSUPPORTED_FORMAT` for refused or mismatched types, `MALWARE_DETECTED` for quarantined files)", body = ErrorEnvelope),
         (status = 401, description = "AUTHENTICATION_REQUIRED, TOKEN_EXPIRED or TOKEN_REVOKED", body = ErrorEnvelope),
         (status = 403, description = "INSUFFICIENT_PERMISSIONS or TENANT_SUSPENDED", body = ErrorEnvelope),
         (status = 404, description = "RESOURCE_NOT_FOUND", body = ErrorEnvelope),
         (status = 413, description = "PAYLOAD_TOO_LARGE: over the tenant's max_file_size_mb", body = ErrorEnvelope),
+        (status = 422, description = "SCHEMA_VIOLATION: the metadata violates the tenant's metadata schema", body = ErrorEnvelope),
+        (status = 429, description = "QUOTA_EXCEEDED (storage_quota_gb or quotas.documents_per_day), with Retry-After", body = ErrorEnvelope),
+        (status = 503, description = "SERVICE_UNAVAILABLE: the malware scanner could not be reached; nothing accepted", body = ErrorEnvelope),
     ),
     security(("bearer" = []))
 )]
@@ -204,33 +219,79 @@ pub(crate) async fn upload_document(
     if bytes.is_empty() {
         return Err(ApiError::invalid_field("file", Value::Null, "a non-empty file"));
     }
-    let intake = Intake { documents: ctx.documents.clone(), blobs: ctx.blobs.clone() };
     let upload = Upload { bytes, sha256, filename, declared_mime, metadata, collection };
-    let doc =
-        intake.accept(&tenant_id, &tenant.config, &principal.actor().to_string(), upload).await.map_err(
-            |e| match e {
-                IntakeError::UnsupportedFormat { sniffed } => ApiError::validation(
-                    "the file's type is not accepted for this tenant (UNSUPPORTED_FORMAT)",
-                    vec![FieldViolation::new(
-                        "file",
-                        sniffed.map_or(Value::Null, Value::from),
-                        "UNSUPPORTED_FORMAT: a type in the tenant's mime_allowlist that has a parser",
-                    )],
-                ),
-                IntakeError::Store(e) => e.into(),
-                IntakeError::Blob(e) => e.into(),
-            },
-        )?;
+    let (doc, scan) = intake(&ctx)
+        .accept(&tenant_id, &tenant.config, &principal.actor().to_string(), upload)
+        .await
+        .map_err(intake_error)?;
     Ok(envelope::accepted(IngestReceipt {
         receipt_id: doc.receipt_id,
         doc_id: doc.doc_id,
         status: doc.status,
         sha256: doc.raw_sha256,
-        scan_result: "skipped".into(),
+        scan_result: scan.as_str().to_owned(),
         original_filename: doc.original_filename,
         mime_type: doc.mime_type,
         size_bytes: doc.size_bytes,
     }))
+}
+
+/// Intake over the application's ports.
+pub(crate) fn intake(ctx: &ApiContext) -> Intake {
+    Intake {
+        store: ctx.store.clone(),
+        documents: ctx.documents.clone(),
+        batches: ctx.batches.clone(),
+        blobs: ctx.blobs.clone(),
+        scanner: ctx.scanner.clone(),
+    }
+}
+
+/// Maps an intake failure to its API error.
+pub(crate) fn intake_error(e: IntakeError) -> ApiError {
+    match e {
+        IntakeError::UnsupportedFormat { sniffed, declared } => {
+            let constraint = match (sniffed, declared) {
+                (Some(found), Some(declared)) if parser_has(found) => format!(
+                    "UNSUPPORTED_FORMAT: the declared type ({declared}) must agree with the content ({found}), and \
+                     the type must be on the tenant's mime_allowlist"
+                ),
+                _ => "UNSUPPORTED_FORMAT: a type in the tenant's mime_allowlist that has a parser".to_owned(),
+            };
+            ApiError::validation(
+                "the file's type is not accepted for this tenant (UNSUPPORTED_FORMAT)",
+                vec![FieldViolation::new("file", sniffed.map_or(Value::Null, Value::from), constraint)],
+            )
+        }
+        IntakeError::SchemaViolation(details) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::SchemaViolation,
+            format!(
+                "the metadata violates this tenant's metadata schema in {} place(s); see details and \
+                 GET /api/v1/tenants/{{tenant_id}}/schema",
+                details.len()
+            ),
+        )
+        .with_details(details),
+        IntakeError::MalwareDetected { signature } => ApiError::validation(
+            "the file matched a malware signature (MALWARE_DETECTED); it was quarantined and not stored",
+            vec![FieldViolation::new("file", Value::from(signature), "MALWARE_DETECTED: a file free of malware")],
+        ),
+        IntakeError::Scan(e) => {
+            tracing::warn!(error = %e, "malware scan failed; refusing the upload");
+            ApiError::unavailable(
+                "the malware scanner could not check the upload, so nothing was accepted; retry later",
+            )
+        }
+        IntakeError::Quota(q) => ApiError::quota_exceeded(q.message, q.retry_after_secs),
+        IntakeError::BrokenSchema => ApiError::internal(&"stored metadata schema does not compile"),
+        IntakeError::Store(e) => e.into(),
+        IntakeError::Blob(e) => e.into(),
+    }
+}
+
+fn parser_has(mime: &str) -> bool {
+    frostbyte_adapters::parse::parser_for(mime).is_some()
 }
 
 #[utoipa::path(
@@ -254,26 +315,65 @@ pub(crate) async fn get_receipt(
     Path((tenant_id, receipt_id)): Path<(TenantId, Uuid)>,
 ) -> Result<Response, ApiError> {
     authorize(&ctx, &principal, &tenant_id, Scope::Ingest).await?;
-    let doc =
-        ctx.documents.get_by_receipt(&tenant_id, receipt_id).await?.ok_or_else(|| ApiError::not_found("receipt"))?;
-    Ok(envelope::ok(receipt_view(doc)))
+    if let Some(doc) = ctx.documents.get_by_receipt(&tenant_id, receipt_id).await? {
+        return Ok(envelope::ok(receipt_view(doc)));
+    }
+    let (batch_id, file) = ctx
+        .batches
+        .batch_file_by_receipt(&tenant_id, receipt_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("receipt"))?;
+    let batch = ctx.batches.get_batch(&tenant_id, &batch_id).await?.ok_or_else(|| ApiError::not_found("receipt"))?;
+    Ok(envelope::ok(refused_receipt_view(batch_id, file, batch.created_at)))
+}
+
+fn lineage_str(doc: &DocumentRecord, key: &str) -> Option<String> {
+    doc.lineage.get(key).and_then(Value::as_str).map(str::to_owned)
 }
 
 fn receipt_view(doc: DocumentRecord) -> ReceiptView {
     ReceiptView {
         receipt_id: doc.receipt_id,
-        batch_id: None,
-        file_id: None,
-        doc_id: doc.doc_id,
-        storage_path: raw_blob_key(&doc.raw_sha256),
+        batch_id: lineage_str(&doc, "batch_id"),
+        file_id: lineage_str(&doc, "file_id"),
+        doc_id: Some(doc.doc_id),
+        storage_path: Some(raw_blob_key(&doc.raw_sha256)),
+        // Documents accepted before scanning existed were never scanned.
+        scan_result: Some(lineage_str(&doc, "scan_result").unwrap_or_else(|| "skipped".into())),
         original_filename: doc.original_filename,
         mime_type: doc.mime_type,
         size_bytes: doc.size_bytes,
         sha256: doc.raw_sha256,
-        scan_result: "skipped".into(),
         received_at: doc.created_at,
-        status: doc.status,
+        status: doc.status.as_str().to_owned(),
+        reason: None,
         stages: doc.stages,
+    }
+}
+
+/// The receipt of a batch file intake refused: nothing stored, no document.
+fn refused_receipt_view(batch_id: String, file: BatchFileRecord, received_at: DateTime<Utc>) -> ReceiptView {
+    ReceiptView {
+        receipt_id: file.receipt_id,
+        batch_id: Some(batch_id),
+        file_id: Some(file.file_id),
+        doc_id: file.doc_id,
+        original_filename: file.filename,
+        mime_type: file.declared_mime,
+        size_bytes: file.size_bytes,
+        sha256: file.sha256,
+        scan_result: file.scan_result,
+        received_at,
+        storage_path: None,
+        status: file.outcome.as_str().to_owned(),
+        reason: file.reason.map(|r| r.as_str().to_owned()),
+        stages: DocumentStages {
+            intake: StageStatus::Failed,
+            parse: StageStatus::Skipped,
+            policy: StageStatus::Skipped,
+            embed: StageStatus::Skipped,
+            index: StageStatus::Skipped,
+        },
     }
 }
 

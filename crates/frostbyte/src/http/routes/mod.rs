@@ -2,9 +2,11 @@
 //! same list and cannot drift. Handlers sharing a path go in one `routes!` call (axum refuses a path twice).
 
 pub mod audit;
+pub mod batch;
 pub mod dlq;
 pub mod documents;
 pub mod embeddings;
+pub mod schema;
 pub mod stream;
 pub mod system;
 pub mod tenants;
@@ -45,6 +47,9 @@ pub(crate) fn api_routes() -> OpenApiRouter<ApiContext> {
         .routes(routes!(documents::get_document))
         .routes(routes!(embeddings::create_embeddings))
         .routes(routes!(stream::pipeline_stream))
+        .merge(batch::batch_routes())
+        .routes(routes!(batch::get_batch))
+        .routes(routes!(schema::put_schema, schema::get_schema, schema::patch_schema))
 }
 
 /// Unknown paths. The message is distinct from a missing resource's, so clients (and the OpenAPI completeness

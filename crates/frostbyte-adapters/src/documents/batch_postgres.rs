@@ -1,0 +1,299 @@
+//! [`BatchStore`] for [`PostgresStore`]: batches, their per-file rows and the tenant metadata schema
+//! (`migrations/postgres/0005_batches.sql`). `create_batch` writes everything a batch decides in one
+//! transaction; schema updates lock the schema row (`FOR UPDATE`) for their compare-and-set.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use frostbyte_core::audit::NewAuditEvent;
+use frostbyte_core::batch::{
+    BatchFileRecord, BatchRecord, BatchStore, FileOutcome, IntakeUsage, MetadataSchema, NewBatch, RejectReason,
+};
+use frostbyte_core::documents::DocumentRecord;
+use frostbyte_core::{StoreError, StoreResult, TenantId};
+use serde_json::Value;
+use sqlx::postgres::{PgConnection, PgRow};
+use uuid::Uuid;
+
+use super::{batch_file_columns, document_columns, encode_stages};
+use crate::codec::{self, column};
+use crate::db_error::{self, Dialect};
+use crate::postgres::{PostgresStore, append_in_tx};
+
+fn err(resource: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
+    move |e| db_error::map(Dialect::Postgres, resource, e)
+}
+
+fn to_i64(v: u64, what: &'static str) -> StoreResult<i64> {
+    i64::try_from(v).map_err(|_| StoreError::Internal(format!("{what} out of range")))
+}
+
+fn to_u64(v: i64, what: &'static str) -> StoreResult<u64> {
+    u64::try_from(v).map_err(|_| codec::corrupt(what))
+}
+
+fn batch_from_row(row: &PgRow) -> StoreResult<BatchRecord> {
+    Ok(BatchRecord {
+        batch_id: column(row, "batch_id")?,
+        file_count: to_u64(column(row, "file_count")?, "batches.file_count")?,
+        collection: column(row, "collection")?,
+        submitter: column(row, "submitter")?,
+        accepted: to_u64(column(row, "accepted")?, "batches.accepted")?,
+        rejected: to_u64(column(row, "rejected")?, "batches.rejected")?,
+        quarantined: to_u64(column(row, "quarantined")?, "batches.quarantined")?,
+        created_at: column::<_, DateTime<Utc>>(row, "created_at")?,
+    })
+}
+
+fn file_from_row(row: &PgRow) -> StoreResult<BatchFileRecord> {
+    let reason: Option<String> = column(row, "reason")?;
+    let doc_id: Option<String> = column(row, "doc_id")?;
+    Ok(BatchFileRecord {
+        file_id: column(row, "file_id")?,
+        position: u32::try_from(column::<_, i32>(row, "position")?)
+            .map_err(|_| codec::corrupt("batch_files.position"))?,
+        filename: column(row, "filename")?,
+        declared_mime: column(row, "declared_mime")?,
+        size_bytes: to_u64(column(row, "size_bytes")?, "batch_files.size_bytes")?,
+        sha256: column(row, "sha256")?,
+        outcome: FileOutcome::parse(&column::<_, String>(row, "outcome")?)
+            .ok_or_else(|| codec::corrupt("batch_files.outcome"))?,
+        reason: reason
+            .map(|r| RejectReason::parse(&r).ok_or_else(|| codec::corrupt("batch_files.reason")))
+            .transpose()?,
+        message: column(row, "message")?,
+        doc_id: doc_id.map(|d| codec::decode_uuid(&d, "batch_files.doc_id")).transpose()?,
+        receipt_id: codec::decode_uuid(&column::<_, String>(row, "receipt_id")?, "batch_files.receipt_id")?,
+        scan_result: column(row, "scan_result")?,
+        signature: column(row, "signature")?,
+    })
+}
+
+async fn insert_document(conn: &mut PgConnection, tenant: &TenantId, doc: &DocumentRecord) -> StoreResult<()> {
+    sqlx::query(concat!(
+        "INSERT INTO documents (tenant_id, ",
+        document_columns!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+    ))
+    .bind(tenant.as_str())
+    .bind(doc.doc_id.to_string())
+    .bind(doc.receipt_id.to_string())
+    .bind(&doc.original_filename)
+    .bind(&doc.mime_type)
+    .bind(to_i64(doc.size_bytes, "size_bytes")?)
+    .bind(&doc.raw_sha256)
+    .bind(&doc.metadata)
+    .bind(doc.collection.as_deref())
+    .bind(doc.status.as_str())
+    .bind(encode_stages(&doc.stages))
+    .bind(Value::Object(doc.lineage.clone()))
+    .bind(doc.error_code.as_deref())
+    .bind(doc.created_at)
+    .bind(doc.updated_at)
+    .execute(&mut *conn)
+    .await
+    .map_err(err("document"))?;
+    Ok(())
+}
+
+async fn tenant_exists(conn: &mut PgConnection, tenant: &TenantId) -> StoreResult<bool> {
+    Ok(sqlx::query("SELECT 1 FROM tenants WHERE tenant_id = $1")
+        .bind(tenant.as_str())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(err("tenant"))?
+        .is_some())
+}
+
+#[async_trait]
+impl BatchStore for PostgresStore {
+    async fn create_batch(&self, tenant: &TenantId, batch: NewBatch) -> StoreResult<()> {
+        let now = frostbyte_core::now();
+        let mut tx = self.begin().await?;
+        if !tenant_exists(&mut tx, tenant).await? {
+            return Err(StoreError::NotFound { resource: "tenant" });
+        }
+        let b = &batch.batch;
+        sqlx::query(
+            "INSERT INTO batches (tenant_id, batch_id, file_count, collection, submitter, accepted, rejected, \
+             quarantined, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(tenant.as_str())
+        .bind(&b.batch_id)
+        .bind(to_i64(b.file_count, "file_count")?)
+        .bind(b.collection.as_deref())
+        .bind(b.submitter.as_deref())
+        .bind(to_i64(b.accepted, "accepted")?)
+        .bind(to_i64(b.rejected, "rejected")?)
+        .bind(to_i64(b.quarantined, "quarantined")?)
+        .bind(b.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(err("batch"))?;
+        for f in &batch.files {
+            sqlx::query(
+                "INSERT INTO batch_files (tenant_id, batch_id, file_id, position, filename, declared_mime, \
+                 size_bytes, sha256, outcome, reason, message, doc_id, receipt_id, scan_result, signature) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+            )
+            .bind(tenant.as_str())
+            .bind(&b.batch_id)
+            .bind(&f.file_id)
+            .bind(i32::try_from(f.position).map_err(|_| StoreError::Internal("position out of range".into()))?)
+            .bind(&f.filename)
+            .bind(&f.declared_mime)
+            .bind(to_i64(f.size_bytes, "size_bytes")?)
+            .bind(&f.sha256)
+            .bind(f.outcome.as_str())
+            .bind(f.reason.map(RejectReason::as_str))
+            .bind(f.message.as_deref())
+            .bind(f.doc_id.map(|d| d.to_string()))
+            .bind(f.receipt_id.to_string())
+            .bind(f.scan_result.as_deref())
+            .bind(f.signature.as_deref())
+            .execute(&mut *tx)
+            .await
+            .map_err(err("batch file"))?;
+        }
+        for (doc, job) in batch.documents {
+            crate::queue::postgres::enqueue_in_tx(&mut tx, tenant, job).await?;
+            insert_document(&mut tx, tenant, &doc).await?;
+        }
+        for event in batch.audit {
+            append_in_tx(&mut tx, tenant, event, now).await?;
+        }
+        tx.commit().await.map_err(err("transaction"))
+    }
+
+    async fn get_batch(&self, tenant: &TenantId, batch_id: &str) -> StoreResult<Option<BatchRecord>> {
+        sqlx::query(
+            "SELECT batch_id, file_count, collection, submitter, accepted, rejected, quarantined, created_at \
+             FROM batches WHERE tenant_id = $1 AND batch_id = $2",
+        )
+        .bind(tenant.as_str())
+        .bind(batch_id)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(err("batch"))?
+        .as_ref()
+        .map(batch_from_row)
+        .transpose()
+    }
+
+    async fn batch_files(&self, tenant: &TenantId, batch_id: &str) -> StoreResult<Vec<BatchFileRecord>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            batch_file_columns!(),
+            " FROM batch_files WHERE tenant_id = $1 AND batch_id = $2 ORDER BY position"
+        ))
+        .bind(tenant.as_str())
+        .bind(batch_id)
+        .fetch_all(self.pool())
+        .await
+        .map_err(err("batch file"))?
+        .iter()
+        .map(file_from_row)
+        .collect()
+    }
+
+    async fn batch_file_by_receipt(
+        &self,
+        tenant: &TenantId,
+        receipt_id: Uuid,
+    ) -> StoreResult<Option<(String, BatchFileRecord)>> {
+        let row = sqlx::query(concat!(
+            "SELECT batch_id, ",
+            batch_file_columns!(),
+            " FROM batch_files WHERE tenant_id = $1 AND receipt_id = $2"
+        ))
+        .bind(tenant.as_str())
+        .bind(receipt_id.to_string())
+        .fetch_optional(self.pool())
+        .await
+        .map_err(err("batch file"))?;
+        row.map(|r| Ok((column(&r, "batch_id")?, file_from_row(&r)?))).transpose()
+    }
+
+    async fn intake_usage(&self, tenant: &TenantId, since: DateTime<Utc>) -> StoreResult<IntakeUsage> {
+        let raw: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(size), 0)::BIGINT FROM \
+             (SELECT MAX(size_bytes) AS size FROM documents WHERE tenant_id = $1 GROUP BY raw_sha256) AS distinct_raw",
+        )
+        .bind(tenant.as_str())
+        .fetch_one(self.pool())
+        .await
+        .map_err(err("documents"))?;
+        let today: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM documents WHERE tenant_id = $1 AND created_at >= $2")
+            .bind(tenant.as_str())
+            .bind(since)
+            .fetch_one(self.pool())
+            .await
+            .map_err(err("documents"))?;
+        Ok(IntakeUsage {
+            raw_bytes: to_u64(raw, "documents.size_bytes")?,
+            documents_today: to_u64(today, "documents")?,
+        })
+    }
+
+    async fn get_metadata_schema(&self, tenant: &TenantId) -> StoreResult<Option<MetadataSchema>> {
+        let row = sqlx::query("SELECT version, schema, updated_at FROM metadata_schemas WHERE tenant_id = $1")
+            .bind(tenant.as_str())
+            .fetch_optional(self.pool())
+            .await
+            .map_err(err("metadata schema"))?;
+        row.map(|r| {
+            Ok(MetadataSchema {
+                version: column(&r, "version")?,
+                schema: column(&r, "schema")?,
+                updated_at: column::<_, DateTime<Utc>>(&r, "updated_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn put_metadata_schema(
+        &self,
+        tenant: &TenantId,
+        schema: &Value,
+        expected_version: Option<i64>,
+        audit: NewAuditEvent,
+    ) -> StoreResult<MetadataSchema> {
+        let now = frostbyte_core::now();
+        let mut tx = self.begin().await?;
+        // Lock the tenant row: it exists for both the first version and later ones, so two concurrent first
+        // PUTs serialise here instead of racing on the insert.
+        let locked = sqlx::query("SELECT 1 FROM tenants WHERE tenant_id = $1 FOR UPDATE")
+            .bind(tenant.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(err("tenant"))?;
+        if locked.is_none() {
+            return Err(StoreError::NotFound { resource: "tenant" });
+        }
+        let current: Option<i64> = sqlx::query_scalar("SELECT version FROM metadata_schemas WHERE tenant_id = $1")
+            .bind(tenant.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(err("metadata schema"))?;
+        if current != expected_version {
+            return Err(StoreError::Conflict(
+                "the metadata schema was changed concurrently; re-read it and retry".into(),
+            ));
+        }
+        let version = current.unwrap_or(0) + 1;
+        sqlx::query(
+            "INSERT INTO metadata_schemas (tenant_id, version, schema, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (tenant_id) DO UPDATE SET version = EXCLUDED.version, schema = EXCLUDED.schema, \
+             updated_at = EXCLUDED.updated_at",
+        )
+        .bind(tenant.as_str())
+        .bind(version)
+        .bind(schema)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(err("metadata schema"))?;
+        append_in_tx(&mut tx, tenant, audit, now).await?;
+        tx.commit().await.map_err(err("transaction"))?;
+        Ok(MetadataSchema { version, schema: schema.clone(), updated_at: now })
+    }
+}
