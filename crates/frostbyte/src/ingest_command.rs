@@ -59,6 +59,8 @@ pub struct FileOutcome {
     pub size_bytes: u64,
     /// The reason code of a rejection or the error code of a failed document.
     pub reason: Option<String>,
+    /// Pages the parser found (formats with pages, once parsed).
+    pub pages: u64,
 }
 
 /// The run's totals, also printed as JSON with `--json`.
@@ -74,9 +76,12 @@ pub struct IngestSummary {
     /// Documents still processing (only with `--no-wait`).
     pub processing: usize,
     pub bytes: u64,
+    /// Pages parsed (PDF, PPTX).
+    pub pages: u64,
     pub elapsed_secs: f64,
     pub mb_per_sec: f64,
     pub docs_per_sec: f64,
+    pub pages_per_sec: f64,
     /// Peak resident memory of this process, where the platform reports it.
     pub peak_rss_mb: Option<f64>,
     /// `{mime_type: {files, bytes}}` over the accepted files.
@@ -205,6 +210,7 @@ async fn take_in(
         mime_type: None,
         size_bytes: file.size,
         reason: None,
+        pages: 0,
     };
     if file.size > limit {
         outcome.reason = Some("SIZE_EXCEEDED".into());
@@ -282,6 +288,7 @@ async fn wait_for_pipeline(
                 match doc {
                     Some(d) if d.status == DocumentStatus::Processing => still.push(i),
                     Some(d) => {
+                        outcomes[i].pages = d.lineage.get("pages").and_then(Value::as_u64).unwrap_or(0);
                         outcomes[i].status = d.status.as_str().to_owned();
                         outcomes[i].reason = d.error_code;
                         bar.inc(1);
@@ -321,6 +328,7 @@ fn summarise(outcomes: Vec<FileOutcome>, elapsed: Duration) -> IngestSummary {
         taken += 1;
     }
     let secs = elapsed.as_secs_f64().max(1e-6);
+    let pages: u64 = outcomes.iter().map(|o| o.pages).sum();
     IngestSummary {
         files: outcomes.len(),
         accepted: taken,
@@ -331,9 +339,11 @@ fn summarise(outcomes: Vec<FileOutcome>, elapsed: Duration) -> IngestSummary {
         failed: count("failed"),
         processing: count("accepted"),
         bytes,
+        pages,
         elapsed_secs: elapsed.as_secs_f64(),
         mb_per_sec: bytes as f64 / 1_048_576.0 / secs,
         docs_per_sec: taken as f64 / secs,
+        pages_per_sec: pages as f64 / secs,
         peak_rss_mb: peak_rss_mb(),
         by_format,
         outcomes,
@@ -365,6 +375,9 @@ fn render(s: &IngestSummary, no_wait: bool) -> String {
         s.mb_per_sec,
         s.docs_per_sec
     ));
+    if s.pages > 0 {
+        out.push_str(&format!(", {} pages ({:.1} pages/s)", s.pages, s.pages_per_sec));
+    }
     if let Some(rss) = s.peak_rss_mb {
         out.push_str(&format!(", peak RSS {rss:.0} MB"));
     }

@@ -554,6 +554,7 @@ impl Pipeline {
         let update = StageUpdate::new(PipelineStage::Parse, StageStatus::Done)
             .lineage("parser_version", parser_version)
             .lineage("canonical_sha256", output_hash)
+            .lineage("pages", canonical.pages.len())
             .completes_job(job.job_id, self.claim.worker_id.clone());
         self.transition(tenant, doc_id, update, Some(next), audit).await?;
         Ok(())

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# End-to-end ingest benchmark on the embedded default with the hash embedder: `frostbyte ingest` takes each
+# corpus in through the normal intake path and runs the whole pipeline (parse → policy → chunk → embed → index)
+# in-process, then reports MB/s, documents/s, pages/s and its peak RSS. One fresh data directory per format.
+#
+# Corpora: real documentation shipped by Debian (Python and PostgreSQL manuals, TeX Live PDFs), downloaded and
+# unpacked by the team's corpus fetch script into $FROSTBYTE_DATA_CACHE (default ~/.cache/frostbyte-data).
+# usage: scripts/bench-ingest.sh [text|markdown|html|pdf|mixed ...]   (default: all but mixed)
+#   mixed: every corpus copied COPIES times (default 5) into one tree, for peak RSS on a large corpus.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CACHE=${FROSTBYTE_DATA_CACHE:-$HOME/.cache/frostbyte-data}
+DOCS=$CACHE/docs
+[ -d "$DOCS" ] || { echo "no corpora in $DOCS: fetch them first (see docs/benchmarks.md)" >&2; exit 1; }
+cargo build --release --quiet --bin frostbyte
+BIN=$PWD/${CARGO_TARGET_DIR:-target}/release/frostbyte
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+# collect NAME FIND-ARGS...: copies the matching files into $WORK/corpus/NAME, keeping relative paths unique.
+collect() {
+  local name=$1 root=$2; shift 2
+  mkdir -p "$WORK/corpus/$name"
+  (cd "$root" && find . -type f "$@" -print0 | xargs -0 cp --parents -t "$WORK/corpus/$name")
+}
+
+run() {
+  local name=$1 dir=$2
+  local data="$WORK/data-$name"
+  FROSTBYTE_LOG=error "$BIN" --data-dir "$data" tenant create bench --name Bench --email bench@example.com >/dev/null
+  FROSTBYTE_LOG=error FROSTBYTE_WORKERS__COUNT=2 "$BIN" --data-dir "$data" --json ingest "$dir" --tenant bench \
+    > "$WORK/$name.json" || true
+  python3 - "$name" "$WORK/$name.json" <<'PY'
+import json, sys
+name, path = sys.argv[1], sys.argv[2]
+s = json.load(open(path))
+print(f"{name:<9} {s['accepted']:>6} docs {s['bytes']/1048576:>9.1f} MB {s['elapsed_secs']:>8.1f} s "
+      f"{s['mb_per_sec']:>7.2f} MB/s {s['docs_per_sec']:>8.1f} docs/s {s['pages_per_sec']:>7.1f} pages/s "
+      f"peak RSS {s['peak_rss_mb']:.0f} MB  (indexed {s['indexed']}, failed {s['failed']}, quarantined "
+      f"{s['quarantined']}, rejected {s['rejected']})")
+failed = {}
+for o in s['outcomes']:
+    if o['status'] in ('failed', 'rejected'):
+        failed[o['reason']] = failed.get(o['reason'], 0) + 1
+if failed:
+    print(f"          failures by reason: {failed}")
+PY
+  rm -rf "$data"
+}
+
+formats=("$@")
+[ ${#formats[@]} -gt 0 ] || formats=(text markdown html pdf)
+for f in "${formats[@]}"; do
+  case $f in
+    text) collect text "$DOCS/python3.11-doc" -name '*.txt' ;;
+    markdown) collect markdown "$DOCS" -name '*.md' ;;
+    html) collect html "$DOCS/postgresql-doc-15" -name '*.html' ;;
+    pdf) collect pdf "$DOCS/texlive-latex-recommended-doc" -name '*.pdf' ;;
+    mixed)
+      for i in $(seq 1 "${COPIES:-5}"); do
+        collect "mixed/$i" "$DOCS" \( -name '*.txt' -o -name '*.md' -o -name '*.html' -o -name '*.pdf' \)
+      done ;;
+    *) echo "unknown format $f" >&2; exit 2 ;;
+  esac
+  run "$f" "$WORK/corpus/$f"
+done
