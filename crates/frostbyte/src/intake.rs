@@ -154,7 +154,7 @@ impl Intake {
 }
 
 /// The tenant allows the type and we have a parser for it.
-fn allowed(config: &TenantConfig, mime: &str) -> bool {
+pub(crate) fn allowed(config: &TenantConfig, mime: &str) -> bool {
     config.mime_allowlist.iter().any(|m| m.eq_ignore_ascii_case(mime)) && parser_for(mime).is_some()
 }
 

@@ -8,6 +8,10 @@
 //! - `index`: chunk the policed document → embed ([`HashEmbedder`]) → [`assess_chunk`] per chunk (injection
 //!   quarantine) → [`ChunkIndex::replace_document_chunks`] → `embed` and `index` done, document `indexed`.
 //!
+//! A job works for one document generation (`frostbyte_core::lifecycle`): its blobs are keyed by it and its
+//! writes commit only while the document is still at it, so erased documents are never resurrected and a
+//! replaced document's old jobs never overwrite the new version.
+//!
 //! Every stage is idempotent (fixed blob keys, deterministic chunk ids, dedupe keys on the next job), so a job
 //! delivered twice converges. Failures become [`JobError`]s with stable codes and messages made of ids and
 //! counts, never document text; a permanent error (or the last attempt of a retryable one) also marks the
@@ -23,14 +27,14 @@ use frostbyte_core::audit::NewAuditEvent;
 use frostbyte_core::chunk::{ChunkConfig, chunk_document};
 use frostbyte_core::document::CanonicalDocument;
 use frostbyte_core::documents::{
-    DocumentRecord, DocumentStatus, DocumentStore, PipelineStage, StageStatus, StageUpdate, canonical_blob_key,
-    raw_blob_key,
+    DocumentRecord, DocumentStatus, DocumentStore, PipelineStage, StageStatus, StageUpdate, raw_blob_key,
 };
 use frostbyte_core::embed::HashEmbedder;
 use frostbyte_core::index::{ChunkIndex, IndexedChunk};
+use frostbyte_core::lifecycle::{canonical_key, policed_key, stage_job};
 use frostbyte_core::policy::{apply_policy, assess_chunk};
 use frostbyte_core::ports::{BlobStore, MetadataStore};
-use frostbyte_core::queue::{self, ClaimOptions, Job, JobError, JobQueue, NewJob, RetryPolicy, RunOnce, Stage};
+use frostbyte_core::queue::{self, ClaimOptions, Job, JobError, JobQueue, RetryPolicy, RunOnce, Stage};
 use frostbyte_core::tenant::TenantConfig;
 use serde_json::json;
 use uuid::Uuid;
@@ -117,19 +121,43 @@ impl Pipeline {
 
     /// Claims one job and runs its stage.
     pub async fn try_run_one(&self) -> anyhow::Result<RunOnce> {
-        Ok(queue::try_run_one(&*self.queue, &self.claim, &self.retry, |job| self.run(job)).await?)
+        Ok(queue::try_run_one(&*self.queue, &self.claim, &self.retry, |job| self.run_guarded(job)).await?)
     }
 
-    async fn run(&self, job: Job) -> Result<(), JobError> {
+    /// Runs a job for the document generation it was queued for, and only while that generation is live: a job of
+    /// an erased or replaced document ends without running, and one whose document was erased or replaced while it
+    /// ran ends without leaving anything behind (see `frostbyte_core::service::lifecycle`).
+    async fn run_guarded(&self, job: Job) -> Result<(), JobError> {
+        use frostbyte_core::service::lifecycle::{admit_job, settle_job};
+        let lifecycle_err = |e: &dyn std::fmt::Display| JobError::new("STORE_ERROR", e.to_string());
+        let Some(generation) = admit_job(&*self.documents, &job).await.map_err(|e| lifecycle_err(&e))? else {
+            tracing::info!(tenant = %job.tenant_id, doc_id = %job.resource_id, stage = job.stage.as_str(),
+                "skipping a job of an erased or replaced document");
+            return Ok(());
+        };
+        let (tenant, doc_id) = (job.tenant_id.clone(), Uuid::parse_str(&job.resource_id).ok());
+        let result = self.run(job, generation).await;
+        if let Some(doc_id) = doc_id
+            && settle_job(&*self.documents, &*self.blobs, &tenant, doc_id, generation)
+                .await
+                .map_err(|e| lifecycle_err(&e))?
+        {
+            tracing::info!(tenant = %tenant, doc_id = %doc_id, generation, "document erased or replaced while its job ran");
+            return Ok(());
+        }
+        result
+    }
+
+    async fn run(&self, job: Job, generation: u64) -> Result<(), JobError> {
         let tenant = job.tenant_id.clone();
         let Ok(doc_id) = Uuid::parse_str(&job.resource_id) else {
             return Err(JobError::new("INVALID_JOB", "the job's resource id is not a document id"));
         };
         let started = std::time::Instant::now();
         let result = match job.stage {
-            Stage::Parse => self.parse(&tenant, doc_id).await,
-            Stage::Policy => self.policy(&tenant, doc_id).await,
-            Stage::Index => self.index(&tenant, doc_id).await,
+            Stage::Parse => self.parse(&tenant, doc_id, generation).await,
+            Stage::Policy => self.policy(&tenant, doc_id, generation).await,
+            Stage::Index => self.index(&tenant, doc_id, generation).await,
             other => Err(StageError::permanent("UNSUPPORTED_STAGE", format!("no worker for stage {other}"))),
         };
         let Err(failure) = result else {
@@ -153,8 +181,8 @@ impl Pipeline {
                 doc_id,
                 json!({"component": job.stage.as_str(), "status": "failed", "error_code": failure.error.code}),
             );
-            match self.documents.update_stage(&tenant, doc_id, update, None, audit).await {
-                Ok(_) | Err(frostbyte_core::StoreError::NotFound { .. }) => {}
+            match self.documents.update_stage_at(&tenant, doc_id, generation, update, None, audit).await {
+                Ok(_) | Err(frostbyte_core::StoreError::NotFound { .. } | frostbyte_core::StoreError::Conflict(_)) => {}
                 Err(e) => tracing::error!(error = %e, doc_id = %doc_id, "cannot record a failed stage"),
             }
             if !failure.retryable {
@@ -190,7 +218,7 @@ impl Pipeline {
         self.blobs.put(tenant, key, Bytes::from(bytes)).await.map_err(blob_err)
     }
 
-    async fn parse(&self, tenant: &TenantId, doc_id: Uuid) -> Result<(), StageError> {
+    async fn parse(&self, tenant: &TenantId, doc_id: Uuid, generation: u64) -> Result<(), StageError> {
         let doc = self.document(tenant, doc_id).await?;
         let raw = self.blobs.get(tenant, &raw_blob_key(&doc.raw_sha256)).await.map_err(blob_err)?;
         let (mime, limits, id) = (doc.mime_type.clone(), self.parse_limits.clone(), doc_id.to_string());
@@ -201,10 +229,9 @@ impl Pipeline {
                 error: JobError::new(e.code(), format!("parsing {} failed", doc.mime_type)),
                 retryable: e.is_retryable(),
             })?;
-        self.save_json(tenant, &canonical_blob_key(&doc_id), &canonical).await?;
+        self.save_json(tenant, &canonical_key(&doc_id, generation), &canonical).await?;
         let parser_version = format!("{}@{}", canonical.parser.name, canonical.parser.version);
-        let next = NewJob::new(Stage::Policy, doc_id.to_string(), json!({"doc_id": doc_id}))
-            .dedupe_key(format!("policy:{doc_id}"));
+        let next = stage_job(Stage::Policy, doc_id, generation);
         let audit = event(
             "DOCUMENT_PARSED",
             doc_id,
@@ -213,13 +240,16 @@ impl Pipeline {
         );
         let update =
             StageUpdate::new(PipelineStage::Parse, StageStatus::Done).lineage("parser_version", parser_version);
-        self.documents.update_stage(tenant, doc_id, update, Some(next), audit).await.map_err(store_err)?;
+        self.documents
+            .update_stage_at(tenant, doc_id, generation, update, Some(next), audit)
+            .await
+            .map_err(store_err)?;
         Ok(())
     }
 
-    async fn policy(&self, tenant: &TenantId, doc_id: Uuid) -> Result<(), StageError> {
+    async fn policy(&self, tenant: &TenantId, doc_id: Uuid, generation: u64) -> Result<(), StageError> {
         let config = self.config(tenant).await?;
-        let canonical = self.load_json(tenant, &canonical_blob_key(&doc_id)).await?;
+        let canonical = self.load_json(tenant, &canonical_key(&doc_id, generation)).await?;
         let mut blocked = false;
         let mut redacted_blocks = 0usize;
         let mut pii_total = 0usize;
@@ -251,22 +281,24 @@ impl Pipeline {
                 .also(PipelineStage::Index, StageStatus::Skipped)
                 .document_status(DocumentStatus::Quarantined);
             let audit = event("DOCUMENT_QUARANTINED", doc_id, details);
-            self.documents.update_stage(tenant, doc_id, update, None, audit).await.map_err(store_err)?;
+            self.documents.update_stage_at(tenant, doc_id, generation, update, None, audit).await.map_err(store_err)?;
             tracing::info!(tenant = %tenant, doc_id = %doc_id, "document quarantined by policy");
             return Ok(());
         }
-        self.save_json(tenant, &policed_blob_key(&doc_id), &policed).await?;
-        let next = NewJob::new(Stage::Index, doc_id.to_string(), json!({"doc_id": doc_id}))
-            .dedupe_key(format!("index:{doc_id}"));
+        self.save_json(tenant, &policed_key(&doc_id, generation), &policed).await?;
+        let next = stage_job(Stage::Index, doc_id, generation);
         let audit = event("DOCUMENT_POLICY_APPLIED", doc_id, details);
-        self.documents.update_stage(tenant, doc_id, update, Some(next), audit).await.map_err(store_err)?;
+        self.documents
+            .update_stage_at(tenant, doc_id, generation, update, Some(next), audit)
+            .await
+            .map_err(store_err)?;
         Ok(())
     }
 
-    async fn index(&self, tenant: &TenantId, doc_id: Uuid) -> Result<(), StageError> {
+    async fn index(&self, tenant: &TenantId, doc_id: Uuid, generation: u64) -> Result<(), StageError> {
         let config = self.config(tenant).await?;
         let doc = self.document(tenant, doc_id).await?;
-        let policed = self.load_json(tenant, &policed_blob_key(&doc_id)).await?;
+        let policed = self.load_json(tenant, &policed_key(&doc_id, generation)).await?;
         let chunks = chunk_document(&policed, &self.chunking)
             .map_err(|_| StageError::permanent("CHUNK_CONFIG_INVALID", "the chunking configuration is invalid"))?;
         let texts: Vec<String> = chunks.iter().map(|c| c.text.clone()).collect();
@@ -310,7 +342,10 @@ impl Pipeline {
                 ingested_at: doc.created_at,
             });
         }
-        self.index.replace_document_chunks(tenant, &doc_id.to_string(), &indexed).await.map_err(store_err)?;
+        self.index
+            .replace_document_chunks_at(tenant, &doc_id.to_string(), generation, &indexed)
+            .await
+            .map_err(store_err)?;
         let quarantined = indexed.iter().filter(|c| c.quarantined).count();
         let update = StageUpdate::new(PipelineStage::Index, StageStatus::Done)
             .also(PipelineStage::Embed, StageStatus::Done)
@@ -324,14 +359,14 @@ impl Pipeline {
             json!({"component": "index", "status": "done", "embed_model": model, "chunks": indexed.len(),
                    "quarantined_chunks": quarantined}),
         );
-        self.documents.update_stage(tenant, doc_id, update, None, audit).await.map_err(store_err)?;
+        self.documents.update_stage_at(tenant, doc_id, generation, update, None, audit).await.map_err(store_err)?;
         Ok(())
     }
 }
 
 /// The blob key of a document after policy (redacted text): what chunking and embedding read.
 pub fn policed_blob_key(doc_id: &Uuid) -> String {
-    format!("policed/{doc_id}.json")
+    policed_key(doc_id, frostbyte_core::lifecycle::FIRST_GENERATION)
 }
 
 /// Runs `pipeline` until `shutdown` turns true: a job at a time, sleeping `poll` when idle. A job in progress is

@@ -3,7 +3,9 @@
 //! continues the pipeline (`queue::*::enqueue_in_tx`) and the audit event (`append_in_tx`) in one transaction.
 
 pub(crate) mod postgres;
+pub(crate) mod postgres_lifecycle;
 pub(crate) mod sqlite;
+pub(crate) mod sqlite_lifecycle;
 
 use frostbyte_core::StoreResult;
 use frostbyte_core::documents::{DocumentStages, DocumentStatus};

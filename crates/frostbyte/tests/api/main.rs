@@ -5,6 +5,7 @@ mod auth;
 mod dlq;
 mod envelope;
 mod helpers;
+mod lifecycle;
 mod pipeline;
 mod system;
 mod tenants;

@@ -43,7 +43,7 @@ pub(crate) fn upload_routes() -> OpenApiRouter<ApiContext> {
 }
 
 /// The tenant, checked: the caller may act on it with `scope`, and it exists.
-async fn authorize(
+pub(crate) async fn authorize(
     ctx: &ApiContext,
     principal: &Principal,
     tenant: &TenantId,
@@ -131,14 +131,14 @@ pub struct DocumentView {
     pub updated_at: DateTime<Utc>,
 }
 
-fn multipart_error(e: MultipartError) -> ApiError {
+pub(crate) fn multipart_error(e: MultipartError) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, crate::http::ErrorCode::PayloadTooLarge, e.body_text());
     }
     ApiError::invalid_field("body", Value::Null, "a valid multipart/form-data body")
 }
 
-async fn read_limited(mut field: Field<'_>, mut buf: UploadBuffer) -> Result<UploadBuffer, ApiError> {
+pub(crate) async fn read_limited(mut field: Field<'_>, mut buf: UploadBuffer) -> Result<UploadBuffer, ApiError> {
     while let Some(piece) = field.chunk().await.map_err(multipart_error)? {
         buf.push(&piece).map_err(|e| ApiError::payload_too_large(usize::try_from(e.limit).unwrap_or(usize::MAX)))?;
     }
