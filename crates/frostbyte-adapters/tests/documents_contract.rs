@@ -292,7 +292,7 @@ mod lifecycle {
         assert!(h.index().document_chunks(&t, &doc.doc_id.to_string()).await.unwrap().is_empty());
         assert!(h.index().keyword_search(&t, "alpha", &Default::default(), 10).await.unwrap().len() == 1);
         let tomb = h.store.get_tombstone(&t, doc.doc_id).await.unwrap().expect("tombstone");
-        assert_eq!((tomb.doc_id, tomb.generation), (doc.doc_id, 1));
+        assert_eq!((tomb.doc_id, tomb.generation, tomb.raw_sha256.as_str()), (doc.doc_id, 1, doc.raw_sha256.as_str()));
         // The other document (same raw bytes) is untouched, and still references the blob.
         assert_eq!(h.store.raw_references(&t, &doc.raw_sha256).await.unwrap(), 1);
         assert_eq!(h.index().document_chunks(&t, &keep.doc_id.to_string()).await.unwrap().len(), 2);

@@ -103,11 +103,14 @@ pub struct DocumentErasure {
 /// Builds the audit event of an erasure from what the transaction removed, inside that transaction.
 pub type ErasureAudit = Box<dyn FnOnce(&DocumentErasure) -> NewAuditEvent + Send>;
 
-/// What is left of an erased document: its id, last generation and when it went. Nothing the tenant supplied.
+/// What is left of an erased document: its id, last generation, raw hash and when it went. Nothing the tenant
+/// supplied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DocumentTombstone {
     pub doc_id: Uuid,
     pub generation: u64,
+    /// The raw blob's sha256 (a hash, not content): a repeated erasure re-checks that blob.
+    pub raw_sha256: String,
     pub erased_at: DateTime<Utc>,
 }
 

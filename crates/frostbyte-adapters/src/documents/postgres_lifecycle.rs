@@ -165,12 +165,14 @@ pub(crate) async fn erase_document(
         .await
         .map_err(err("document"))?;
     sqlx::query(
-        "INSERT INTO document_tombstones (tenant_id, doc_id, generation, erased_at) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (tenant_id, doc_id) DO UPDATE SET generation = excluded.generation, erased_at = excluded.erased_at",
+        "INSERT INTO document_tombstones (tenant_id, doc_id, generation, raw_sha256, erased_at) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (tenant_id, doc_id) DO UPDATE SET generation = excluded.generation, raw_sha256 = \
+         excluded.raw_sha256, erased_at = excluded.erased_at",
     )
     .bind(tenant.as_str())
     .bind(&id)
     .bind(i64::try_from(generation).unwrap_or(i64::MAX))
+    .bind(&raw_sha256)
     .bind(now)
     .execute(&mut *tx)
     .await
@@ -186,16 +188,19 @@ pub(crate) async fn get_tombstone(
     tenant: &TenantId,
     doc_id: Uuid,
 ) -> StoreResult<Option<DocumentTombstone>> {
-    let row = sqlx::query("SELECT generation, erased_at FROM document_tombstones WHERE tenant_id = $1 AND doc_id = $2")
-        .bind(tenant.as_str())
-        .bind(doc_id.to_string())
-        .fetch_optional(store.pool())
-        .await
-        .map_err(err("document"))?;
+    let row = sqlx::query(
+        "SELECT generation, raw_sha256, erased_at FROM document_tombstones WHERE tenant_id = $1 AND doc_id = $2",
+    )
+    .bind(tenant.as_str())
+    .bind(doc_id.to_string())
+    .fetch_optional(store.pool())
+    .await
+    .map_err(err("document"))?;
     row.map(|r| {
         Ok(DocumentTombstone {
             doc_id,
             generation: generation_from(column(&r, "generation")?)?,
+            raw_sha256: column(&r, "raw_sha256")?,
             erased_at: column(&r, "erased_at")?,
         })
     })

@@ -145,12 +145,14 @@ pub(crate) async fn erase_document(
         .await
         .map_err(err("document"))?;
     sqlx::query(
-        "INSERT INTO document_tombstones (tenant_id, doc_id, generation, erased_at) VALUES (?, ?, ?, ?) \
-         ON CONFLICT (tenant_id, doc_id) DO UPDATE SET generation = excluded.generation, erased_at = excluded.erased_at",
+        "INSERT INTO document_tombstones (tenant_id, doc_id, generation, raw_sha256, erased_at) VALUES (?, ?, ?, ?, ?) \
+         ON CONFLICT (tenant_id, doc_id) DO UPDATE SET generation = excluded.generation, raw_sha256 = \
+         excluded.raw_sha256, erased_at = excluded.erased_at",
     )
     .bind(tenant.as_str())
     .bind(&id)
     .bind(i64::try_from(generation).unwrap_or(i64::MAX))
+    .bind(&raw_sha256)
     .bind(codec::encode_timestamp(&now))
     .execute(&mut *tx)
     .await
@@ -166,16 +168,19 @@ pub(crate) async fn get_tombstone(
     tenant: &TenantId,
     doc_id: Uuid,
 ) -> StoreResult<Option<DocumentTombstone>> {
-    let row = sqlx::query("SELECT generation, erased_at FROM document_tombstones WHERE tenant_id = ? AND doc_id = ?")
-        .bind(tenant.as_str())
-        .bind(doc_id.to_string())
-        .fetch_optional(store.pool())
-        .await
-        .map_err(err("document"))?;
+    let row = sqlx::query(
+        "SELECT generation, raw_sha256, erased_at FROM document_tombstones WHERE tenant_id = ? AND doc_id = ?",
+    )
+    .bind(tenant.as_str())
+    .bind(doc_id.to_string())
+    .fetch_optional(store.pool())
+    .await
+    .map_err(err("document"))?;
     row.map(|r| {
         Ok(DocumentTombstone {
             doc_id,
             generation: generation_from(column(&r, "generation")?)?,
+            raw_sha256: column(&r, "raw_sha256")?,
             erased_at: codec::decode_timestamp(
                 &column::<_, String>(&r, "erased_at")?,
                 "document_tombstones.erased_at",

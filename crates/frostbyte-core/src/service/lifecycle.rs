@@ -89,6 +89,9 @@ pub struct ErasureReceipt {
     /// `true`: every store was re-read after the erasure and holds nothing of the document.
     pub verified: bool,
     pub verification: ErasureVerification,
+    /// `true` when the document had been erased by an earlier request: this one only swept and verified the
+    /// blobs again (finishing an erasure the blob store interrupted), and `removed` counts what it found.
+    pub already_erased: bool,
     /// The `DOCUMENT_ERASED` audit event (ids, counts and hashes only).
     pub audit_event_type: String,
 }
@@ -170,8 +173,24 @@ impl DocumentLifecycle {
                 }),
             )
         });
-        let erasure =
-            self.documents.erase_document(tenant, doc_id, audit).await?.ok_or(ServiceError::NotFound("document"))?;
+        let (erasure, already_erased) = match self.documents.erase_document(tenant, doc_id, audit).await? {
+            Some(erasure) => (erasure, false),
+            // Erased before: a repeated DELETE finishes (and verifies again) the blob sweep that an outage of the
+            // blob store may have interrupted. Only the tenant that erased the document has its tombstone.
+            None => {
+                let tomb =
+                    self.documents.get_tombstone(tenant, doc_id).await?.ok_or(ServiceError::NotFound("document"))?;
+                let erasure = DocumentErasure {
+                    doc_id,
+                    generation: tomb.generation,
+                    raw_sha256: tomb.raw_sha256,
+                    index: crate::index::IndexRemoval::default(),
+                    jobs: 0,
+                    erased_at: tomb.erased_at,
+                };
+                (erasure, true)
+            }
+        };
         let mut removed = ErasureRemoved {
             chunks: erasure.index.chunks,
             vectors: erasure.index.vectors,
@@ -216,6 +235,7 @@ impl DocumentLifecycle {
                         "canonical_removed": removed.canonical,
                         "policed_removed": removed.policed,
                         "verified": true,
+                        "repeated": already_erased,
                     }),
                 ),
             )
@@ -229,6 +249,7 @@ impl DocumentLifecycle {
             raw_retained,
             verified: true,
             verification,
+            already_erased,
             audit_event_type: "DOCUMENT_ERASED".into(),
         })
     }

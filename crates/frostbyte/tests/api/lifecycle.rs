@@ -209,7 +209,14 @@ async fn erasure_removes_every_store_and_answers_a_verified_receipt() {
     {
         app.get(&path, Some(&t.key)).await.expect_error(404, "RESOURCE_NOT_FOUND");
     }
-    app.erase_document(&t.key, "acme", &doc_id).await.expect_error(404, "RESOURCE_NOT_FOUND");
+    // Erasing again is idempotent: it sweeps and verifies again, and finds nothing.
+    let again = app.erase_document(&t.key, "acme", &doc_id).await;
+    again.expect(200);
+    assert_eq!(again.data()["erasure_receipt"]["already_erased"], json!(true));
+    assert_eq!(again.data()["erasure_receipt"]["verified"], json!(true));
+    for (what, n) in again.data()["erasure_receipt"]["removed"].as_object().unwrap() {
+        assert_eq!(n, &json!(0), "{what}");
+    }
     let uuid = Uuid::parse_str(&doc_id).unwrap();
     let tomb = app.documents.get_tombstone(&tenant, uuid).await.unwrap().expect("a tombstone");
     assert_eq!(tomb.generation, 1);
@@ -218,7 +225,7 @@ async fn erasure_removes_every_store_and_answers_a_verified_receipt() {
 
     // The audit trail keeps the erasure, with counts and hashes but no content, and the chain stays valid.
     assert_eq!(audit_total(&app, "acme", "DOCUMENT_ERASED").await, 1);
-    assert_eq!(audit_total(&app, "acme", "DOCUMENT_ERASURE_VERIFIED").await, 1);
+    assert_eq!(audit_total(&app, "acme", "DOCUMENT_ERASURE_VERIFIED").await, 2);
     let events = app.audit_events(&t.key, "acme", "?event_type=DOCUMENT_ERASED").await;
     let details = &events.data()[0]["details"];
     assert_eq!(details["chunks"], n);
@@ -627,4 +634,89 @@ async fn interrupted_deprovisioning_is_finished_at_start() {
     // Running it again is harmless.
     frostbyte::app::recover_deprovisioning(&tenants).await;
     assert_only_tombstone_and_audit_remain(&app, "acme").await;
+}
+
+// --- faults ----------------------------------------------------------------------------------------------------
+
+/// The memory blob store, with deletes that fail while `failing` is set.
+struct FlakyDeletes {
+    inner: std::sync::Arc<dyn frostbyte_core::ports::BlobStore>,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl FlakyDeletes {
+    fn check(&self) -> Result<(), frostbyte_core::ports::BlobError> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(frostbyte_core::ports::BlobError::Unavailable("deletes are failing".into()));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl frostbyte_core::ports::BlobStore for FlakyDeletes {
+    fn scheme(&self) -> &'static str {
+        self.inner.scheme()
+    }
+    async fn put(&self, t: &TenantId, key: &str, bytes: bytes::Bytes) -> Result<(), frostbyte_core::ports::BlobError> {
+        self.inner.put(t, key, bytes).await
+    }
+    async fn get(&self, t: &TenantId, key: &str) -> Result<bytes::Bytes, frostbyte_core::ports::BlobError> {
+        self.inner.get(t, key).await
+    }
+    async fn exists(&self, t: &TenantId, key: &str) -> Result<bool, frostbyte_core::ports::BlobError> {
+        self.inner.exists(t, key).await
+    }
+    async fn delete(&self, t: &TenantId, key: &str) -> Result<(), frostbyte_core::ports::BlobError> {
+        self.check()?;
+        self.inner.delete(t, key).await
+    }
+    async fn list(&self, t: &TenantId, prefix: &str) -> Result<Vec<String>, frostbyte_core::ports::BlobError> {
+        self.inner.list(t, prefix).await
+    }
+    async fn delete_all(&self, t: &TenantId) -> Result<u64, frostbyte_core::ports::BlobError> {
+        self.check()?;
+        self.inner.delete_all(t).await
+    }
+    async fn usage_bytes(&self, t: &TenantId) -> Result<u64, frostbyte_core::ports::BlobError> {
+        self.inner.usage_bytes(t).await
+    }
+    async fn ping(&self) -> Result<(), frostbyte_core::ports::BlobError> {
+        self.inner.ping().await
+    }
+}
+
+#[tokio::test]
+async fn an_erasure_the_blob_store_refused_can_be_retried() {
+    let flaky = std::sync::Arc::new(FlakyDeletes {
+        inner: frostbyte_adapters::resolve::blob_store("memory://").unwrap(),
+        failing: std::sync::atomic::AtomicBool::new(false),
+    });
+    let app = crate::helpers::spawn_app_with(crate::helpers::TestConfig {
+        blobs: Some(flaky.clone()),
+        ..crate::helpers::TestConfig::default()
+    })
+    .await;
+    let t = app.tenant("acme").await;
+    let doc_id = upload(&app, &t.key, "acme", "notes.md", &onboarding()).await;
+    drain(&pipeline(&app)).await;
+
+    flaky.failing.store(true, std::sync::atomic::Ordering::SeqCst);
+    app.erase_document(&t.key, "acme", &doc_id).await.expect_error(503, "SERVICE_UNAVAILABLE");
+    // The metadata side is erased (the document is gone for every reader), the blobs are not yet.
+    app.export_document(&t.key, "acme", &doc_id).await.expect_error(404, "RESOURCE_NOT_FOUND");
+    assert!(app.index.document_chunks(&tid("acme"), &doc_id).await.unwrap().is_empty());
+    assert_eq!(app.blobs.list(&tid("acme"), "").await.unwrap().len(), 3);
+
+    // Retrying the DELETE finishes the sweep and verifies it.
+    flaky.failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    let r = app.erase_document(&t.key, "acme", &doc_id).await;
+    r.expect(200);
+    let receipt = &r.data()["erasure_receipt"];
+    assert_eq!((&receipt["verified"], &receipt["already_erased"]), (&json!(true), &json!(true)), "{}", r.text);
+    assert_eq!((&receipt["removed"]["raw"], &receipt["removed"]["canonical"]), (&json!(1), &json!(1)));
+    assert!(app.blobs.list(&tid("acme"), "").await.unwrap().is_empty());
+    // Another tenant cannot use the tombstone to learn anything.
+    let other = app.tenant("other").await;
+    app.erase_document(&other.key, "other", &doc_id).await.expect_error(404, "RESOURCE_NOT_FOUND");
 }
