@@ -193,6 +193,7 @@ mod lifecycle {
         replace_content_is_a_compare_and_set_on_the_generation,
         guarded_writes_refuse_superseded_and_erased_generations,
         purge_removes_one_tenants_rows_only_and_is_idempotent,
+        a_chunk_swap_racing_an_erasure_never_survives_it,
     );
 
     fn chunks(doc_id: &str, texts: &[&str]) -> Vec<IndexedChunk> {
@@ -434,5 +435,27 @@ mod lifecycle {
         assert_eq!(h.store.tenant_residue(&other).await.unwrap(), other_before);
         assert_eq!(h.store.document_generation(&other, kept.doc_id).await.unwrap(), Some(1));
         assert!(h.store.purge_tenant(&t, purge_audit()).await.unwrap().is_empty(), "idempotent");
+    }
+
+    async fn a_chunk_swap_racing_an_erasure_never_survives_it(h: &Harness) {
+        let t = tenant(h, "race").await;
+        for round in 0..8 {
+            let doc = indexed(h, &t).await;
+            let id = doc.doc_id.to_string();
+            let fresh = chunks(&id, &[&format!("round {round} new text")]);
+            let (swap, erase) = tokio::join!(
+                h.index().replace_document_chunks_at(&t, &id, 1, &fresh),
+                h.store.erase_document(&t, doc.doc_id, erasure_audit()),
+            );
+            assert!(erase.unwrap().is_some(), "the erasure always happens");
+            match swap {
+                Ok(()) => {}
+                Err(StoreError::NotFound { .. }) => {}
+                Err(e) => panic!("unexpected {e:?}"),
+            }
+            assert!(h.index().document_chunks(&t, &id).await.unwrap().is_empty(), "round {round}");
+            assert!(h.store.document_residue(&t, doc.doc_id).await.unwrap().is_empty());
+        }
+        assert_eq!(h.index().count(&t).await.unwrap().chunks, 0);
     }
 }
