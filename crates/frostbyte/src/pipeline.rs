@@ -135,7 +135,8 @@ impl Pipeline {
                 "skipping a job of an erased or replaced document");
             return Ok(());
         };
-        let (tenant, doc_id) = (job.tenant_id.clone(), Uuid::parse_str(&job.resource_id).ok());
+        let doc_id = Uuid::parse_str(&job.resource_id).ok().filter(|_| job.stage.resource_type() == "document");
+        let tenant = job.tenant_id.clone();
         let result = self.run(job, generation).await;
         if let Some(doc_id) = doc_id
             && settle_job(&*self.documents, &*self.blobs, &tenant, doc_id, generation)
