@@ -333,10 +333,12 @@ impl DocumentLifecycle {
     ) -> ServiceResult<(DocumentRecord, u64)> {
         let raw_key = raw_blob_key(&content.sha256);
         for _ in 0..REPLACE_ATTEMPTS {
-            let current =
-                self.documents.get_document(tenant, doc_id).await?.ok_or(ServiceError::NotFound("document"))?;
+            // Generation first: if another replacement commits before the record is read, the compare-and-set
+            // below fails and this one retries, so the metadata it keeps is never an older version's.
             let generation =
                 self.documents.document_generation(tenant, doc_id).await?.ok_or(ServiceError::NotFound("document"))?;
+            let current =
+                self.documents.get_document(tenant, doc_id).await?.ok_or(ServiceError::NotFound("document"))?;
             if !self.blobs.exists(tenant, &raw_key).await? {
                 self.blobs.put(tenant, &raw_key, content.bytes.clone()).await?;
             }
