@@ -16,8 +16,9 @@ const SQLITE: &[(i64, &str, &str)] = &[
     (2, "jobs", include_str!("../migrations/sqlite/0002_jobs.sql")),
     (3, "chunks", include_str!("../migrations/sqlite/0003_chunks.sql")),
     (4, "documents", include_str!("../migrations/sqlite/0004_documents.sql")),
-    (10, "documents_by_filename", include_str!("../migrations/sqlite/0010_documents_by_filename.sql")),
     (5, "batches", include_str!("../migrations/sqlite/0005_batches.sql")),
+    (6, "document_lifecycle", include_str!("../migrations/sqlite/0006_document_lifecycle.sql")),
+    (10, "documents_by_filename", include_str!("../migrations/sqlite/0010_documents_by_filename.sql")),
 ];
 
 /// `(version, description, sql)` for PostgreSQL, in order.
@@ -26,8 +27,9 @@ const POSTGRES: &[(i64, &str, &str)] = &[
     (2, "jobs", include_str!("../migrations/postgres/0002_jobs.sql")),
     (3, "chunks", include_str!("../migrations/postgres/0003_chunks.sql")),
     (4, "documents", include_str!("../migrations/postgres/0004_documents.sql")),
-    (10, "documents_by_filename", include_str!("../migrations/postgres/0010_documents_by_filename.sql")),
     (5, "batches", include_str!("../migrations/postgres/0005_batches.sql")),
+    (6, "document_lifecycle", include_str!("../migrations/postgres/0006_document_lifecycle.sql")),
+    (10, "documents_by_filename", include_str!("../migrations/postgres/0010_documents_by_filename.sql")),
 ];
 
 fn build(list: &'static [(i64, &'static str, &'static str)]) -> Migrator {

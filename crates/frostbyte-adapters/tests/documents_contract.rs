@@ -235,3 +235,284 @@ async fn update_stage_completes_its_job_in_the_same_transaction(h: &Harness) {
         .unwrap_err();
     assert!(matches!(again, StoreError::Conflict(_)), "{again:?}");
 }
+
+// --- the document lifecycle: replacement, erasure, tenant purge -------------------------------------------------
+
+mod lifecycle {
+    use frostbyte_core::index::IndexedChunk;
+    use frostbyte_core::lifecycle::{DocumentErasure, ReplacementContent, TenantDocumentRows, stage_job};
+    use frostbyte_core::queue::{ClaimOptions, JobError, RetryPolicy, Stage, StageRetry};
+
+    use super::*;
+
+    contract_tests!(
+        erase_removes_row_chunks_and_jobs_in_one_transaction_and_keeps_a_tombstone,
+        replace_content_is_a_compare_and_set_on_the_generation,
+        guarded_writes_refuse_superseded_and_erased_generations,
+        purge_removes_one_tenants_rows_only_and_is_idempotent,
+        a_chunk_swap_racing_an_erasure_never_survives_it,
+    );
+
+    fn chunks(doc_id: &str, texts: &[&str]) -> Vec<IndexedChunk> {
+        texts
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                let position = u32::try_from(i).unwrap();
+                let text_hash = frostbyte_core::chunk::text_hash(text);
+                IndexedChunk {
+                    chunk_id: frostbyte_core::chunk::chunk_id(doc_id, position, &text_hash).to_string(),
+                    doc_id: doc_id.into(),
+                    position,
+                    text: (*text).into(),
+                    start: 0,
+                    end: 10,
+                    page_start: None,
+                    page_end: None,
+                    heading_path: Vec::new(),
+                    kind: "text".into(),
+                    text_hash,
+                    classification: None,
+                    collection: None,
+                    metadata: json!({}),
+                    quarantined: false,
+                    embed_model: "hash-v1-4".into(),
+                    vector: vec![1.0, 0.0, 0.5, 0.25],
+                    source_sha256: "ab".repeat(32),
+                    original_filename: "notes.md".into(),
+                    ingested_at: frostbyte_core::now(),
+                }
+            })
+            .collect()
+    }
+
+    fn erasure_audit() -> frostbyte_core::lifecycle::ErasureAudit {
+        Box::new(|e: &DocumentErasure| {
+            NewAuditEvent::new(
+                "DOCUMENT_ERASED",
+                "test",
+                "document",
+                e.doc_id.to_string(),
+                json!({"component": "test", "chunks": e.index.chunks, "jobs": e.jobs}),
+            )
+        })
+    }
+
+    fn purge_audit() -> frostbyte_core::lifecycle::PurgeAudit {
+        Box::new(|r: &TenantDocumentRows| {
+            NewAuditEvent::new("TENANT_DATA_ERASED", "test", "tenant", "t", json!({"documents": r.documents}))
+        })
+    }
+
+    fn content(sha: &str) -> ReplacementContent {
+        ReplacementContent {
+            receipt_id: frostbyte_core::ids::new_id(),
+            original_filename: "v2.md".into(),
+            mime_type: "text/plain".into(),
+            size_bytes: 7,
+            raw_sha256: sha.into(),
+            metadata: json!({"team": "farm"}),
+            collection: None,
+        }
+    }
+
+    fn stage(kind: PipelineStage) -> StageUpdate {
+        StageUpdate::new(kind, StageStatus::Done)
+    }
+
+    /// A stored document with two indexed chunks and its parse job.
+    async fn indexed(h: &Harness, t: &TenantId) -> DocumentRecord {
+        let doc = record();
+        h.store.create_document(t, &doc, parse_job(&doc), event("DOCUMENT_INGESTED", "a")).await.unwrap();
+        let id = doc.doc_id.to_string();
+        h.index().replace_document_chunks(t, &id, &chunks(&id, &["alpha text", "bravo text"])).await.unwrap();
+        doc
+    }
+
+    async fn erase_removes_row_chunks_and_jobs_in_one_transaction_and_keeps_a_tombstone(h: &Harness) {
+        let t = tenant(h, "erase").await;
+        let doc = indexed(h, &t).await;
+        let keep = indexed(h, &t).await;
+        let before = audit_count(h, &t).await;
+        let erased = h.store.erase_document(&t, doc.doc_id, erasure_audit()).await.unwrap().expect("erased");
+        assert_eq!((erased.index.chunks, erased.index.vectors, erased.index.keyword), (2, 2, 2));
+        assert_eq!((erased.jobs, erased.generation), (1, 1));
+        assert_eq!(erased.raw_sha256, doc.raw_sha256);
+        assert_eq!(audit_count(h, &t).await, before + 1, "the audit event commits with the erasure");
+        let last = h.store.audit_after(&t, i64::try_from(before).unwrap(), 10).await.unwrap();
+        assert_eq!(last[0].event_type, "DOCUMENT_ERASED");
+        assert_eq!(last[0].details["chunks"], json!(2));
+
+        assert_eq!(h.store.get_document(&t, doc.doc_id).await.unwrap(), None);
+        assert_eq!(h.store.get_by_receipt(&t, doc.receipt_id).await.unwrap(), None);
+        assert_eq!(h.store.document_generation(&t, doc.doc_id).await.unwrap(), None);
+        assert!(h.store.document_residue(&t, doc.doc_id).await.unwrap().is_empty());
+        assert!(h.index().document_chunks(&t, &doc.doc_id.to_string()).await.unwrap().is_empty());
+        assert!(h.index().keyword_search(&t, "alpha", &Default::default(), 10).await.unwrap().len() == 1);
+        let tomb = h.store.get_tombstone(&t, doc.doc_id).await.unwrap().expect("tombstone");
+        assert_eq!((tomb.doc_id, tomb.generation, tomb.raw_sha256.as_str()), (doc.doc_id, 1, doc.raw_sha256.as_str()));
+        // The other document (same raw bytes) is untouched, and still references the blob.
+        assert_eq!(h.store.raw_references(&t, &doc.raw_sha256).await.unwrap(), 1);
+        assert_eq!(h.index().document_chunks(&t, &keep.doc_id.to_string()).await.unwrap().len(), 2);
+        // A second erasure finds nothing and writes nothing.
+        assert!(h.store.erase_document(&t, doc.doc_id, erasure_audit()).await.unwrap().is_none());
+        assert_eq!(audit_count(h, &t).await, before + 1);
+        // Another tenant cannot erase it.
+        let other = tenant(h, "other").await;
+        assert!(h.store.erase_document(&other, keep.doc_id, erasure_audit()).await.unwrap().is_none());
+        assert_eq!(h.store.document_generation(&t, keep.doc_id).await.unwrap(), Some(1));
+    }
+
+    async fn replace_content_is_a_compare_and_set_on_the_generation(h: &Harness) {
+        let t = tenant(h, "replace").await;
+        let doc = indexed(h, &t).await;
+        let sha = "cd".repeat(32);
+        let replaced = h
+            .store
+            .replace_content(&t, doc.doc_id, 1, &content(&sha), stage_job(Stage::Parse, doc.doc_id, 2), event("R", "a"))
+            .await
+            .unwrap();
+        assert_eq!(replaced.doc_id, doc.doc_id);
+        assert_eq!((replaced.raw_sha256.as_str(), replaced.original_filename.as_str()), (sha.as_str(), "v2.md"));
+        assert_eq!(replaced.status, DocumentStatus::Processing);
+        assert_eq!(replaced.stages, DocumentStages::received());
+        assert!(replaced.lineage.is_empty());
+        assert_eq!(h.store.document_generation(&t, doc.doc_id).await.unwrap(), Some(2));
+        // The old chunks stay until the new version's swap.
+        assert_eq!(h.index().document_chunks(&t, &doc.doc_id.to_string()).await.unwrap().len(), 2);
+        // The second generation's parse job does not collide with the first one's.
+        let opts = ClaimOptions::new("w1", std::time::Duration::from_secs(60), 4);
+        let jobs: Vec<_> = [
+            h.store.claim(&opts, frostbyte_core::now()).await.unwrap().unwrap(),
+            h.store.claim(&opts, frostbyte_core::now()).await.unwrap().unwrap(),
+        ]
+        .into_iter()
+        .map(|j| frostbyte_core::lifecycle::job_generation(&j))
+        .collect();
+        assert_eq!(jobs, [1, 2]);
+
+        let stale = h
+            .store
+            .replace_content(&t, doc.doc_id, 1, &content(&sha), stage_job(Stage::Parse, doc.doc_id, 2), event("R", "a"))
+            .await
+            .unwrap_err();
+        assert!(matches!(stale, StoreError::Conflict(_)), "{stale:?}");
+        let foreign = tenant(h, "foreign").await;
+        let missing = h
+            .store
+            .replace_content(
+                &foreign,
+                doc.doc_id,
+                2,
+                &content(&sha),
+                stage_job(Stage::Parse, doc.doc_id, 3),
+                event("R", "a"),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(missing, StoreError::NotFound { .. }), "{missing:?}");
+        assert_eq!(h.store.raw_references(&t, &sha).await.unwrap(), 1);
+        assert_eq!(h.store.raw_references(&t, &doc.raw_sha256).await.unwrap(), 0);
+    }
+
+    async fn guarded_writes_refuse_superseded_and_erased_generations(h: &Harness) {
+        let t = tenant(h, "guard").await;
+        let doc = indexed(h, &t).await;
+        let id = doc.doc_id.to_string();
+        h.store.update_stage_at(&t, doc.doc_id, 1, stage(PipelineStage::Parse), None, event("P", "a")).await.unwrap();
+        h.store
+            .replace_content(&t, doc.doc_id, 1, &content("ef"), stage_job(Stage::Parse, doc.doc_id, 2), event("R", "a"))
+            .await
+            .unwrap();
+        let before = audit_count(h, &t).await;
+        let stale = h
+            .store
+            .update_stage_at(
+                &t,
+                doc.doc_id,
+                1,
+                stage(PipelineStage::Policy),
+                Some(stage_job(Stage::Index, doc.doc_id, 1)),
+                event("P", "a"),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(stale, StoreError::Conflict(_)), "{stale:?}");
+        assert_eq!(audit_count(h, &t).await, before, "a refused update writes nothing");
+        let err = h.index().replace_document_chunks_at(&t, &id, 1, &chunks(&id, &["old version"])).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+        assert_eq!(h.index().document_chunks(&t, &id).await.unwrap()[0].text, "alpha text");
+
+        let current = h
+            .store
+            .update_stage_at(&t, doc.doc_id, 2, stage(PipelineStage::Parse), None, event("P", "a"))
+            .await
+            .unwrap();
+        assert_eq!(current.stages.parse, StageStatus::Done);
+        h.index().replace_document_chunks_at(&t, &id, 2, &chunks(&id, &["new version"])).await.unwrap();
+        assert_eq!(h.index().document_chunks(&t, &id).await.unwrap()[0].text, "new version");
+
+        h.store.erase_document(&t, doc.doc_id, erasure_audit()).await.unwrap().unwrap();
+        let err = h.index().replace_document_chunks_at(&t, &id, 2, &chunks(&id, &["resurrected"])).await.unwrap_err();
+        assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
+        let err = h
+            .store
+            .update_stage_at(&t, doc.doc_id, 2, stage(PipelineStage::Index), None, event("P", "a"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
+        assert!(h.index().document_chunks(&t, &id).await.unwrap().is_empty());
+        let never = Uuid::now_v7().to_string();
+        let err = h.index().replace_document_chunks_at(&t, &never, 1, &chunks(&never, &["x"])).await.unwrap_err();
+        assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
+    }
+
+    async fn purge_removes_one_tenants_rows_only_and_is_idempotent(h: &Harness) {
+        let t = tenant(h, "purge").await;
+        let other = tenant(h, "keep").await;
+        let erased = indexed(h, &t).await;
+        indexed(h, &t).await;
+        h.store.erase_document(&t, erased.doc_id, erasure_audit()).await.unwrap().unwrap();
+        // A dead-lettered job (the DLQ) of the tenant.
+        let once = RetryPolicy::uniform(StageRetry::new(1, vec![]));
+        let opts = ClaimOptions::new("w1", std::time::Duration::from_secs(60), 4);
+        let job = h.store.claim(&opts, frostbyte_core::now()).await.unwrap().unwrap();
+        h.store.fail(job.job_id, "w1", JobError::new("X", "failed"), &once, frostbyte_core::now()).await.unwrap();
+        let kept = indexed(h, &other).await;
+        let other_before = h.store.tenant_residue(&other).await.unwrap();
+
+        let before = audit_count(h, &t).await;
+        let removed = h.store.purge_tenant(&t, purge_audit()).await.unwrap();
+        assert_eq!((removed.documents, removed.tombstones, removed.chunks), (1, 1, 2), "{removed:?}");
+        assert_eq!(removed.jobs, 1, "the dead-lettered job: {removed:?}");
+        assert!(h.store.tenant_residue(&t).await.unwrap().is_empty());
+        assert_eq!(h.store.list_dead(&t, frostbyte_core::page::PageRequest::new(1, 10)).await.unwrap().total, 0);
+        assert_eq!(h.index().count(&t).await.unwrap().chunks, 0);
+        assert_eq!(audit_count(h, &t).await, before + 1);
+        assert_eq!(h.store.tenant_residue(&other).await.unwrap(), other_before);
+        assert_eq!(h.store.document_generation(&other, kept.doc_id).await.unwrap(), Some(1));
+        assert!(h.store.purge_tenant(&t, purge_audit()).await.unwrap().is_empty(), "idempotent");
+    }
+
+    async fn a_chunk_swap_racing_an_erasure_never_survives_it(h: &Harness) {
+        let t = tenant(h, "race").await;
+        for round in 0..8 {
+            let doc = indexed(h, &t).await;
+            let id = doc.doc_id.to_string();
+            let fresh = chunks(&id, &[&format!("round {round} new text")]);
+            let (swap, erase) = tokio::join!(
+                h.index().replace_document_chunks_at(&t, &id, 1, &fresh),
+                h.store.erase_document(&t, doc.doc_id, erasure_audit()),
+            );
+            assert!(erase.unwrap().is_some(), "the erasure always happens");
+            match swap {
+                Ok(()) => {}
+                Err(StoreError::NotFound { .. }) => {}
+                Err(e) => panic!("unexpected {e:?}"),
+            }
+            assert!(h.index().document_chunks(&t, &id).await.unwrap().is_empty(), "round {round}");
+            assert!(h.store.document_residue(&t, doc.doc_id).await.unwrap().is_empty());
+        }
+        assert_eq!(h.index().count(&t).await.unwrap().chunks, 0);
+    }
+}

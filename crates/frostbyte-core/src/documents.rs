@@ -20,6 +20,10 @@ use uuid::Uuid;
 use crate::audit::NewAuditEvent;
 use crate::error::StoreResult;
 use crate::ids::TenantId;
+use crate::lifecycle::{
+    DocumentErasure, DocumentResidue, DocumentTombstone, ErasureAudit, PurgeAudit, ReplacementContent,
+    TenantDocumentRows,
+};
 use crate::queue::NewJob;
 
 /// Where a document is in its life.
@@ -294,6 +298,53 @@ pub trait DocumentStore: Send + Sync + 'static {
     /// already taken in (and, by comparing `raw_sha256`, whether it changed).
     async fn find_by_filename(&self, tenant: &TenantId, original_filename: &str)
     -> StoreResult<Option<DocumentRecord>>;
+
+    // --- lifecycle: replace in place, erasure, tenant purge (see `crate::lifecycle`) ---------------------------
+    /// The live document's generation; `None` when there is none (never existed, erased, purged).
+    async fn document_generation(&self, tenant: &TenantId, doc_id: Uuid) -> StoreResult<Option<u64>>;
+    /// [`DocumentStore::update_stage`], applied only while the document is still at `generation` (checked in the
+    /// transaction): `Conflict` once a replacement moved it on, `NotFound` once it was erased.
+    async fn update_stage_at(
+        &self,
+        tenant: &TenantId,
+        doc_id: Uuid,
+        generation: u64,
+        update: StageUpdate,
+        next_job: Option<NewJob>,
+        audit: NewAuditEvent,
+    ) -> StoreResult<DocumentRecord>;
+    /// Replaces the document's content if it is still at `expected_generation` (compare-and-set): the row takes
+    /// `content`, generation + 1, fresh stages (`processing`), an empty lineage and no error; `first_job` and
+    /// `audit` commit with it. Returns the new record. `NotFound` if there is no live document, `Conflict` if the
+    /// generation moved on.
+    async fn replace_content(
+        &self,
+        tenant: &TenantId,
+        doc_id: Uuid,
+        expected_generation: u64,
+        content: &ReplacementContent,
+        first_job: NewJob,
+        audit: NewAuditEvent,
+    ) -> StoreResult<DocumentRecord>;
+    /// Erases the document from the metadata store in one transaction: its chunks (vectors and keyword entries
+    /// with them), its jobs that are not running, and its row, which becomes a tombstone; the audit event built
+    /// from what was removed commits with them. `None` (nothing written) if there is no live document.
+    async fn erase_document(
+        &self,
+        tenant: &TenantId,
+        doc_id: Uuid,
+        audit: ErasureAudit,
+    ) -> StoreResult<Option<DocumentErasure>>;
+    async fn get_tombstone(&self, tenant: &TenantId, doc_id: Uuid) -> StoreResult<Option<DocumentTombstone>>;
+    /// How many live documents of the tenant reference the raw blob `raw/{sha256}`.
+    async fn raw_references(&self, tenant: &TenantId, sha256: &str) -> StoreResult<u64>;
+    /// What the store still holds of a document (for the erasure's verification sweep).
+    async fn document_residue(&self, tenant: &TenantId, doc_id: Uuid) -> StoreResult<DocumentResidue>;
+    /// Removes every document, tombstone, chunk and job (dead letters included) of the tenant in one transaction
+    /// with the audit event built from the counts. Idempotent; the tenant row and its audit chain stay.
+    async fn purge_tenant(&self, tenant: &TenantId, audit: PurgeAudit) -> StoreResult<TenantDocumentRows>;
+    /// The tenant's rows left in those tables.
+    async fn tenant_residue(&self, tenant: &TenantId) -> StoreResult<TenantDocumentRows>;
 }
 
 #[cfg(test)]

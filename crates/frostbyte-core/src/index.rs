@@ -111,6 +111,17 @@ pub trait ChunkIndex: Send + Sync + 'static {
     /// Removes every chunk of the document with its vector and keyword entries (erasure); returns the counts.
     /// Deleting an absent document removes nothing and succeeds.
     async fn delete_document(&self, tenant: &TenantId, doc_id: &str) -> StoreResult<IndexRemoval>;
+    /// [`ChunkIndex::replace_document_chunks`], committed only while a live document `doc_id` is at `generation`
+    /// (checked inside the index transaction, holding the document row): `NotFound` when the document was erased
+    /// (or never existed), `Conflict` when a replacement moved it on. The pipeline's guard against resurrecting an
+    /// erased document or overwriting a newer version (see `crate::lifecycle`).
+    async fn replace_document_chunks_at(
+        &self,
+        tenant: &TenantId,
+        doc_id: &str,
+        generation: u64,
+        chunks: &[IndexedChunk],
+    ) -> StoreResult<()>;
     /// Full-text search (BM25 on SQLite, `ts_rank_cd` on PostgreSQL) for chunks containing any term of `query`
     /// (see [`keyword_terms`]), best first. A query without terms finds nothing.
     async fn keyword_search(

@@ -15,6 +15,7 @@ pub mod embed;
 pub mod error;
 pub mod ids;
 pub mod index;
+pub mod lifecycle;
 pub mod page;
 pub mod policy;
 pub mod ports;

@@ -114,7 +114,7 @@ pub async fn build(config: &Config) -> anyhow::Result<App> {
     let admin =
         load_or_generate_secret(config.auth.admin_api_key.as_ref(), &config.storage.data_dir, "admin.key", "fba_")?;
     let jwt = load_or_generate_secret(config.auth.jwt_secret.as_ref(), &config.storage.data_dir, "jwt.secret", "")?;
-    let tenants = TenantService::new(stores.metadata.clone(), stores.blobs.clone());
+    let tenants = TenantService::new(stores.metadata.clone(), stores.blobs.clone(), stores.documents.clone());
     let embedders = frostbyte_adapters::embed::registry(&config.embedding.settings())
         .context("cannot set up the embedders ([embedding] config)")?;
     let scanner =
@@ -144,12 +144,18 @@ pub async fn build(config: &Config) -> anyhow::Result<App> {
     Ok(App { state, generated_admin_key: admin.generated })
 }
 
-/// Finishes work a previous process left half done: tenants stuck in DEPROVISIONING are erased again (the
-/// erasure is idempotent).
+/// Finishes work a previous process left half done: tenants stuck in DEPROVISIONING are erased again.
 pub async fn recover(state: &AppState) {
+    recover_deprovisioning(&state.tenants).await;
+}
+
+/// Finishes every interrupted deprovisioning: documents, chunks, jobs and dead letters, blobs and keys are erased
+/// (again) and verified, then the tenant becomes DEPROVISIONED. Each step is idempotent, so a crash at any point
+/// of an earlier attempt is finished here.
+pub async fn recover_deprovisioning(tenants: &TenantService) {
     let mut page = 1;
     loop {
-        let batch = match state.tenants.list(Some(TenantState::Deprovisioning), PageRequest::new(page, 100)).await {
+        let batch = match tenants.list(Some(TenantState::Deprovisioning), PageRequest::new(page, 100)).await {
             Ok(p) => p,
             Err(error) => {
                 error!(%error, "cannot list tenants to recover");
@@ -157,7 +163,7 @@ pub async fn recover(state: &AppState) {
             }
         };
         for tenant in &batch.items {
-            match state.tenants.complete_deprovision(&tenant.tenant_id).await {
+            match tenants.complete_deprovision(&tenant.tenant_id).await {
                 Ok(_) => info!(tenant = %tenant.tenant_id, "finished interrupted deprovisioning"),
                 Err(error) => error!(%error, tenant = %tenant.tenant_id, "cannot finish deprovisioning"),
             }

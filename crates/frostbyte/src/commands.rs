@@ -80,7 +80,7 @@ pub fn check_config(config: &Config, json: bool) {
 
 async fn service(config: &Config) -> anyhow::Result<TenantService> {
     let stores = open_stores(config).await?;
-    Ok(TenantService::new(stores.metadata, stores.blobs))
+    Ok(TenantService::new(stores.metadata, stores.blobs, stores.documents))
 }
 
 pub async fn tenant(config: &Config, cmd: TenantCommand, json_out: bool) -> anyhow::Result<()> {

@@ -202,6 +202,12 @@ pub struct Intake {
     pub scanner: Arc<dyn Scanner>,
 }
 
+/// An upload that passed every check: its sniffed type and the scan's outcome.
+pub struct Checked {
+    pub mime: &'static str,
+    pub scan: ScanOutcome,
+}
+
 /// A file that passed every check.
 struct Vetted {
     mime: &'static str,
@@ -346,16 +352,16 @@ impl Intake {
         Ok(())
     }
 
-    /// Checks one upload, stores its bytes and records the document with its parse job, in that order (a crash
-    /// between the blob and the row leaves only an unreferenced, content-addressed blob). An infected file is
-    /// audited as `DOCUMENT_QUARANTINED` and refused; nothing of it is stored.
-    pub async fn accept(
+    /// Every check an upload must pass before anything of it is stored: malware scan (an infected file is
+    /// audited as `DOCUMENT_QUARANTINED`), sniffed type against the allowlist and the declared type, the tenant's
+    /// metadata schema, and the intake quotas. Used by uploads and by replacing a document's content.
+    pub async fn check(
         &self,
         tenant: &TenantId,
         config: &TenantConfig,
         actor: &str,
-        upload: Upload,
-    ) -> Result<(DocumentRecord, ScanResult), IntakeError> {
+        upload: &Upload,
+    ) -> Result<Checked, IntakeError> {
         let schema = self.schema(tenant).await?;
         // Browsers and HTTP clients send octet-stream for anything: it claims nothing.
         let declared =
@@ -389,6 +395,20 @@ impl Intake {
                 }
             };
         self.check_quotas(tenant, config, 1, &[(&upload.sha256, upload.bytes.len() as u64)]).await?;
+        Ok(Checked { mime: vetted.mime, scan: vetted.scan })
+    }
+
+    /// Checks one upload, stores its bytes and records the document with its parse job, in that order (a crash
+    /// between the blob and the row leaves only an unreferenced, content-addressed blob). An infected file is
+    /// audited as `DOCUMENT_QUARANTINED` and refused; nothing of it is stored.
+    pub async fn accept(
+        &self,
+        tenant: &TenantId,
+        config: &TenantConfig,
+        actor: &str,
+        upload: Upload,
+    ) -> Result<(DocumentRecord, ScanResult), IntakeError> {
+        let vetted = self.check(tenant, config, actor, &upload).await?;
         self.put_raw(tenant, &upload.sha256, &upload.bytes).await?;
         let now = frostbyte_core::now();
         let mut lineage = Map::new();

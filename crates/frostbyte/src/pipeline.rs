@@ -35,6 +35,10 @@
 //! idempotent (fixed blob keys, deterministic chunk ids, dedupe keys on the next job), so a job delivered twice
 //! converges.
 //!
+//! **Generations.** A job works for one document generation (`frostbyte_core::lifecycle`): its blobs are keyed by
+//! it and its writes commit only while the document is still at it, so erased documents are never resurrected and
+//! a replaced document's old jobs never overwrite the new version.
+//!
 //! **One commit per stage.** A stage's closing transition (stage status, lineage, next job, audit event) also
 //! completes its job ([`StageUpdate::completes_job`]) in the same transaction. A worker whose lease passed to
 //! another worker therefore commits nothing (`LEASE_LOST`): the stage's outcome is recorded exactly once. Blobs
@@ -53,11 +57,11 @@ use frostbyte_core::audit::NewAuditEvent;
 use frostbyte_core::chunk::{ChunkConfig, chunk_document};
 use frostbyte_core::document::CanonicalDocument;
 use frostbyte_core::documents::{
-    DocumentRecord, DocumentStatus, DocumentStore, PipelineStage, StageStatus, StageUpdate, canonical_blob_key,
-    raw_blob_key,
+    DocumentRecord, DocumentStatus, DocumentStore, PipelineStage, StageStatus, StageUpdate, raw_blob_key,
 };
 use frostbyte_core::embed::{EmbedError, Embedder, EmbedderRegistry, check_vectors};
 use frostbyte_core::index::{ChunkIndex, IndexedChunk};
+use frostbyte_core::lifecycle::{canonical_key, policed_key, stage_job};
 use frostbyte_core::policy::{apply_policy, assess_chunk};
 use frostbyte_core::ports::{BlobStore, MetadataStore};
 use frostbyte_core::queue::{ClaimOptions, Job, JobError, JobQueue, NewJob, RetryPolicy, RunOnce, Stage, StageRetry};
@@ -286,7 +290,7 @@ impl Pipeline {
         };
         let job_id = job.job_id;
         let worker = self.claim.worker_id.as_str();
-        let finished = match self.with_heartbeat(job_id, self.run(job)).await {
+        let finished = match self.with_heartbeat(job_id, self.run_guarded(job)).await {
             Ok(Finished::Completed) => Ok(()),
             Ok(Finished::NeedsCompletion) => self.queue.complete(job_id, worker).await,
             Err((error, Recovery::LeaseLost)) => {
@@ -341,23 +345,51 @@ impl Pipeline {
         }
     }
 
-    async fn run(&self, job: Job) -> Result<Finished, (JobError, Recovery)> {
+    /// Runs a job for the document generation it was queued for, and only while that generation is live: a job of
+    /// an erased or replaced document ends without running, and one whose document was erased or replaced while it
+    /// ran ends without leaving anything behind (see `frostbyte_core::service::lifecycle`).
+    async fn run_guarded(&self, job: Job) -> Result<Finished, (JobError, Recovery)> {
+        use frostbyte_core::service::lifecycle::{admit_job, settle_job};
+        let lifecycle_err = |e: &dyn std::fmt::Display| (JobError::new("STORE_ERROR", e.to_string()), Recovery::Retry);
+        let Some(generation) = admit_job(&*self.documents, &job).await.map_err(|e| lifecycle_err(&e))? else {
+            tracing::info!(tenant = %job.tenant_id, doc_id = %job.resource_id, stage = job.stage.as_str(),
+                "skipping a job of an erased or replaced document");
+            return Ok(Finished::NeedsCompletion);
+        };
+        let doc_id = Uuid::parse_str(&job.resource_id).ok().filter(|_| job.stage.resource_type() == "document");
+        let tenant = job.tenant_id.clone();
+        let result = self.run(job, generation).await;
+        if let Some(doc_id) = doc_id
+            && settle_job(&*self.documents, &*self.blobs, &tenant, doc_id, generation)
+                .await
+                .map_err(|e| lifecycle_err(&e))?
+        {
+            tracing::info!(tenant = %tenant, doc_id = %doc_id, generation, "document erased or replaced while its job ran");
+            return match result {
+                Ok(Finished::Completed) => Ok(Finished::Completed),
+                _ => Ok(Finished::NeedsCompletion),
+            };
+        }
+        result
+    }
+
+    async fn run(&self, job: Job, generation: u64) -> Result<Finished, (JobError, Recovery)> {
         let tenant = job.tenant_id.clone();
         let Ok(doc_id) = Uuid::parse_str(&job.resource_id) else {
             let e = JobError::new("INVALID_JOB", "the job's resource id is not a document id");
             return Err((e, Recovery::DeadLetter));
         };
         let started = std::time::Instant::now();
-        let result = match self.mark_running(&tenant, doc_id, &job).await {
+        let result = match self.mark_running(&tenant, doc_id, generation, &job).await {
             Err(e) => Err(e),
             Ok(false) => {
                 tracing::info!(tenant = %tenant, doc_id = %doc_id, stage = job.stage.as_str(), "document quarantined; job skipped");
                 return Ok(Finished::NeedsCompletion);
             }
             Ok(true) => match job.stage {
-                Stage::Parse => self.parse(&tenant, doc_id, &job).await,
-                Stage::Policy => self.policy(&tenant, doc_id, &job).await,
-                Stage::Index => self.index(&tenant, doc_id, &job).await,
+                Stage::Parse => self.parse(&tenant, doc_id, generation, &job).await,
+                Stage::Policy => self.policy(&tenant, doc_id, generation, &job).await,
+                Stage::Index => self.index(&tenant, doc_id, generation, &job).await,
                 other => Err(StageError::dead_letter("UNSUPPORTED_STAGE", format!("no worker for stage {other}"))),
             },
         };
@@ -377,7 +409,7 @@ impl Pipeline {
             attempt = job.attempts, recovery = ?failure.recovery, "stage failed"
         );
         let gives_up = failure.recovery != Recovery::Retry || last_attempt;
-        let recorded = self.record_failure(&tenant, doc_id, &job, &failure, gives_up).await;
+        let recorded = self.record_failure(&tenant, doc_id, generation, &job, &failure, gives_up).await;
         match (failure.recovery, recorded) {
             // Recorded on the document, with the job completed in the same transaction; retrying the same input
             // cannot help.
@@ -400,6 +432,7 @@ impl Pipeline {
         &self,
         tenant: &TenantId,
         doc_id: Uuid,
+        generation: u64,
         update: StageUpdate,
         next: Option<NewJob>,
         audit: NewAuditEvent,
@@ -422,7 +455,8 @@ impl Pipeline {
             published = published.error_code(code.clone());
         }
         let completing = update.completes_job.is_some();
-        let doc = self.documents.update_stage(tenant, doc_id, update, next, audit).await.map_err(|e| match e {
+        let written = self.documents.update_stage_at(tenant, doc_id, generation, update, next, audit).await;
+        let doc = written.map_err(|e| match e {
             frostbyte_core::StoreError::Conflict(_) if completing => StageError {
                 error: JobError::new("LEASE_LOST", "the job was leased to another worker before this one committed"),
                 recovery: Recovery::LeaseLost,
@@ -435,7 +469,13 @@ impl Pipeline {
 
     /// Marks the job's first stage `running` (and the document `processing` again, for a job retried from the
     /// dead-letter list). False when the job should not run: the document is quarantined.
-    async fn mark_running(&self, tenant: &TenantId, doc_id: Uuid, job: &Job) -> Result<bool, StageError> {
+    async fn mark_running(
+        &self,
+        tenant: &TenantId,
+        doc_id: Uuid,
+        generation: u64,
+        job: &Job,
+    ) -> Result<bool, StageError> {
         let doc = self.document(tenant, doc_id).await?;
         if doc.status == DocumentStatus::Quarantined {
             return Ok(false);
@@ -448,7 +488,7 @@ impl Pipeline {
             json!({"component": stage.as_str(), "status": "running", "attempt": job.attempts,
                    "job_id": job.job_id.to_string()}),
         );
-        self.transition(tenant, doc_id, update, None, audit).await?;
+        self.transition(tenant, doc_id, generation, update, None, audit).await?;
         Ok(true)
     }
 
@@ -459,6 +499,7 @@ impl Pipeline {
         &self,
         tenant: &TenantId,
         doc_id: Uuid,
+        generation: u64,
         job: &Job,
         failure: &StageError,
         gives_up: bool,
@@ -487,7 +528,7 @@ impl Pipeline {
                 "attempt": job.attempts, "max_attempts": self.retry.for_stage(job.stage).max_attempts});
             (update, event("DOCUMENT_STAGE_RETRYING", doc_id, details))
         };
-        self.transition(tenant, doc_id, update, None, audit).await?;
+        self.transition(tenant, doc_id, generation, update, None, audit).await?;
         Ok(completes && gives_up)
     }
 
@@ -521,7 +562,7 @@ impl Pipeline {
         Ok(hash)
     }
 
-    async fn parse(&self, tenant: &TenantId, doc_id: Uuid, job: &Job) -> Result<(), StageError> {
+    async fn parse(&self, tenant: &TenantId, doc_id: Uuid, generation: u64, job: &Job) -> Result<(), StageError> {
         let started = std::time::Instant::now();
         let doc = self.document(tenant, doc_id).await?;
         let raw = self.blobs.get(tenant, &raw_blob_key(&doc.raw_sha256)).await.map_err(blob_err)?;
@@ -539,10 +580,9 @@ impl Pipeline {
             error: JobError::new(e.code(), format!("parsing {} failed", doc.mime_type)),
             recovery: if e.is_retryable() { Recovery::Retry } else { Recovery::Permanent },
         })?;
-        let output_hash = self.save_json(tenant, &canonical_blob_key(&doc_id), &canonical).await?;
+        let output_hash = self.save_json(tenant, &canonical_key(&doc_id, generation), &canonical).await?;
         let parser_version = format!("{}@{}", canonical.parser.name, canonical.parser.version);
-        let next = NewJob::new(Stage::Policy, doc_id.to_string(), json!({"doc_id": doc_id}))
-            .dedupe_key(format!("policy:{doc_id}"));
+        let next = stage_job(Stage::Policy, doc_id, generation);
         let audit = event(
             "DOCUMENT_PARSED",
             doc_id,
@@ -556,14 +596,14 @@ impl Pipeline {
             .lineage("canonical_sha256", output_hash)
             .lineage("pages", canonical.pages.len())
             .completes_job(job.job_id, self.claim.worker_id.clone());
-        self.transition(tenant, doc_id, update, Some(next), audit).await?;
+        self.transition(tenant, doc_id, generation, update, Some(next), audit).await?;
         Ok(())
     }
 
-    async fn policy(&self, tenant: &TenantId, doc_id: Uuid, job: &Job) -> Result<(), StageError> {
+    async fn policy(&self, tenant: &TenantId, doc_id: Uuid, generation: u64, job: &Job) -> Result<(), StageError> {
         let started = std::time::Instant::now();
         let config = self.config(tenant).await?;
-        let (canonical, input_hash) = self.load_json(tenant, &canonical_blob_key(&doc_id)).await?;
+        let (canonical, input_hash) = self.load_json(tenant, &canonical_key(&doc_id, generation)).await?;
         let mut blocked = false;
         let mut redacted_blocks = 0usize;
         let mut pii = std::collections::BTreeMap::<&'static str, usize>::new();
@@ -607,19 +647,18 @@ impl Pipeline {
                 "input_hash": input_hash, "policy_version": policy_version, "pii_detected": pii_total,
                 "classification": classification, "duration_ms": duration_ms});
             let audit = event("POLICY_GATE_FAILED", doc_id, details);
-            self.transition(tenant, doc_id, update, None, audit).await?;
+            self.transition(tenant, doc_id, generation, update, None, audit).await?;
             tracing::info!(tenant = %tenant, doc_id = %doc_id, "document quarantined by policy");
             return Ok(());
         }
-        let output_hash = self.save_json(tenant, &policed_blob_key(&doc_id), &policed).await?;
-        let next = NewJob::new(Stage::Index, doc_id.to_string(), json!({"doc_id": doc_id}))
-            .dedupe_key(format!("index:{doc_id}"));
+        let output_hash = self.save_json(tenant, &policed_key(&doc_id, generation), &policed).await?;
+        let next = stage_job(Stage::Index, doc_id, generation);
         let details = json!({"component": "policy", "status": "done", "input_hash": input_hash,
             "output_hash": output_hash, "policy_version": policy_version, "pii_detected": pii_total,
             "redacted_blocks": redacted_blocks, "classification": classification, "duration_ms": duration_ms});
         let audit = event("POLICY_GATE_PASSED", doc_id, details);
         let update = update.lineage("policed_sha256", output_hash);
-        self.transition(tenant, doc_id, update, Some(next), audit).await?;
+        self.transition(tenant, doc_id, generation, update, Some(next), audit).await?;
         Ok(())
     }
 
@@ -653,12 +692,12 @@ impl Pipeline {
         Ok(vectors)
     }
 
-    async fn index(&self, tenant: &TenantId, doc_id: Uuid, job: &Job) -> Result<(), StageError> {
+    async fn index(&self, tenant: &TenantId, doc_id: Uuid, generation: u64, job: &Job) -> Result<(), StageError> {
         let started = std::time::Instant::now();
         let config = self.config(tenant).await?;
         let embedder = self.embedder_for(&config)?;
         let doc = self.document(tenant, doc_id).await?;
-        let (policed, input_hash) = self.load_json(tenant, &policed_blob_key(&doc_id)).await?;
+        let (policed, input_hash) = self.load_json(tenant, &policed_key(&doc_id, generation)).await?;
         let chunks = chunk_document(&policed, &self.chunking)
             .map_err(|_| StageError::permanent("CHUNK_CONFIG_INVALID", "the chunking configuration is invalid"))?;
         let model = embedder.model_id().to_owned();
@@ -682,7 +721,7 @@ impl Pipeline {
                    "embed_model": model, "dimension": dimension, "chunks": chunks.len(),
                    "duration_ms": started.elapsed().as_millis() as u64}),
         );
-        self.transition(tenant, doc_id, embedded, None, audit).await?;
+        self.transition(tenant, doc_id, generation, embedded, None, audit).await?;
 
         let started = std::time::Instant::now();
         let classification = doc.lineage.get("classification").and_then(|v| v.as_str()).map(str::to_owned);
@@ -716,7 +755,10 @@ impl Pipeline {
                 ingested_at: doc.created_at,
             });
         }
-        self.index.replace_document_chunks(tenant, &doc_id.to_string(), &indexed).await.map_err(store_err)?;
+        self.index
+            .replace_document_chunks_at(tenant, &doc_id.to_string(), generation, &indexed)
+            .await
+            .map_err(store_err)?;
         let quarantined = indexed.iter().filter(|c| c.quarantined).count();
         let output_hash = index_hash(&chunk_set, &indexed);
         let update = StageUpdate::new(PipelineStage::Index, StageStatus::Done)
@@ -734,7 +776,7 @@ impl Pipeline {
                    "embed_model": model, "chunks": indexed.len(), "quarantined_chunks": quarantined,
                    "duration_ms": started.elapsed().as_millis() as u64}),
         );
-        self.transition(tenant, doc_id, update, None, audit).await?;
+        self.transition(tenant, doc_id, generation, update, None, audit).await?;
         Ok(())
     }
 }
@@ -756,7 +798,7 @@ fn stage_message(event_type: &str) -> &'static str {
 
 /// The blob key of a document after policy (redacted text): what chunking and embedding read.
 pub fn policed_blob_key(doc_id: &Uuid) -> String {
-    format!("policed/{doc_id}.json")
+    policed_key(doc_id, frostbyte_core::lifecycle::FIRST_GENERATION)
 }
 
 /// Runs `pipeline` until `shutdown` turns true: a job at a time, sleeping `poll` when idle. A job in progress is

@@ -5,7 +5,9 @@
 mod batch_postgres;
 mod batch_sqlite;
 pub(crate) mod postgres;
+pub(crate) mod postgres_lifecycle;
 pub(crate) mod sqlite;
+pub(crate) mod sqlite_lifecycle;
 
 use frostbyte_core::StoreResult;
 use frostbyte_core::documents::{DocumentStages, DocumentStatus};

@@ -5,12 +5,17 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use frostbyte_core::audit::NewAuditEvent;
 use frostbyte_core::documents::{DocumentRecord, DocumentStore, StageUpdate};
+use frostbyte_core::lifecycle::{
+    DocumentErasure, DocumentResidue, DocumentTombstone, ErasureAudit, PurgeAudit, ReplacementContent,
+    TenantDocumentRows,
+};
 use frostbyte_core::queue::NewJob;
 use frostbyte_core::{StoreError, StoreResult, TenantId};
 use serde_json::Value;
 use sqlx::postgres::{PgConnection, PgRow};
 use uuid::Uuid;
 
+use super::postgres_lifecycle as lifecycle;
 use super::{decode_object, decode_stages, decode_status, document_columns, encode_stages};
 use crate::codec::{self, column};
 use crate::db_error::{self, Dialect};
@@ -125,35 +130,67 @@ impl DocumentStore for PostgresStore {
         next_job: Option<NewJob>,
         audit: NewAuditEvent,
     ) -> StoreResult<DocumentRecord> {
-        let now = frostbyte_core::now();
-        let mut tx = self.begin().await?;
-        let mut doc = select_one(&mut tx, tenant, false, doc_id, true)
-            .await?
-            .ok_or(StoreError::NotFound { resource: "document" })?;
-        update.apply_to(&mut doc, now);
-        sqlx::query(
-            "UPDATE documents SET status = $1, stages = $2, lineage = $3, error_code = $4, updated_at = $5 \
-             WHERE tenant_id = $6 AND doc_id = $7",
-        )
-        .bind(doc.status.as_str())
-        .bind(encode_stages(&doc.stages))
-        .bind(Value::Object(doc.lineage.clone()))
-        .bind(doc.error_code.as_deref())
-        .bind(doc.updated_at)
-        .bind(tenant.as_str())
-        .bind(doc_id.to_string())
-        .execute(&mut *tx)
-        .await
-        .map_err(err("document"))?;
-        if let Some(job) = next_job {
-            crate::queue::postgres::enqueue_in_tx(&mut tx, tenant, job).await?;
-        }
-        if let Some((job_id, worker)) = &update.completes_job {
-            crate::queue::postgres::complete_in_tx(&mut tx, *job_id, worker, now).await?;
-        }
-        append_in_tx(&mut tx, tenant, audit, now).await?;
-        tx.commit().await.map_err(err("transaction"))?;
-        Ok(doc)
+        update_stage_checked(self, tenant, doc_id, None, update, next_job, audit).await
+    }
+
+    // --- lifecycle (documents/postgres_lifecycle.rs) --------------------------------------------------------------
+
+    async fn document_generation(&self, tenant: &TenantId, doc_id: Uuid) -> StoreResult<Option<u64>> {
+        lifecycle::document_generation(self, tenant, doc_id).await
+    }
+
+    async fn update_stage_at(
+        &self,
+        tenant: &TenantId,
+        doc_id: Uuid,
+        generation: u64,
+        update: StageUpdate,
+        next_job: Option<NewJob>,
+        audit: NewAuditEvent,
+    ) -> StoreResult<DocumentRecord> {
+        update_stage_checked(self, tenant, doc_id, Some(generation), update, next_job, audit).await
+    }
+
+    async fn replace_content(
+        &self,
+        tenant: &TenantId,
+        doc_id: Uuid,
+        expected_generation: u64,
+        content: &ReplacementContent,
+        first_job: NewJob,
+        audit: NewAuditEvent,
+    ) -> StoreResult<DocumentRecord> {
+        lifecycle::replace_content(self, tenant, doc_id, expected_generation, content, first_job, audit).await?;
+        self.get_document(tenant, doc_id).await?.ok_or(StoreError::NotFound { resource: "document" })
+    }
+
+    async fn erase_document(
+        &self,
+        tenant: &TenantId,
+        doc_id: Uuid,
+        audit: ErasureAudit,
+    ) -> StoreResult<Option<DocumentErasure>> {
+        lifecycle::erase_document(self, tenant, doc_id, audit).await
+    }
+
+    async fn get_tombstone(&self, tenant: &TenantId, doc_id: Uuid) -> StoreResult<Option<DocumentTombstone>> {
+        lifecycle::get_tombstone(self, tenant, doc_id).await
+    }
+
+    async fn raw_references(&self, tenant: &TenantId, sha256: &str) -> StoreResult<u64> {
+        lifecycle::raw_references(self, tenant, sha256).await
+    }
+
+    async fn document_residue(&self, tenant: &TenantId, doc_id: Uuid) -> StoreResult<DocumentResidue> {
+        lifecycle::document_residue(self, tenant, doc_id).await
+    }
+
+    async fn purge_tenant(&self, tenant: &TenantId, audit: PurgeAudit) -> StoreResult<TenantDocumentRows> {
+        lifecycle::purge_tenant(self, tenant, audit).await
+    }
+
+    async fn tenant_residue(&self, tenant: &TenantId) -> StoreResult<TenantDocumentRows> {
+        lifecycle::tenant_residue(self, tenant).await
     }
 
     async fn find_by_filename(
@@ -176,4 +213,48 @@ impl DocumentStore for PostgresStore {
         .map(document_from_row)
         .transpose()
     }
+}
+
+/// [`DocumentStore::update_stage`], and with `generation` set [`DocumentStore::update_stage_at`]: the document
+/// must still be at that generation inside the transaction.
+async fn update_stage_checked(
+    store: &PostgresStore,
+    tenant: &TenantId,
+    doc_id: Uuid,
+    generation: Option<u64>,
+    update: StageUpdate,
+    next_job: Option<NewJob>,
+    audit: NewAuditEvent,
+) -> StoreResult<DocumentRecord> {
+    let now = frostbyte_core::now();
+    let mut tx = store.begin().await?;
+    let mut doc =
+        select_one(&mut tx, tenant, false, doc_id, true).await?.ok_or(StoreError::NotFound { resource: "document" })?;
+    if let Some(generation) = generation {
+        lifecycle::check_generation(&mut tx, tenant, &doc_id.to_string(), generation, lifecycle::RowLock::None).await?;
+    }
+    update.apply_to(&mut doc, now);
+    sqlx::query(
+        "UPDATE documents SET status = $1, stages = $2, lineage = $3, error_code = $4, updated_at = $5 \
+         WHERE tenant_id = $6 AND doc_id = $7",
+    )
+    .bind(doc.status.as_str())
+    .bind(encode_stages(&doc.stages))
+    .bind(Value::Object(doc.lineage.clone()))
+    .bind(doc.error_code.as_deref())
+    .bind(doc.updated_at)
+    .bind(tenant.as_str())
+    .bind(doc_id.to_string())
+    .execute(&mut *tx)
+    .await
+    .map_err(err("document"))?;
+    if let Some(job) = next_job {
+        crate::queue::postgres::enqueue_in_tx(&mut tx, tenant, job).await?;
+    }
+    if let Some((job_id, worker)) = &update.completes_job {
+        crate::queue::postgres::complete_in_tx(&mut tx, *job_id, worker, now).await?;
+    }
+    append_in_tx(&mut tx, tenant, audit, now).await?;
+    tx.commit().await.map_err(err("transaction"))?;
+    Ok(doc)
 }

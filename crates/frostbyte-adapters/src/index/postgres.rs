@@ -209,6 +209,27 @@ impl ChunkIndex for PostgresStore {
         tx.commit().await.map_err(err("transaction"))
     }
 
+    async fn replace_document_chunks_at(
+        &self,
+        tenant: &TenantId,
+        doc_id: &str,
+        generation: u64,
+        chunks: &[IndexedChunk],
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        // The guard and the swap share the transaction (holding the document row `FOR SHARE`, so an erasure or replacement waits for it).
+        crate::documents::postgres_lifecycle::check_generation(
+            &mut tx,
+            tenant,
+            doc_id,
+            generation,
+            crate::documents::postgres_lifecycle::RowLock::Share,
+        )
+        .await?;
+        replace_document_chunks_in_tx(&mut tx, tenant, doc_id, chunks).await?;
+        tx.commit().await.map_err(err("transaction"))
+    }
+
     async fn delete_document(&self, tenant: &TenantId, doc_id: &str) -> StoreResult<IndexRemoval> {
         let mut tx = self.begin().await?;
         let removed = delete_document_in_tx(&mut tx, tenant, doc_id).await?;

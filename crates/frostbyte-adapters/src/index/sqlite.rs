@@ -232,6 +232,20 @@ impl ChunkIndex for SqliteStore {
         tx.commit().await.map_err(err("transaction"))
     }
 
+    async fn replace_document_chunks_at(
+        &self,
+        tenant: &TenantId,
+        doc_id: &str,
+        generation: u64,
+        chunks: &[IndexedChunk],
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        // The guard and the swap share the transaction.
+        crate::documents::sqlite_lifecycle::check_generation(&mut tx, tenant, doc_id, generation).await?;
+        replace_document_chunks_in_tx(&mut tx, tenant, doc_id, chunks).await?;
+        tx.commit().await.map_err(err("transaction"))
+    }
+
     async fn delete_document(&self, tenant: &TenantId, doc_id: &str) -> StoreResult<IndexRemoval> {
         let mut tx = self.begin_write().await?;
         let removed = delete_document_in_tx(&mut tx, tenant, doc_id).await?;

@@ -9,8 +9,10 @@ use uuid::Uuid;
 
 use crate::audit::NewAuditEvent;
 use crate::auth::{ApiKeyRecord, generate_api_key, parse_scopes};
+use crate::documents::DocumentStore;
 use crate::error::StoreError;
 use crate::ids::TenantId;
+use crate::lifecycle::TenantDocumentRows;
 use crate::page::{Page, PageRequest};
 use crate::ports::{BlobError, BlobStore, MetadataStore};
 use crate::tenant::{
@@ -104,6 +106,8 @@ pub struct CreatedKey {
 pub struct TenantService {
     store: Arc<dyn MetadataStore>,
     blobs: Arc<dyn BlobStore>,
+    /// Deprovisioning erases the tenant's documents, chunks and jobs through it.
+    documents: Arc<dyn DocumentStore>,
 }
 
 fn parse_tenant_id(raw: &str, violations: &mut Vec<FieldViolation>) -> Option<TenantId> {
@@ -133,8 +137,8 @@ fn plausible_email(s: &str) -> bool {
 }
 
 impl TenantService {
-    pub fn new(store: Arc<dyn MetadataStore>, blobs: Arc<dyn BlobStore>) -> Self {
-        TenantService { store, blobs }
+    pub fn new(store: Arc<dyn MetadataStore>, blobs: Arc<dyn BlobStore>, documents: Arc<dyn DocumentStore>) -> Self {
+        TenantService { store, blobs, documents }
     }
 
     pub fn store(&self) -> &Arc<dyn MetadataStore> {
@@ -281,13 +285,41 @@ impl TenantService {
     }
 
     /// Erases the tenant's data and credentials, then marks it DEPROVISIONED. The tenant row stays as a
-    /// tombstone (its id cannot be reused) and its audit chain is kept. Safe to re-run after a crash.
+    /// tombstone (its id cannot be reused) and its audit chain is kept; revoked key records stay too, so an old
+    /// key answers `TOKEN_REVOKED`. Erasure runs the way a document's does: the metadata rows (documents,
+    /// document tombstones, chunks with their vectors and keyword entries, jobs and dead letters) in one
+    /// transaction with `TENANT_DATA_ERASED`, then every blob under the tenant's prefix, then a sweep that re-reads
+    /// both. Every step is idempotent, so a crash anywhere is finished by running this again (`app::recover`
+    /// does at start).
     pub async fn complete_deprovision(&self, id: &TenantId) -> ServiceResult<Tenant> {
         let tenant = self.get(id).await?;
         if tenant.state != TenantState::Deprovisioning {
             return Err(InvalidTransition { from: tenant.state, to: TenantState::Deprovisioned }.into());
         }
-        let blobs_removed = self.blobs.delete_all(id).await?;
+        let audit_id = id.clone();
+        let rows = self
+            .documents
+            .purge_tenant(
+                id,
+                Box::new(move |removed: &TenantDocumentRows| {
+                    NewAuditEvent::new(
+                        "TENANT_DATA_ERASED",
+                        Actor::System.to_string(),
+                        "tenant",
+                        audit_id.as_str(),
+                        json!({
+                            "component": "tenants",
+                            "status": "erased",
+                            "documents": removed.documents,
+                            "tombstones": removed.tombstones,
+                            "chunks": removed.chunks,
+                            "jobs": removed.jobs,
+                        }),
+                    )
+                }),
+            )
+            .await?;
+        let mut blobs_removed = self.blobs.delete_all(id).await?;
         let keys_revoked = self
             .store
             .revoke_all_api_keys(
@@ -301,9 +333,22 @@ impl TenantService {
                 ),
             )
             .await?;
-        let remaining = self.blobs.list(id, "").await?;
+        // Verification sweep. A pipeline job that was mid-write when the purge committed may leave a blob behind
+        // once; it is removed again here (and by the job itself, which finds its document gone).
+        let mut remaining = self.blobs.list(id, "").await?;
+        for _ in 0..2 {
+            if remaining.is_empty() {
+                break;
+            }
+            blobs_removed += self.blobs.delete_all(id).await?;
+            remaining = self.blobs.list(id, "").await?;
+        }
         if !remaining.is_empty() {
             return Err(ServiceError::Conflict(format!("{} objects remain after erasure", remaining.len())));
+        }
+        let residue = self.documents.tenant_residue(id).await?;
+        if !residue.is_empty() {
+            return Err(ServiceError::Conflict(format!("document rows remain after erasure: {residue:?}")));
         }
         let audit = NewAuditEvent::new(
             "TENANT_DEPROVISIONED",
@@ -315,6 +360,9 @@ impl TenantService {
                 "status": "DEPROVISIONED",
                 "blobs_removed": blobs_removed,
                 "keys_revoked": keys_revoked,
+                "documents_erased": rows.documents,
+                "chunks_erased": rows.chunks,
+                "jobs_erased": rows.jobs,
                 "verified": true,
             }),
         );

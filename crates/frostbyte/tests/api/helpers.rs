@@ -118,7 +118,7 @@ pub async fn spawn_app_with(config: TestConfig) -> TestApp {
         queue: Arc::clone(&queue),
         documents: Arc::clone(&documents),
         index: Arc::clone(&index),
-        tenants: TenantService::new(Arc::clone(&store), Arc::clone(&blobs)),
+        tenants: TenantService::new(Arc::clone(&store), Arc::clone(&blobs), Arc::clone(&documents)),
         admin_key: SecretString::from(ADMIN_KEY),
         jwt_secret: SecretString::from(JWT_SECRET),
         settings: HttpSettings {
@@ -537,5 +537,36 @@ impl TestApp {
     }
     pub async fn get_schema(&self, token: &str, tenant: &str) -> Resp {
         self.get(&format!("/api/v1/tenants/{tenant}/schema"), Some(token)).await
+    }
+}
+
+// --- document lifecycle (erasure, replace, export) -------------------------------------------------------------
+impl TestApp {
+    pub async fn erase_document(&self, token: &str, tenant: &str, doc_id: &str) -> Resp {
+        self.send(Method::DELETE, &format!("/api/v1/tenants/{tenant}/documents/{doc_id}"), Some(token), None).await
+    }
+
+    /// `PUT` with a multipart body: `file` (as `text/markdown`), and `metadata` plus `collection` when given.
+    pub async fn replace_document(
+        &self,
+        token: &str,
+        tenant: &str,
+        doc_id: &str,
+        filename: &str,
+        bytes: &[u8],
+        metadata: Option<&str>,
+    ) -> Resp {
+        self.send_raw(
+            Method::PUT,
+            &format!("/api/v1/tenants/{tenant}/documents/{doc_id}"),
+            Some(token),
+            Some(&crate::lifecycle::multipart_type()),
+            crate::lifecycle::multipart_body(filename, "text/markdown", bytes, metadata),
+        )
+        .await
+    }
+
+    pub async fn export_document(&self, token: &str, tenant: &str, doc_id: &str) -> Resp {
+        self.get(&format!("/api/v1/tenants/{tenant}/documents/{doc_id}/export"), Some(token)).await
     }
 }

@@ -7,6 +7,7 @@ mod dlq;
 mod embeddings;
 mod envelope;
 mod helpers;
+mod lifecycle;
 mod pipeline;
 mod stream;
 mod system;

@@ -150,7 +150,7 @@ pub(crate) fn multipart_error(e: MultipartError) -> ApiError {
     ApiError::invalid_field("body", Value::Null, "a valid multipart/form-data body")
 }
 
-async fn read_limited(mut field: Field<'_>, mut buf: UploadBuffer) -> Result<UploadBuffer, ApiError> {
+pub(crate) async fn read_limited(mut field: Field<'_>, mut buf: UploadBuffer) -> Result<UploadBuffer, ApiError> {
     while let Some(piece) = field.chunk().await.map_err(multipart_error)? {
         buf.push(&piece).map_err(|e| ApiError::payload_too_large(usize::try_from(e.limit).unwrap_or(usize::MAX)))?;
     }
