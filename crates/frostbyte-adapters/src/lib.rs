@@ -10,6 +10,8 @@
 //!   cosine over stored vectors), held to `tests/index_contract.rs`.
 //! - [`blob::ObjectBlobStore`] implements [`BlobStore`](frostbyte_core::ports::BlobStore) over `object_store`
 //!   (local files, memory, and S3 with the `s3` feature).
+//! - Both stores also implement the signal store, [`SignalStore`](frostbyte_core::signals::store::SignalStore)
+//!   (module `signals`, tables in `migrations/*/0009_signals.sql`), held to `tests/signals_contract.rs`.
 //! - [`resolve`] is the one place where configuration (URLs) becomes implementations.
 //!
 //! The adapters own the storage layout: tenant prefixes for blobs, the append-only audit tables and their
@@ -25,6 +27,7 @@ pub mod parse;
 pub mod postgres;
 mod queue;
 pub mod resolve;
+mod signals;
 pub mod sqlite;
 
 pub use blob::{BlobScheme, ObjectBlobStore};

@@ -19,6 +19,7 @@ pub mod policy;
 pub mod ports;
 pub mod queue;
 pub mod service;
+pub mod signals;
 pub mod tenant;
 
 pub use error::{StoreError, StoreResult};
