@@ -156,3 +156,13 @@ pub async fn active_tenant(h: &Harness, prefix: &str) -> TenantId {
     h.store.create_tenant(&tenant_record(&id, TenantState::Active), event).await.expect("create tenant");
     id
 }
+
+impl Harness {
+    /// The same database as a signal store.
+    pub fn signals(&self) -> &dyn frostbyte_core::signals::store::SignalStore {
+        match &self.backend {
+            Backend::Sqlite { store, .. } => store,
+            Backend::Postgres { store, .. } => store,
+        }
+    }
+}
