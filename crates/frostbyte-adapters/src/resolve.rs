@@ -20,6 +20,7 @@ use frostbyte_core::documents::DocumentStore;
 use frostbyte_core::index::ChunkIndex;
 use frostbyte_core::ports::{BlobStore, MetadataStore};
 use frostbyte_core::queue::JobQueue;
+use frostbyte_core::signals::store::SignalStore;
 
 use crate::blob::ObjectBlobStore;
 use crate::postgres::PostgresStore;
@@ -80,6 +81,7 @@ pub struct MetadataPorts {
     pub queue: Arc<dyn JobQueue>,
     pub documents: Arc<dyn DocumentStore>,
     pub index: Arc<dyn ChunkIndex>,
+    pub signals: Arc<dyn SignalStore>,
 }
 
 /// Opens the metadata store a URL names, with at most `max_connections` pooled connections. Does not run
@@ -117,11 +119,23 @@ pub async fn metadata_ports(url: &str, max_connections: u32) -> Result<MetadataP
                 }
             }
             let store = Arc::new(SqliteStore::connect(url, max_connections).await.map_err(open_err)?);
-            Ok(MetadataPorts { store: store.clone(), queue: store.clone(), documents: store.clone(), index: store })
+            Ok(MetadataPorts {
+                store: store.clone(),
+                queue: store.clone(),
+                documents: store.clone(),
+                signals: store.clone(),
+                index: store,
+            })
         }
         Some("postgres" | "postgresql") => {
             let store = Arc::new(PostgresStore::connect(url, max_connections).await.map_err(open_err)?);
-            Ok(MetadataPorts { store: store.clone(), queue: store.clone(), documents: store.clone(), index: store })
+            Ok(MetadataPorts {
+                store: store.clone(),
+                queue: store.clone(),
+                documents: store.clone(),
+                signals: store.clone(),
+                index: store,
+            })
         }
         Some(other) => Err(ResolveError::UnsupportedScheme {
             port: "metadata",

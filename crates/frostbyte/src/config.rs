@@ -35,6 +35,7 @@ const STRING_KEYS: &[&str] = &[
     "storage.data_dir",
     "storage.metadata_url",
     "storage.blob_url",
+    "signals.offline_dir",
     "auth.admin_api_key",
     "auth.jwt_secret",
     "log.format",
@@ -94,6 +95,53 @@ pub struct WorkersConfig {
     pub per_tenant_cap: u32,
 }
 
+/// Signals (`[signals]`): event ingest limits and the offline feature store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SignalsConfig {
+    /// Largest `POST /api/v1/signals/{tenant}/events` body, in bytes (413 beyond it).
+    pub max_body_bytes: usize,
+    /// Most events in one request (413 beyond it).
+    pub max_events_per_request: usize,
+    /// Events stamped more than this many seconds in the future are refused (`FUTURE_EVENT`).
+    pub future_horizon_secs: u64,
+    /// Directory of the offline (Parquet) feature store; empty means `<data_dir>/offline`, `off` disables it.
+    pub offline_dir: String,
+}
+
+impl Default for SignalsConfig {
+    fn default() -> Self {
+        SignalsConfig {
+            max_body_bytes: 16 * 1024 * 1024,
+            max_events_per_request: 100_000,
+            future_horizon_secs: 300,
+            offline_dir: String::new(),
+        }
+    }
+}
+
+impl SignalsConfig {
+    fn validate(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !(1024..=1 << 30).contains(&self.max_body_bytes) {
+            out.push(format!(
+                "signals.max_body_bytes must be between 1024 and 1073741824 (got {})",
+                self.max_body_bytes
+            ));
+        }
+        if !(1..=10_000_000).contains(&self.max_events_per_request) {
+            out.push(format!(
+                "signals.max_events_per_request must be between 1 and 10000000 (got {})",
+                self.max_events_per_request
+            ));
+        }
+        if self.future_horizon_secs > 30 * 86_400 {
+            out.push(format!("signals.future_horizon_secs must be at most 2592000 (got {})", self.future_horizon_secs));
+        }
+        out
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
@@ -109,6 +157,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub log: LogConfig,
     pub workers: WorkersConfig,
+    pub signals: SignalsConfig,
 }
 
 fn optional_secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SecretString>, D::Error> {
@@ -210,15 +259,16 @@ impl Config {
         let auth = section::<AuthConfig>(&figment, "auth", &mut errors);
         let log = section::<LogConfig>(&figment, "log", &mut errors);
         let workers = section::<WorkersConfig>(&figment, "workers", &mut errors);
+        let signals = section::<SignalsConfig>(&figment, "signals", &mut errors).unwrap_or_default();
         for extra in top_level_keys(&figment)
-            .difference(&["server", "storage", "auth", "log", "workers"].map(String::from).into())
+            .difference(&["server", "storage", "auth", "log", "workers", "signals"].map(String::from).into())
         {
             errors.push(format!("unknown section `{extra}`"));
         }
 
         match (server, storage, auth, log, workers) {
             (Some(server), Some(storage), Some(auth), Some(log), Some(workers)) if errors.is_empty() => {
-                let config = Config { server, storage, auth, log, workers };
+                let config = Config { server, storage, auth, log, workers, signals };
                 let problems = config.validate();
                 if problems.is_empty() { Ok(config) } else { Err(ConfigErrors(problems)) }
             }
@@ -227,7 +277,7 @@ impl Config {
                 if let (Some(server), Some(storage), Some(auth), Some(log), Some(workers)) =
                     (server, storage, auth, log, workers)
                 {
-                    errors.extend(Config { server, storage, auth, log, workers }.validate());
+                    errors.extend(Config { server, storage, auth, log, workers, signals }.validate());
                 }
                 Err(ConfigErrors(errors))
             }
@@ -237,6 +287,7 @@ impl Config {
     /// Range and cross-field rules.
     fn validate(&self) -> Vec<String> {
         let mut out = Vec::new();
+        out.extend(self.signals.validate());
         if self.server.host.trim().is_empty() {
             out.push("server.host must not be empty".into());
         }

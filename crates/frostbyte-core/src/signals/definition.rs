@@ -287,6 +287,12 @@ impl FeatureSetDef {
         def.validated()
     }
 
+    /// A YAML document as the JSON value the API accepts (so YAML and JSON share one validation path).
+    pub fn yaml_to_json(text: &str) -> Result<Value, Vec<FieldViolation>> {
+        serde_yaml_ng::from_str::<Value>(text)
+            .map_err(|e| vec![FieldViolation::new("definition", Value::Null, format!("valid YAML: {e}"))])
+    }
+
     fn validated(self) -> Result<FeatureSetDef, Vec<FieldViolation>> {
         let problems = self.validate();
         if problems.is_empty() { Ok(self) } else { Err(problems) }

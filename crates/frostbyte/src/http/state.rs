@@ -35,4 +35,6 @@ pub struct AppState {
     pub settings: HttpSettings,
     pub started_at: Instant,
     pub metrics: PrometheusHandle,
+    /// Signal ingest, feature sets and features (`crate::signals`).
+    pub signals: crate::signals::SignalsRuntime,
 }
