@@ -40,6 +40,10 @@ const IMPLEMENTED: &[(&str, &str)] = &[
     ("post", "/api/v1/ingest/{tenant_id}/documents"),
     ("get", "/api/v1/ingest/{tenant_id}/receipt/{receipt_id}"),
     ("get", "/api/v1/query/{tenant_id}/document/{doc_id}"),
+    ("put", "/api/v1/signals/{tenant_id}/feature-sets/{name}"),
+    ("get", "/api/v1/signals/{tenant_id}/feature-sets/{name}"),
+    ("post", "/api/v1/signals/{tenant_id}/events"),
+    ("get", "/api/v1/signals/{tenant_id}/features/{name}/{entity_id}"),
 ];
 
 const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
@@ -195,7 +199,9 @@ async fn every_route_in_the_document_is_served() {
             .replace("{dlq_entry_id}", &uuid::Uuid::now_v7().to_string())
             .replace("{receipt_id}", &uuid::Uuid::now_v7().to_string())
             .replace("{doc_id}", &uuid::Uuid::now_v7().to_string())
-            .replace("{resource_id}", "acme");
+            .replace("{resource_id}", "acme")
+            .replace("{name}", "device")
+            .replace("{entity_id}", "dev-1");
         assert!(!path.contains('{'), "unhandled parameter in {p}");
         let method = Method::from_bytes(m.to_uppercase().as_bytes()).unwrap();
         let body = (m != "get" && m != "delete").then(|| json!({}));
