@@ -27,7 +27,7 @@ pub mod parse;
 pub mod postgres;
 mod queue;
 pub mod resolve;
-mod signals;
+pub mod signals;
 pub mod sqlite;
 
 pub use blob::{BlobScheme, ObjectBlobStore};

@@ -55,6 +55,7 @@ fn main() -> ExitCode {
             Command::Tenant(cmd) => commands::tenant(&config, cmd, json).await.map(|()| 0),
             Command::Key(cmd) => commands::key(&config, cmd, json).await.map(|()| 0),
             Command::Audit(cmd) => commands::audit(&config, cmd, json).await,
+            Command::Signals(cmd) => commands::signals(&config, cmd, json).await,
         }
     });
     match result {

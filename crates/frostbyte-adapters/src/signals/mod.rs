@@ -8,6 +8,8 @@
 //! rows are written in one transaction; an event already stored or a checkpoint whose revision moved makes the
 //! whole batch fail with `Conflict` and write nothing.
 
+#[cfg(feature = "parquet")]
+pub mod offline;
 mod postgres;
 mod sqlite;
 

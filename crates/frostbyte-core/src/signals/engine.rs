@@ -330,6 +330,17 @@ impl EntityState {
     pub fn buffered_events(&self) -> usize {
         self.recs.len()
     }
+
+    /// Heap bytes this state holds (capacities, not just lengths), for memory-per-entity figures.
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        self.recs.capacity() * size_of::<Rec>()
+            + self.vals.capacity() * size_of::<f64>()
+            + self.keys.capacity() * size_of::<u64>()
+            + self.ewma.capacity() * size_of::<EwmaHistory>()
+            + self.ewma.iter().map(|h| h.snaps.capacity() * size_of::<Snap>()).sum::<usize>()
+            + self.revisions.len() * (size_of::<(i64, u32)>() + 16)
+    }
 }
 
 /// A stable 64-bit FNV-1a hash (the same across processes and releases, unlike std's hasher).

@@ -22,14 +22,14 @@ use super::definition::FeatureSetDef;
 use super::engine::{CompiledFeatureSet, Engine, EntityState, EventRef, FeatureRow, Outcome};
 use super::event::{Event, EventError, hash_tie};
 use super::partition::partition_of;
-use super::store::{EventCursor, FeatureSetVersion, SignalBatch, SignalStore, StateWrite, StoredEvent};
+use super::store::{EventCursor, FeatureSetVersion, OfflineSink, SignalBatch, SignalStore, StateWrite, StoredEvent};
 use crate::audit::NewAuditEvent;
 use crate::error::{StoreError, StoreResult};
 use crate::ids::TenantId;
 use crate::tenant::FieldViolation;
 
 /// How many times a batch is recomputed after meeting a concurrent writer.
-const MAX_ATTEMPTS: usize = 8;
+const MAX_ATTEMPTS: usize = 32;
 /// Events read per page during a backfill.
 const BACKFILL_PAGE: u32 = 5_000;
 
@@ -90,6 +90,10 @@ pub struct IngestReport {
     pub rows_emitted: u64,
     pub errors: Vec<IndexedError>,
     pub feature_sets: Vec<FeatureSetStats>,
+    /// Set when the rows were committed online but the offline append failed (a backfill rewrites them). Logged
+    /// by the caller, never sent to clients.
+    #[serde(skip)]
+    pub offline_error: Option<String>,
 }
 
 /// An entity's latest value of one window.
@@ -134,11 +138,28 @@ fn micros_to_time(us: i64) -> Option<DateTime<Utc>> {
 #[derive(Clone)]
 pub struct SignalService {
     store: Arc<dyn SignalStore>,
+    offline: Option<Arc<dyn OfflineSink>>,
 }
 
 impl SignalService {
     pub fn new(store: Arc<dyn SignalStore>) -> Self {
-        SignalService { store }
+        SignalService { store, offline: None }
+    }
+
+    /// Also appends every emitted row to an offline store.
+    pub fn with_offline(mut self, offline: Arc<dyn OfflineSink>) -> Self {
+        self.offline = Some(offline);
+        self
+    }
+
+    /// Appends rows to the offline store, if there is one. Failures are returned in the report, not raised: the
+    /// online rows are already committed and a backfill regenerates the offline files.
+    async fn append_offline(&self, tenant: &TenantId, rows: &[FeatureRow]) -> Option<String> {
+        let offline = self.offline.as_ref()?;
+        if rows.is_empty() {
+            return None;
+        }
+        offline.append(tenant, rows).await.err().map(|e| e.to_string())
     }
 
     pub fn store(&self) -> &Arc<dyn SignalStore> {
@@ -242,6 +263,7 @@ impl SignalService {
                         report.late_corrected += s.late_corrected;
                     }
                     report.feature_sets = stats;
+                    report.offline_error = self.append_offline(tenant, &batch.rows).await;
                     return Ok(report);
                 }
                 Err(StoreError::Conflict(m)) => last_conflict = Some(m),
@@ -417,6 +439,9 @@ impl SignalService {
             }
             if !rows.is_empty() {
                 report.rows_written += self.store.upsert_rows(tenant, &rows).await?;
+                if let Some(offline) = &self.offline {
+                    offline.append(tenant, &rows).await?;
+                }
                 if collect {
                     kept.append(&mut rows);
                 } else {

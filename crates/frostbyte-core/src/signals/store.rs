@@ -156,3 +156,12 @@ impl StoredEvent {
         }
     }
 }
+
+/// The offline feature store: an append-only log of emitted rows for training, partitioned by feature set and
+/// date. Appends happen after the online commit; a failed append is reported (and can be regenerated with a
+/// backfill), never a reason to undo the online write.
+#[async_trait]
+pub trait OfflineSink: Send + Sync + 'static {
+    /// Appends `rows`; returns how many files were written.
+    async fn append(&self, tenant: &TenantId, rows: &[FeatureRow]) -> StoreResult<usize>;
+}
