@@ -11,6 +11,7 @@
 //!
 //! Everything here is pure: no I/O, no clock (callers pass `now`).
 
+pub mod bench;
 pub mod definition;
 pub mod duration;
 pub mod engine;
