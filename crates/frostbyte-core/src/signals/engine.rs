@@ -609,7 +609,7 @@ impl Engine {
                     }
                     let mean = xs().sum::<f64>() / n as f64;
                     let sd = (xs().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n as f64).sqrt();
-                    let last = xs().last().unwrap_or(f64::NAN);
+                    let last = xs().next_back().unwrap_or(f64::NAN);
                     let z = if sd > 0.0 { (last - mean) / sd } else { 0.0 };
                     let mut m = Map::new();
                     m.insert("z".into(), num(z));
@@ -653,7 +653,7 @@ impl Engine {
                                             let mean = xs().sum::<f64>() / n as f64;
                                             num((xs().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n as f64).sqrt())
                                         }
-                                        _ => num(xs().last().unwrap_or(f64::NAN)),
+                                        _ => num(xs().next_back().unwrap_or(f64::NAN)),
                                     }
                                 }
                             }

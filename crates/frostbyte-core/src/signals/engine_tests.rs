@@ -163,7 +163,7 @@ fn zscore_of_the_latest_value() {
     }
     f.push(61, json!({"v": 0}));
     let z = &f.row(60).values["z"];
-    let (mean, sd) = (3.0, (((4.0 + 1.0 + 0.0 + 9.0) / 4.0) as f64).sqrt());
+    let (mean, sd): (f64, f64) = (3.0, ((4.0f64 + 1.0 + 0.0 + 9.0) / 4.0).sqrt());
     assert_eq!(z["mean"], json!(mean));
     assert!((z["z"].as_f64().unwrap() - (6.0 - mean) / sd).abs() < 1e-12);
     assert_eq!(z["n"], json!(4));

@@ -236,7 +236,5 @@ async fn limits_scopes_and_tenants() {
     // The admin key works on any tenant.
     app.get_feature_set(ADMIN_KEY, "sig-limits", "device", "").await.expect(200);
     app.get_feature_set(ADMIN_KEY, "sig-ghost", "device", "").await.expect_error(404, "RESOURCE_NOT_FOUND");
-    app.get(&format!("/api/v1/signals/sig-limits/feature-sets/device"), None)
-        .await
-        .expect_error(401, "AUTHENTICATION_REQUIRED");
+    app.get("/api/v1/signals/sig-limits/feature-sets/device", None).await.expect_error(401, "AUTHENTICATION_REQUIRED");
 }
