@@ -14,6 +14,8 @@
 //! - [`scan`] holds the malware-scanner adapters (`none`, `clamd`) for
 //!   [`Scanner`](frostbyte_core::scan::Scanner); both stores also implement
 //!   [`BatchStore`](frostbyte_core::batch::BatchStore) (batches and the tenant metadata schema, `0005_batches.sql`).
+//! - Both stores also implement the signal store, [`SignalStore`](frostbyte_core::signals::store::SignalStore)
+//!   (module `signals`, tables in `migrations/*/0009_signals.sql`), held to `tests/signals_contract.rs`.
 //! - [`resolve`] is the one place where configuration (URLs) becomes implementations.
 //!
 //! The adapters own the storage layout: tenant prefixes for blobs, the append-only audit tables and their
@@ -31,6 +33,7 @@ pub mod postgres;
 mod queue;
 pub mod resolve;
 pub mod scan;
+pub mod signals;
 pub mod sqlite;
 
 pub use blob::{BlobScheme, ObjectBlobStore};

@@ -23,6 +23,7 @@ use frostbyte_core::index::ChunkIndex;
 use frostbyte_core::ports::{BlobStore, MetadataStore};
 use frostbyte_core::queue::JobQueue;
 use frostbyte_core::scan::{NoScanner, Scanner};
+use frostbyte_core::signals::store::SignalStore;
 
 use crate::blob::ObjectBlobStore;
 use crate::postgres::PostgresStore;
@@ -86,6 +87,7 @@ pub struct MetadataPorts {
     pub index: Arc<dyn ChunkIndex>,
     /// Batches, their files and the tenant metadata schema.
     pub batches: Arc<dyn BatchStore>,
+    pub signals: Arc<dyn SignalStore>,
 }
 
 /// Opens the metadata store a URL names, with at most `max_connections` pooled connections. Does not run
@@ -128,6 +130,7 @@ pub async fn metadata_ports(url: &str, max_connections: u32) -> Result<MetadataP
                 queue: store.clone(),
                 documents: store.clone(),
                 batches: store.clone(),
+                signals: store.clone(),
                 index: store,
             })
         }
@@ -138,6 +141,7 @@ pub async fn metadata_ports(url: &str, max_connections: u32) -> Result<MetadataP
                 queue: store.clone(),
                 documents: store.clone(),
                 batches: store.clone(),
+                signals: store.clone(),
                 index: store,
             })
         }

@@ -22,6 +22,7 @@ pub mod ports;
 pub mod queue;
 pub mod scan;
 pub mod service;
+pub mod signals;
 pub mod tenant;
 
 pub use error::{StoreError, StoreResult};

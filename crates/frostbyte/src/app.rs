@@ -30,6 +30,7 @@ pub struct Stores {
     pub index: Arc<dyn ChunkIndex>,
     pub blobs: Arc<dyn BlobStore>,
     pub batches: Arc<dyn BatchStore>,
+    pub signals: Arc<dyn frostbyte_core::signals::store::SignalStore>,
 }
 
 /// Resolves and migrates the configured stores. Creates the data directory for the embedded default.
@@ -49,7 +50,7 @@ pub async fn open_stores(config: &Config) -> anyhow::Result<Stores> {
     metadata.migrate().await.context("cannot migrate the metadata store")?;
     let blobs = frostbyte_adapters::resolve::blob_store(&config.blob_url())
         .with_context(|| format!("cannot open blob store {}", crate::config::redact_url(&config.blob_url())))?;
-    Ok(Stores { metadata, queue, documents, index, blobs, batches })
+    Ok(Stores { metadata, queue, documents, index, blobs, batches, signals: ports.signals })
 }
 
 /// A secret read from configuration or from a file in the data directory.
@@ -140,6 +141,7 @@ pub async fn build(config: &Config) -> anyhow::Result<App> {
         events: Arc::new(crate::events::EventBus::default()),
         batches: stores.batches,
         scanner,
+        signals: crate::signals::SignalsRuntime::from_config(stores.signals, config),
     });
     Ok(App { state, generated_admin_key: admin.generated })
 }

@@ -52,6 +52,9 @@ pub enum Command {
     Ingest(IngestArgs),
     /// Run pipeline workers only (no HTTP): the scale-out shape, many per PostgreSQL + object store.
     Worker,
+    /// Signals: replay stored events into features, measure the engine.
+    #[command(subcommand)]
+    Signals(SignalsCommand),
 }
 
 #[derive(Debug, Args)]
@@ -180,5 +183,39 @@ pub enum AuditCommand {
         /// Output file; the manifest is written next to it as FILE.manifest.json.
         #[arg(long, short = 'o')]
         output: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SignalsCommand {
+    /// Replay a tenant's stored events through the latest version of a feature set (the streaming engine, so the
+    /// same rows) and upsert the rows into the online store.
+    Backfill {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        feature_set: String,
+        /// Start of event time (RFC 3339 or YYYY-MM-DD, inclusive).
+        #[arg(long)]
+        from: String,
+        /// End of event time (RFC 3339, exclusive; or YYYY-MM-DD, through that whole day).
+        #[arg(long)]
+        to: String,
+        /// Workers sharing the replay; each owns the entities of one consistent-hash partition.
+        #[arg(long, default_value_t = 1)]
+        workers: u32,
+    },
+    /// Measure the in-process engine: events per second through a tumbling + sliding + EWMA feature set, and
+    /// memory per active entity. Touches no store.
+    Bench {
+        /// Events to process.
+        #[arg(long, default_value_t = 2_000_000)]
+        events: u64,
+        /// Distinct entities.
+        #[arg(long, default_value_t = 10_000)]
+        entities: u64,
+        /// Threads (entities are split between them by consistent hash).
+        #[arg(long, default_value_t = 1)]
+        threads: u32,
     },
 }

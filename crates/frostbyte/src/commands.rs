@@ -283,3 +283,8 @@ fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> 
     tmp.persist(path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
+
+/// `frostbyte signals …` (the work lives in `crate::signals`).
+pub async fn signals(config: &Config, cmd: crate::cli::SignalsCommand, json_out: bool) -> anyhow::Result<i32> {
+    crate::signals::command(config, cmd, json_out).await
+}

@@ -36,6 +36,7 @@ const STRING_KEYS: &[&str] = &[
     "storage.data_dir",
     "storage.metadata_url",
     "storage.blob_url",
+    "signals.offline_dir",
     "auth.admin_api_key",
     "auth.jwt_secret",
     "log.format",
@@ -183,6 +184,53 @@ impl Default for ScanConfig {
     }
 }
 
+/// Signals (`[signals]`): event ingest limits and the offline feature store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SignalsConfig {
+    /// Largest `POST /api/v1/signals/{tenant}/events` body, in bytes (413 beyond it).
+    pub max_body_bytes: usize,
+    /// Most events in one request (413 beyond it).
+    pub max_events_per_request: usize,
+    /// Events stamped more than this many seconds in the future are refused (`FUTURE_EVENT`).
+    pub future_horizon_secs: u64,
+    /// Directory of the offline (Parquet) feature store; empty means `<data_dir>/offline`, `off` disables it.
+    pub offline_dir: String,
+}
+
+impl Default for SignalsConfig {
+    fn default() -> Self {
+        SignalsConfig {
+            max_body_bytes: 16 * 1024 * 1024,
+            max_events_per_request: 100_000,
+            future_horizon_secs: 300,
+            offline_dir: String::new(),
+        }
+    }
+}
+
+impl SignalsConfig {
+    fn validate(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !(1024..=1 << 30).contains(&self.max_body_bytes) {
+            out.push(format!(
+                "signals.max_body_bytes must be between 1024 and 1073741824 (got {})",
+                self.max_body_bytes
+            ));
+        }
+        if !(1..=10_000_000).contains(&self.max_events_per_request) {
+            out.push(format!(
+                "signals.max_events_per_request must be between 1 and 10000000 (got {})",
+                self.max_events_per_request
+            ));
+        }
+        if self.future_horizon_secs > 30 * 86_400 {
+            out.push(format!("signals.future_horizon_secs must be at most 2592000 (got {})", self.future_horizon_secs));
+        }
+        out
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
@@ -200,6 +248,7 @@ pub struct Config {
     pub workers: WorkersConfig,
     pub embedding: EmbeddingConfig,
     pub scan: ScanConfig,
+    pub signals: SignalsConfig,
 }
 
 fn optional_secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SecretString>, D::Error> {
@@ -303,9 +352,10 @@ impl Config {
         let workers = section::<WorkersConfig>(&figment, "workers", &mut errors);
         let embedding = section::<EmbeddingConfig>(&figment, "embedding", &mut errors);
         let scan = section::<ScanConfig>(&figment, "scan", &mut errors).unwrap_or_default();
-        for extra in top_level_keys(&figment)
-            .difference(&["server", "storage", "auth", "log", "workers", "embedding", "scan"].map(String::from).into())
-        {
+        let signals = section::<SignalsConfig>(&figment, "signals", &mut errors).unwrap_or_default();
+        for extra in top_level_keys(&figment).difference(
+            &["server", "storage", "auth", "log", "workers", "embedding", "scan", "signals"].map(String::from).into(),
+        ) {
             errors.push(format!("unknown section `{extra}`"));
         }
 
@@ -313,7 +363,7 @@ impl Config {
             (Some(server), Some(storage), Some(auth), Some(log), Some(workers), Some(embedding))
                 if errors.is_empty() =>
             {
-                let config = Config { server, storage, auth, log, workers, embedding, scan };
+                let config = Config { server, storage, auth, log, workers, embedding, scan, signals };
                 let problems = config.validate();
                 if problems.is_empty() { Ok(config) } else { Err(ConfigErrors(problems)) }
             }
@@ -322,7 +372,7 @@ impl Config {
                 if let (Some(server), Some(storage), Some(auth), Some(log), Some(workers), Some(embedding)) =
                     (server, storage, auth, log, workers, embedding)
                 {
-                    errors.extend(Config { server, storage, auth, log, workers, embedding, scan }.validate());
+                    errors.extend(Config { server, storage, auth, log, workers, embedding, scan, signals }.validate());
                 }
                 Err(ConfigErrors(errors))
             }
@@ -332,6 +382,7 @@ impl Config {
     /// Range and cross-field rules.
     fn validate(&self) -> Vec<String> {
         let mut out = Vec::new();
+        out.extend(self.signals.validate());
         if self.server.host.trim().is_empty() {
             out.push("server.host must not be empty".into());
         }

@@ -11,3 +11,4 @@ pub mod ingest_command;
 pub mod intake;
 pub mod metadata_schema;
 pub mod pipeline;
+pub mod signals;

@@ -250,10 +250,14 @@ pub(crate) async fn purge_tenant(
     let chunks = exec(&mut tx, tenant, "DELETE FROM chunks WHERE tenant_id = ?").await?;
     let jobs = exec(&mut tx, tenant, "DELETE FROM jobs WHERE tenant_id = ?").await?;
     exec(&mut tx, tenant, "DELETE FROM job_tenants WHERE tenant_id = ?").await?;
-    // Batch receipts carry filenames and hashes; the metadata schema is the tenant's own.
+    // Batch receipts carry filenames and hashes; the metadata schema and signals are the tenant's own too.
     exec(&mut tx, tenant, "DELETE FROM batch_files WHERE tenant_id = ?").await?;
     exec(&mut tx, tenant, "DELETE FROM batches WHERE tenant_id = ?").await?;
     exec(&mut tx, tenant, "DELETE FROM metadata_schemas WHERE tenant_id = ?").await?;
+    exec(&mut tx, tenant, "DELETE FROM signal_features WHERE tenant_id = ?").await?;
+    exec(&mut tx, tenant, "DELETE FROM signal_states WHERE tenant_id = ?").await?;
+    exec(&mut tx, tenant, "DELETE FROM signal_events WHERE tenant_id = ?").await?;
+    exec(&mut tx, tenant, "DELETE FROM signal_feature_sets WHERE tenant_id = ?").await?;
     let removed = TenantDocumentRows { documents, tombstones, chunks, jobs };
     append_in_tx(&mut tx, tenant, audit(&removed), now).await?;
     tx.commit().await.map_err(err("transaction"))?;

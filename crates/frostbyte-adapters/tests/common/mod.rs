@@ -165,4 +165,20 @@ impl Harness {
             Backend::Postgres { store, .. } => Arc::new(store.clone()),
         }
     }
+
+    /// The same database as a signal store.
+    pub fn signals(&self) -> &dyn frostbyte_core::signals::store::SignalStore {
+        match &self.backend {
+            Backend::Sqlite { store, .. } => store,
+            Backend::Postgres { store, .. } => store,
+        }
+    }
+
+    /// The same database as a shareable signal store (for the signal use-cases).
+    pub fn signals_arc(&self) -> Arc<dyn frostbyte_core::signals::store::SignalStore> {
+        match &self.backend {
+            Backend::Sqlite { store, .. } => Arc::new(store.clone()),
+            Backend::Postgres { store, .. } => Arc::new(store.clone()),
+        }
+    }
 }

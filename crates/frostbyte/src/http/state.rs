@@ -46,4 +46,6 @@ pub struct AppState {
     pub batches: Arc<dyn BatchStore>,
     /// The malware scanner intake runs every file through (`[scan] scanner`).
     pub scanner: Arc<dyn Scanner>,
+    /// Signal ingest, feature sets and features (`crate::signals`).
+    pub signals: crate::signals::SignalsRuntime,
 }

@@ -132,6 +132,7 @@ pub async fn spawn_app_with(config: TestConfig) -> TestApp {
         events: Arc::new(frostbyte::events::EventBus::default()),
         batches,
         scanner: config.scanner.unwrap_or_else(|| Arc::new(frostbyte_core::scan::NoScanner)),
+        signals: frostbyte::signals::SignalsRuntime::new(ports.signals, signal_settings()),
     };
     let state = Arc::new(state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -568,5 +569,47 @@ impl TestApp {
 
     pub async fn export_document(&self, token: &str, tenant: &str, doc_id: &str) -> Resp {
         self.get(&format!("/api/v1/tenants/{tenant}/documents/{doc_id}/export"), Some(token)).await
+    }
+}
+
+// --- signals ---------------------------------------------------------------------------------------------------
+
+/// Signal limits for tests: small enough to reach.
+pub const SIGNALS_MAX_BODY: usize = 256 * 1024;
+pub const SIGNALS_MAX_EVENTS: usize = 2_000;
+
+fn signal_settings() -> frostbyte::signals::SignalsSettings {
+    frostbyte::signals::SignalsSettings {
+        max_body_bytes: SIGNALS_MAX_BODY,
+        max_events: SIGNALS_MAX_EVENTS,
+        ingest: frostbyte_core::signals::service::IngestSettings { future_horizon_micros: 300_000_000 },
+    }
+}
+
+impl TestApp {
+    pub async fn put_feature_set(&self, token: &str, tenant: &str, name: &str, body: &Value) -> Resp {
+        self.send(Method::PUT, &format!("/api/v1/signals/{tenant}/feature-sets/{name}"), Some(token), Some(body)).await
+    }
+
+    pub async fn put_feature_set_yaml(&self, token: &str, tenant: &str, name: &str, yaml: &str) -> Resp {
+        let path = format!("/api/v1/signals/{tenant}/feature-sets/{name}");
+        self.send_raw(Method::PUT, &path, Some(token), Some("application/yaml"), yaml.as_bytes().to_vec()).await
+    }
+
+    pub async fn get_feature_set(&self, token: &str, tenant: &str, name: &str, query: &str) -> Resp {
+        self.get(&format!("/api/v1/signals/{tenant}/feature-sets/{name}{query}"), Some(token)).await
+    }
+
+    pub async fn post_events(&self, token: &str, tenant: &str, events: &Value) -> Resp {
+        self.send(Method::POST, &format!("/api/v1/signals/{tenant}/events"), Some(token), Some(events)).await
+    }
+
+    pub async fn post_ndjson(&self, token: &str, tenant: &str, body: Vec<u8>) -> Resp {
+        let path = format!("/api/v1/signals/{tenant}/events");
+        self.send_raw(Method::POST, &path, Some(token), Some("application/x-ndjson"), body).await
+    }
+
+    pub async fn get_features(&self, token: &str, tenant: &str, name: &str, entity: &str) -> Resp {
+        self.get(&format!("/api/v1/signals/{tenant}/features/{name}/{entity}"), Some(token)).await
     }
 }

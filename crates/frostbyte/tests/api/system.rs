@@ -40,6 +40,10 @@ const IMPLEMENTED: &[(&str, &str)] = &[
     ("post", "/api/v1/ingest/{tenant_id}/documents"),
     ("get", "/api/v1/ingest/{tenant_id}/receipt/{receipt_id}"),
     ("get", "/api/v1/query/{tenant_id}/document/{doc_id}"),
+    ("put", "/api/v1/signals/{tenant_id}/feature-sets/{name}"),
+    ("get", "/api/v1/signals/{tenant_id}/feature-sets/{name}"),
+    ("post", "/api/v1/signals/{tenant_id}/events"),
+    ("get", "/api/v1/signals/{tenant_id}/features/{name}/{entity_id}"),
 ];
 
 const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
@@ -196,7 +200,9 @@ async fn every_route_in_the_document_is_served() {
             .replace("{receipt_id}", &uuid::Uuid::now_v7().to_string())
             .replace("{doc_id}", &uuid::Uuid::now_v7().to_string())
             .replace("{batch_id}", "no-such-batch")
-            .replace("{resource_id}", "acme");
+            .replace("{resource_id}", "acme")
+            .replace("{name}", "device")
+            .replace("{entity_id}", "dev-1");
         assert!(!path.contains('{'), "unhandled parameter in {p}");
         if spec["paths"][&p][&m]["responses"]["200"]["content"].get("text/event-stream").is_some() {
             // An event stream never ends: check that it opens.

@@ -8,6 +8,7 @@ pub mod documents;
 pub mod embeddings;
 pub mod lifecycle;
 pub mod schema;
+pub mod signals;
 pub mod stream;
 pub mod system;
 pub mod tenants;
@@ -52,6 +53,7 @@ pub(crate) fn api_routes() -> OpenApiRouter<ApiContext> {
         .routes(routes!(batch::get_batch))
         .routes(routes!(schema::put_schema, schema::get_schema, schema::patch_schema))
         .merge(lifecycle::routes())
+        .merge(signals::routes())
 }
 
 /// Unknown paths. The message is distinct from a missing resource's, so clients (and the OpenAPI completeness
