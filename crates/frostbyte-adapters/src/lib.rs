@@ -10,6 +10,9 @@
 //!   cosine over stored vectors), held to `tests/index_contract.rs`.
 //! - [`blob::ObjectBlobStore`] implements [`BlobStore`](frostbyte_core::ports::BlobStore) over `object_store`
 //!   (local files, memory, and S3 with the `s3` feature).
+//! - [`search::MemoryIndex`] decorates the chunk index with in-memory BM25 and exact vector search, kept in step
+//!   with the store through [`IndexFeed`](frostbyte_core::search::IndexFeed) (change generations kept by triggers,
+//!   `migrations/*/0007_search_generations.sql`).
 //! - [`resolve`] is the one place where configuration (URLs) becomes implementations.
 //!
 //! The adapters own the storage layout: tenant prefixes for blobs, the append-only audit tables and their
@@ -25,6 +28,7 @@ pub mod parse;
 pub mod postgres;
 mod queue;
 pub mod resolve;
+pub mod search;
 pub mod sqlite;
 
 pub use blob::{BlobScheme, ObjectBlobStore};

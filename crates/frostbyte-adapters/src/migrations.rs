@@ -16,6 +16,7 @@ const SQLITE: &[(i64, &str, &str)] = &[
     (2, "jobs", include_str!("../migrations/sqlite/0002_jobs.sql")),
     (3, "chunks", include_str!("../migrations/sqlite/0003_chunks.sql")),
     (4, "documents", include_str!("../migrations/sqlite/0004_documents.sql")),
+    (7, "search_generations", include_str!("../migrations/sqlite/0007_search_generations.sql")),
 ];
 
 /// `(version, description, sql)` for PostgreSQL, in order.
@@ -24,6 +25,7 @@ const POSTGRES: &[(i64, &str, &str)] = &[
     (2, "jobs", include_str!("../migrations/postgres/0002_jobs.sql")),
     (3, "chunks", include_str!("../migrations/postgres/0003_chunks.sql")),
     (4, "documents", include_str!("../migrations/postgres/0004_documents.sql")),
+    (7, "search_generations", include_str!("../migrations/postgres/0007_search_generations.sql")),
 ];
 
 fn build(list: &'static [(i64, &'static str, &'static str)]) -> Migrator {

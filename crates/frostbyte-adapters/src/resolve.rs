@@ -23,6 +23,7 @@ use frostbyte_core::queue::JobQueue;
 
 use crate::blob::ObjectBlobStore;
 use crate::postgres::PostgresStore;
+use crate::search::MemoryIndex;
 use crate::sqlite::SqliteStore;
 
 const METADATA_SCHEMES: &str = "sqlite:// (or sqlite::memory:), postgres://, postgresql://";
@@ -73,7 +74,8 @@ fn scheme_of(url: &str) -> Option<&str> {
 }
 
 /// The ports one metadata database serves: the system of record, and beside it the job queue, the document
-/// records and the chunk index (one connection pool, so they can share transactions).
+/// records and the chunk index (one connection pool, so they can share transactions). The chunk index answers
+/// searches from memory ([`MemoryIndex`]), following the store's change generations.
 #[derive(Clone)]
 pub struct MetadataPorts {
     pub store: Arc<dyn MetadataStore>,
@@ -117,11 +119,13 @@ pub async fn metadata_ports(url: &str, max_connections: u32) -> Result<MetadataP
                 }
             }
             let store = Arc::new(SqliteStore::connect(url, max_connections).await.map_err(open_err)?);
-            Ok(MetadataPorts { store: store.clone(), queue: store.clone(), documents: store.clone(), index: store })
+            let index = Arc::new(MemoryIndex::new(store.clone(), store.clone()));
+            Ok(MetadataPorts { store: store.clone(), queue: store.clone(), documents: store, index })
         }
         Some("postgres" | "postgresql") => {
             let store = Arc::new(PostgresStore::connect(url, max_connections).await.map_err(open_err)?);
-            Ok(MetadataPorts { store: store.clone(), queue: store.clone(), documents: store.clone(), index: store })
+            let index = Arc::new(MemoryIndex::new(store.clone(), store.clone()));
+            Ok(MetadataPorts { store: store.clone(), queue: store.clone(), documents: store, index })
         }
         Some(other) => Err(ResolveError::UnsupportedScheme {
             port: "metadata",

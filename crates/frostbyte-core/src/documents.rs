@@ -20,6 +20,7 @@ use uuid::Uuid;
 use crate::audit::NewAuditEvent;
 use crate::error::StoreResult;
 use crate::ids::TenantId;
+use crate::page::{Page, PageRequest};
 use crate::queue::NewJob;
 
 /// Where a document is in its life.
@@ -272,6 +273,15 @@ pub trait DocumentStore: Send + Sync + 'static {
         next_job: Option<NewJob>,
         audit: NewAuditEvent,
     ) -> StoreResult<DocumentRecord>;
+    /// A page of the tenant's documents, newest first (ties by doc id), only those with `status` and in
+    /// `collection` when given; `total` counts every match.
+    async fn list_documents(
+        &self,
+        tenant: &TenantId,
+        status: Option<DocumentStatus>,
+        collection: Option<&str>,
+        page: PageRequest,
+    ) -> StoreResult<Page<DocumentRecord>>;
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ pub mod page;
 pub mod policy;
 pub mod ports;
 pub mod queue;
+pub mod search;
 pub mod service;
 pub mod tenant;
 

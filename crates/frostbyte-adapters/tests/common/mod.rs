@@ -156,3 +156,21 @@ pub async fn active_tenant(h: &Harness, prefix: &str) -> TenantId {
     h.store.create_tenant(&tenant_record(&id, TenantState::Active), event).await.expect("create tenant");
     id
 }
+
+impl Harness {
+    /// The store's change feed for derived search indexes.
+    pub fn feed(&self) -> Arc<dyn frostbyte_core::search::IndexFeed> {
+        match &self.backend {
+            Backend::Sqlite { store, .. } => Arc::new(store.clone()),
+            Backend::Postgres { store, .. } => Arc::new(store.clone()),
+        }
+    }
+
+    /// The store as a chunk index that can be shared.
+    pub fn shared_index(&self) -> Arc<dyn ChunkIndex> {
+        match &self.backend {
+            Backend::Sqlite { store, .. } => Arc::new(store.clone()),
+            Backend::Postgres { store, .. } => Arc::new(store.clone()),
+        }
+    }
+}

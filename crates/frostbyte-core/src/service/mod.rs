@@ -2,6 +2,7 @@
 //! these, and map the error; the rules live here, once.
 
 pub mod audit;
+pub mod search;
 pub mod tenants;
 
 pub use tenants::{Actor, CreateKey, CreateTenant, CreatedKey, ServiceError, ServiceResult, TenantService};
