@@ -94,6 +94,29 @@ pub struct WorkersConfig {
     pub per_tenant_cap: u32,
 }
 
+/// How hybrid search fuses its keyword and vector lists (`[search]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchConfig {
+    /// The `k` of reciprocal rank fusion.
+    pub rrf_k: f64,
+    pub keyword_weight: f64,
+    pub vector_weight: f64,
+    /// Depth of each list before fusion (at least `top_k`).
+    pub candidates: usize,
+}
+
+impl SearchConfig {
+    pub fn fusion(&self) -> frostbyte_core::service::search::FusionSettings {
+        frostbyte_core::service::search::FusionSettings {
+            rrf_k: self.rrf_k,
+            keyword_weight: self.keyword_weight,
+            vector_weight: self.vector_weight,
+            candidates: self.candidates,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
@@ -109,6 +132,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub log: LogConfig,
     pub workers: WorkersConfig,
+    pub search: SearchConfig,
 }
 
 fn optional_secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SecretString>, D::Error> {
@@ -210,24 +234,25 @@ impl Config {
         let auth = section::<AuthConfig>(&figment, "auth", &mut errors);
         let log = section::<LogConfig>(&figment, "log", &mut errors);
         let workers = section::<WorkersConfig>(&figment, "workers", &mut errors);
+        let search = section::<SearchConfig>(&figment, "search", &mut errors);
         for extra in top_level_keys(&figment)
-            .difference(&["server", "storage", "auth", "log", "workers"].map(String::from).into())
+            .difference(&["server", "storage", "auth", "log", "workers", "search"].map(String::from).into())
         {
             errors.push(format!("unknown section `{extra}`"));
         }
 
-        match (server, storage, auth, log, workers) {
-            (Some(server), Some(storage), Some(auth), Some(log), Some(workers)) if errors.is_empty() => {
-                let config = Config { server, storage, auth, log, workers };
+        match (server, storage, auth, log, workers, search) {
+            (Some(server), Some(storage), Some(auth), Some(log), Some(workers), Some(search)) if errors.is_empty() => {
+                let config = Config { server, storage, auth, log, workers, search };
                 let problems = config.validate();
                 if problems.is_empty() { Ok(config) } else { Err(ConfigErrors(problems)) }
             }
-            (server, storage, auth, log, workers) => {
+            (server, storage, auth, log, workers, search) => {
                 // Report semantic problems of the sections that did parse, too.
-                if let (Some(server), Some(storage), Some(auth), Some(log), Some(workers)) =
-                    (server, storage, auth, log, workers)
+                if let (Some(server), Some(storage), Some(auth), Some(log), Some(workers), Some(search)) =
+                    (server, storage, auth, log, workers, search)
                 {
-                    errors.extend(Config { server, storage, auth, log, workers }.validate());
+                    errors.extend(Config { server, storage, auth, log, workers, search }.validate());
                 }
                 Err(ConfigErrors(errors))
             }
@@ -266,6 +291,21 @@ impl Config {
                 "workers.per_tenant_cap must be between 1 and 1000 (got {})",
                 self.workers.per_tenant_cap
             ));
+        }
+        let s = &self.search;
+        if !(s.rrf_k.is_finite() && (1.0..=1000.0).contains(&s.rrf_k)) {
+            out.push(format!("search.rrf_k must be between 1 and 1000 (got {})", s.rrf_k));
+        }
+        for (name, w) in [("search.keyword_weight", s.keyword_weight), ("search.vector_weight", s.vector_weight)] {
+            if !(w.is_finite() && (0.0..=100.0).contains(&w)) {
+                out.push(format!("{name} must be between 0 and 100 (got {w})"));
+            }
+        }
+        if s.keyword_weight + s.vector_weight <= 0.0 {
+            out.push("search.keyword_weight and search.vector_weight must not both be 0".into());
+        }
+        if !(1..=1000).contains(&s.candidates) {
+            out.push(format!("search.candidates must be between 1 and 1000 (got {})", s.candidates));
         }
         if self.storage.data_dir.as_os_str().is_empty() {
             out.push("storage.data_dir must not be empty".into());

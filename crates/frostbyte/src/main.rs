@@ -55,6 +55,8 @@ fn main() -> ExitCode {
             Command::Tenant(cmd) => commands::tenant(&config, cmd, json).await.map(|()| 0),
             Command::Key(cmd) => commands::key(&config, cmd, json).await.map(|()| 0),
             Command::Audit(cmd) => commands::audit(&config, cmd, json).await,
+            Command::Search(args) => frostbyte::search_cli::search_command(&config, args, json).await.map(|()| 0),
+            Command::Bench(cmd) => frostbyte::bench::bench(&config, cmd, json).await.map(|()| 0),
         }
     });
     match result {

@@ -263,6 +263,34 @@ pub fn parse_request(body: &Value, config: &TenantConfig) -> Result<SearchQuery,
     if out.is_empty() { Ok(SearchQuery { text, mode, top_k: top_k as usize, filter }) } else { Err(out) }
 }
 
+/// Weighted reciprocal rank fusion ([`rrf_fuse`]) with deterministic ties: equal fused scores are ordered by the
+/// better of the hit's two ranks, then by its keyword rank (a hit found by both lists, or by keyword alone, before
+/// one found by vector alone), then by chunk id. Without this, ties (common when each list ranks a different hit
+/// at the same position) would be ordered by chunk id, which is arbitrary.
+pub fn fuse(keyword: &[Hit], vector: &[Hit], fusion: &FusionSettings, top_k: usize) -> Vec<Hit> {
+    use std::collections::HashMap;
+    fn rank_of(hits: &[Hit]) -> HashMap<&str, usize> {
+        hits.iter().enumerate().map(|(i, h)| (h.chunk_id.as_str(), i + 1)).collect()
+    }
+    let (kw_rank, vec_rank) = (rank_of(keyword), rank_of(vector));
+    let fused = rrf_fuse(
+        &[(keyword, fusion.keyword_weight), (vector, fusion.vector_weight)],
+        fusion.rrf_k,
+        keyword.len() + vector.len(),
+    );
+    let key = |h: &Hit| {
+        let k = kw_rank.get(h.chunk_id.as_str()).copied().unwrap_or(usize::MAX);
+        let v = vec_rank.get(h.chunk_id.as_str()).copied().unwrap_or(usize::MAX);
+        (k.min(v), k)
+    };
+    let mut fused = fused;
+    fused.sort_by(|a, b| {
+        b.score.total_cmp(&a.score).then_with(|| key(a).cmp(&key(b))).then_with(|| a.chunk_id.cmp(&b.chunk_id))
+    });
+    fused.truncate(top_k);
+    fused
+}
+
 /// Why a search failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SearchError {
@@ -311,11 +339,7 @@ impl SearchService {
             SearchMode::Hybrid => {
                 let keyword = self.index.keyword_search(tenant, &query.text, &query.filter, depth).await?;
                 let vector = self.vector(tenant, query, depth).await?;
-                Ok(rrf_fuse(
-                    &[(&keyword, self.fusion.keyword_weight), (&vector, self.fusion.vector_weight)],
-                    self.fusion.rrf_k,
-                    query.top_k,
-                ))
+                Ok(fuse(&keyword, &vector, &self.fusion, query.top_k))
             }
         }
     }
@@ -386,6 +410,24 @@ mod tests {
 
     fn fields(body: Value) -> Vec<String> {
         parse_request(&body, &config()).unwrap_err().into_iter().map(|v| v.field).collect()
+    }
+
+    fn hit(id: &str) -> Hit {
+        Hit { chunk_id: id.into(), doc_id: format!("doc-{id}"), score: 1.0 }
+    }
+
+    #[test]
+    fn fusion_ties_go_to_the_better_rank_then_to_keyword() {
+        let fusion = FusionSettings::default();
+        // "z" and "a" tie (each ranked 2nd by one list); "z" was found by keyword, so it goes first.
+        let keyword = [hit("both"), hit("z")];
+        let vector = [hit("both"), hit("a")];
+        let ids: Vec<String> = fuse(&keyword, &vector, &fusion, 10).into_iter().map(|h| h.chunk_id).collect();
+        assert_eq!(ids, ["both", "z", "a"]);
+        assert_eq!(fuse(&keyword, &vector, &fusion, 1).len(), 1);
+        let weighted = FusionSettings { keyword_weight: 0.0, ..fusion };
+        assert_eq!(fuse(&keyword, &vector, &weighted, 10)[0].chunk_id, "both");
+        assert!(fuse(&[], &[], &fusion, 5).is_empty());
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub struct HttpSettings {
     pub metrics_public: bool,
     /// Lifetime of JWTs issued by `POST /api/v1/auth/token`.
     pub jwt_ttl: Duration,
+    /// How hybrid search fuses its two rankings (config `[search]`).
+    pub fusion: frostbyte_core::service::search::FusionSettings,
 }
 
 /// Shared application state.
@@ -29,6 +31,8 @@ pub struct AppState {
     pub queue: Arc<dyn JobQueue>,
     pub documents: Arc<dyn DocumentStore>,
     pub index: Arc<dyn ChunkIndex>,
+    /// Embeds search queries; its model id is compared with the indexed chunks' (`model_version_match`).
+    pub embedder: Arc<dyn frostbyte_core::embed::Embedder>,
     pub tenants: TenantService,
     pub admin_key: SecretString,
     pub jwt_secret: SecretString,

@@ -6,5 +6,6 @@ mod dlq;
 mod envelope;
 mod helpers;
 mod pipeline;
+mod search;
 mod system;
 mod tenants;

@@ -40,6 +40,9 @@ const IMPLEMENTED: &[(&str, &str)] = &[
     ("post", "/api/v1/ingest/{tenant_id}/documents"),
     ("get", "/api/v1/ingest/{tenant_id}/receipt/{receipt_id}"),
     ("get", "/api/v1/query/{tenant_id}/document/{doc_id}"),
+    ("post", "/api/v1/query/{tenant_id}/search"),
+    ("get", "/api/v1/query/{tenant_id}/chunk/{chunk_id}"),
+    ("get", "/api/v1/tenants/{tenant_id}/documents"),
 ];
 
 const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
@@ -195,6 +198,7 @@ async fn every_route_in_the_document_is_served() {
             .replace("{dlq_entry_id}", &uuid::Uuid::now_v7().to_string())
             .replace("{receipt_id}", &uuid::Uuid::now_v7().to_string())
             .replace("{doc_id}", &uuid::Uuid::now_v7().to_string())
+            .replace("{chunk_id}", &uuid::Uuid::now_v7().to_string())
             .replace("{resource_id}", "acme");
         assert!(!path.contains('{'), "unhandled parameter in {p}");
         let method = Method::from_bytes(m.to_uppercase().as_bytes()).unwrap();

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod dlq;
 pub mod documents;
+pub mod search;
 pub mod system;
 pub mod tenants;
 pub mod token;
@@ -41,6 +42,9 @@ pub(crate) fn api_routes() -> OpenApiRouter<ApiContext> {
         .merge(documents::upload_routes())
         .routes(routes!(documents::get_receipt))
         .routes(routes!(documents::get_document))
+        .routes(routes!(search::search))
+        .routes(routes!(search::get_chunk))
+        .routes(routes!(search::list_documents))
 }
 
 /// Unknown paths. The message is distinct from a missing resource's, so clients (and the OpenAPI completeness
