@@ -222,7 +222,10 @@ impl TenantIndex {
         if self.dim == 0
             && let Some(v) = &vector
         {
+            // The block's dimension is fixed by the first vector; earlier slots (without one) get zero rows.
             self.dim = v.len();
+            self.vectors.resize(self.slots.len() * self.dim, 0.0);
+            self.quant.resize(self.slots.len() * self.dim, 0);
         }
         let (mut scale, mut qerr) = (0.0, 0.0);
         match vector {
@@ -580,6 +583,23 @@ mod tests {
         let got: Vec<String> = idx.vector(&q, &SearchFilter::default(), 5).into_iter().map(|h| h.chunk_id).collect();
         assert_eq!(got, flat(&entries[6_000..], &q, 5));
         assert_eq!(idx.keyword("alpha", &SearchFilter::default(), 50_000).len(), 4_000);
+    }
+
+    #[test]
+    fn chunks_without_vectors_or_of_another_dimension_stay_aligned() {
+        let mut idx = TenantIndex::new(1);
+        idx.insert_all(vec![
+            entry("none", "d1", "no vector", vec![]),
+            entry("zero", "d1", "zero vector", vec![0.0; 4]),
+            entry("a", "d2", "x", vec![1.0, 0.0, 0.0, 0.0]),
+            entry("wide", "d3", "x", vec![0.0, 1.0, 0.0, 0.0, 0.0]),
+            entry("b", "d4", "x", vec![0.0, 1.0, 0.0, 0.0]),
+        ]);
+        let hits = idx.vector(&[0.1, 1.0, 0.0, 0.0], &SearchFilter::default(), 10);
+        assert_eq!(hits.iter().map(|h| h.chunk_id.as_str()).collect::<Vec<_>>(), ["b", "a"]);
+        let wide = idx.vector(&[0.0, 1.0, 0.0, 0.0, 0.0], &SearchFilter::default(), 10);
+        assert_eq!(wide.iter().map(|h| h.chunk_id.as_str()).collect::<Vec<_>>(), ["wide"]);
+        assert!((wide[0].score - 1.0).abs() < 1e-6);
     }
 
     #[test]
