@@ -136,10 +136,8 @@ async fn memory_vector_search_equals_the_exact_oracle(h: &Harness) {
     }
     let mem = memory(h);
     let embedder = HashEmbedder::new(96).unwrap();
-    let ops = SearchFilter {
-        metadata: Some(json!({"team": "ops"}).as_object().unwrap().clone()),
-        ..Default::default()
-    };
+    let ops =
+        SearchFilter { metadata: Some(json!({"team": "ops"}).as_object().unwrap().clone()), ..Default::default() };
     let docs = SearchFilter { doc_ids: Some(vec!["doc07".into(), "doc33".into()]), ..Default::default() };
     for q in 0..15 {
         let v = embedder.embed_text(&text(q * 5 + 1, 3)).unwrap();
@@ -195,7 +193,8 @@ async fn memory_keyword_search_ranks_by_bm25_with_filters_inside(h: &Harness) {
     let hits = mem.keyword_search(&t, "Copper!", &SearchFilter::default(), 10).await.unwrap();
     assert_eq!(hits.iter().map(|h| h.doc_id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
     assert!(hits[0].score > hits[1].score && hits[1].score > 0.0);
-    let dev = SearchFilter { metadata: Some(json!({"team": "dev"}).as_object().unwrap().clone()), ..Default::default() };
+    let dev =
+        SearchFilter { metadata: Some(json!({"team": "dev"}).as_object().unwrap().clone()), ..Default::default() };
     let hits = mem.keyword_search(&t, "copper", &dev, 1).await.unwrap();
     assert_eq!(hits.iter().map(|h| h.doc_id.as_str()).collect::<Vec<_>>(), ["b"]);
     assert!(mem.keyword_search(&t, "\" OR * NEAR(", &SearchFilter::default(), 10).await.unwrap().is_empty());

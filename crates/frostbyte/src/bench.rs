@@ -175,8 +175,7 @@ pub async fn retrieval(dir: &Path, fusion: FusionSettings) -> anyhow::Result<Ret
             metadata: json!({"corpus_id": id}),
             collection: None,
         };
-        let doc =
-            intake.accept(&s.tenant, &config, "cli", upload).await.map_err(|e| anyhow::anyhow!("intake: {e}"))?;
+        let doc = intake.accept(&s.tenant, &config, "cli", upload).await.map_err(|e| anyhow::anyhow!("intake: {e}"))?;
         doc_to_corpus.insert(doc.doc_id.to_string(), id.clone());
     }
     let pipeline = Pipeline::new(
@@ -192,8 +191,12 @@ pub async fn retrieval(dir: &Path, fusion: FusionSettings) -> anyhow::Result<Ret
     let chunks = s.ports.index.count(&s.tenant).await?.chunks;
 
     let embedder: Arc<dyn Embedder> = Arc::new(HashEmbedder::default());
-    let service =
-        SearchService { index: s.ports.index.clone(), store: s.ports.store.clone(), embedder: embedder.clone(), fusion };
+    let service = SearchService {
+        index: s.ports.index.clone(),
+        store: s.ports.store.clone(),
+        embedder: embedder.clone(),
+        fusion,
+    };
     let mut modes = Vec::new();
     for mode in MODES {
         let (mut ndcg, mut recall) = (0.0, 0.0);

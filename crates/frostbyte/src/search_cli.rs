@@ -26,8 +26,7 @@ fn snippet(text: &str) -> String {
 }
 
 pub async fn search_command(config: &Config, args: SearchArgs, json_out: bool) -> anyhow::Result<()> {
-    let tenant_id =
-        TenantId::parse(&args.tenant).with_context(|| format!("invalid tenant id {:?}", args.tenant))?;
+    let tenant_id = TenantId::parse(&args.tenant).with_context(|| format!("invalid tenant id {:?}", args.tenant))?;
     let stores = open_stores(config).await?;
     let tenant = stores.metadata.get_tenant(&tenant_id).await?.with_context(|| format!("no tenant {tenant_id}"))?;
     let mut body = json!({"query_text": args.query, "mode": args.mode});

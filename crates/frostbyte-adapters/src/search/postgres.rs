@@ -53,16 +53,18 @@ impl IndexFeed for PostgresStore {
 
     async fn changed_documents(&self, tenant: &TenantId, since: u64) -> StoreResult<Vec<DocumentChange>> {
         let since = i64::try_from(since).unwrap_or(i64::MAX);
-        let rows =
-            sqlx::query("SELECT doc_id, generation FROM chunk_changes WHERE tenant_id = $1 AND generation > $2")
-                .bind(tenant.as_str())
-                .bind(since)
-                .fetch_all(self.pool())
-                .await
-                .map_err(err)?;
+        let rows = sqlx::query("SELECT doc_id, generation FROM chunk_changes WHERE tenant_id = $1 AND generation > $2")
+            .bind(tenant.as_str())
+            .bind(since)
+            .fetch_all(self.pool())
+            .await
+            .map_err(err)?;
         rows.iter()
             .map(|row| {
-                Ok(DocumentChange { doc_id: column(row, "doc_id")?, generation: generation(column(row, "generation")?)? })
+                Ok(DocumentChange {
+                    doc_id: column(row, "doc_id")?,
+                    generation: generation(column(row, "generation")?)?,
+                })
             })
             .collect()
     }

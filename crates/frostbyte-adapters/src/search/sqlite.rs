@@ -62,7 +62,10 @@ impl IndexFeed for SqliteStore {
             .map_err(err)?;
         rows.iter()
             .map(|row| {
-                Ok(DocumentChange { doc_id: column(row, "doc_id")?, generation: generation(column(row, "generation")?)? })
+                Ok(DocumentChange {
+                    doc_id: column(row, "doc_id")?,
+                    generation: generation(column(row, "generation")?)?,
+                })
             })
             .collect()
     }
@@ -88,7 +91,8 @@ impl IndexFeed for SqliteStore {
         if doc_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let ids = serde_json::to_string(doc_ids).map_err(|_| StoreError::Internal("ids could not be encoded".into()))?;
+        let ids =
+            serde_json::to_string(doc_ids).map_err(|_| StoreError::Internal("ids could not be encoded".into()))?;
         sqlx::query(concat!(
             "SELECT ",
             entry_columns!(),

@@ -246,14 +246,7 @@ impl TenantIndex {
         self.scale.push(scale);
         self.qerr.push(qerr);
         self.searchable.push(!e.quarantined);
-        self.slots.push(Slot {
-            chunk_id: e.chunk_id,
-            doc_id,
-            classification: e.classification,
-            attrs,
-            len,
-            terms,
-        });
+        self.slots.push(Slot { chunk_id: e.chunk_id, doc_id, classification: e.classification, attrs, len, terms });
         self.live += 1;
     }
 
@@ -638,7 +631,8 @@ mod tests {
         assert_eq!(hits.len(), 10);
         assert!(hits.iter().all(|h| h.chunk_id.as_str() >= "c050" && h.chunk_id != "c099"));
         assert_eq!(idx.keyword("word", &filter, 100).len(), 49);
-        let by_doc = SearchFilter { doc_ids: Some(vec!["d3".into(), "d99".into(), "nope".into()]), ..Default::default() };
+        let by_doc =
+            SearchFilter { doc_ids: Some(vec!["d3".into(), "d99".into(), "nope".into()]), ..Default::default() };
         let hits = idx.keyword("word", &by_doc, 10);
         assert_eq!(hits.iter().map(|h| h.doc_id.as_str()).collect::<Vec<_>>(), ["d3"]);
         let none = SearchFilter { doc_ids: Some(vec![]), ..Default::default() };

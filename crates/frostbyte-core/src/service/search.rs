@@ -117,7 +117,12 @@ fn string_list(v: &Value, field: &str, max: usize, out: &mut Vec<FieldViolation>
     Some(list)
 }
 
-fn date_bound(obj: &Map<String, Value>, key: &str, end_of_day: bool, out: &mut Vec<FieldViolation>) -> Option<DateTime<Utc>> {
+fn date_bound(
+    obj: &Map<String, Value>,
+    key: &str,
+    end_of_day: bool,
+    out: &mut Vec<FieldViolation>,
+) -> Option<DateTime<Utc>> {
     let v = non_null(obj, key)?;
     let field = format!("filters.date_range.{key}");
     match v.as_str().and_then(|s| crate::parse_date_bound(s, end_of_day)) {
@@ -334,7 +339,9 @@ impl SearchService {
     pub async fn rank(&self, tenant: &TenantId, query: &SearchQuery) -> Result<Vec<Hit>, SearchError> {
         let depth = query.top_k.max(self.fusion.candidates);
         match query.mode {
-            SearchMode::Keyword => Ok(self.index.keyword_search(tenant, &query.text, &query.filter, query.top_k).await?),
+            SearchMode::Keyword => {
+                Ok(self.index.keyword_search(tenant, &query.text, &query.filter, query.top_k).await?)
+            }
             SearchMode::Vector => self.vector(tenant, query, query.top_k).await,
             SearchMode::Hybrid => {
                 let keyword = self.index.keyword_search(tenant, &query.text, &query.filter, depth).await?;
@@ -356,7 +363,12 @@ impl SearchService {
     }
 
     /// Runs the search, attaches provenance and appends `RETRIEVAL_EXECUTED` (ids and counts, never the text).
-    pub async fn search(&self, tenant: &TenantId, query: &SearchQuery, actor: &str) -> Result<SearchOutcome, SearchError> {
+    pub async fn search(
+        &self,
+        tenant: &TenantId,
+        query: &SearchQuery,
+        actor: &str,
+    ) -> Result<SearchOutcome, SearchError> {
         let started = Instant::now();
         let ranked = self.rank(tenant, query).await?;
         let mut hits = Vec::with_capacity(ranked.len());
@@ -468,7 +480,13 @@ mod tests {
         let bad = fields(json!({"query_text": "x", "filters": {
             "doc_ids": "a", "date_range": {"start": "yesterday"}, "metadata": [1], "colour": 1,
             "classification": [1]}}));
-        for f in ["filters.doc_ids", "filters.date_range.start", "filters.metadata", "filters.colour", "filters.classification"] {
+        for f in [
+            "filters.doc_ids",
+            "filters.date_range.start",
+            "filters.metadata",
+            "filters.colour",
+            "filters.classification",
+        ] {
             assert!(bad.contains(&f.to_owned()), "{f} missing from {bad:?}");
         }
         assert_eq!(
@@ -476,8 +494,9 @@ mod tests {
             ["filters.date_range"]
         );
         assert_eq!(fields(json!({"query_text": "x", "filters": []})), ["filters"]);
-        assert_eq!(fields(json!({"query_text": "x", "collection": "a", "filters": {"collection": "b"}})), [
-            "filters.collection"
-        ]);
+        assert_eq!(
+            fields(json!({"query_text": "x", "collection": "a", "filters": {"collection": "b"}})),
+            ["filters.collection"]
+        );
     }
 }

@@ -11,9 +11,15 @@ use crate::helpers::{TestApp, spawn_app};
 
 const DOCS: [(&str, &str); 4] = [
     ("gardening.txt", "Tomatoes need full sun, regular watering and a stake to climb. Prune the side shoots weekly."),
-    ("sailing.txt", "To tack a sailboat, turn the bow through the wind while the crew moves the jib to the other side."),
+    (
+        "sailing.txt",
+        "To tack a sailboat, turn the bow through the wind while the crew moves the jib to the other side.",
+    ),
     ("baking.txt", "Sourdough bread rises slowly: feed the starter, fold the dough every hour, then bake it very hot."),
-    ("astronomy.txt", "Jupiter is the largest planet; its four big moons were found by Galileo with a small telescope."),
+    (
+        "astronomy.txt",
+        "Jupiter is the largest planet; its four big moons were found by Galileo with a small telescope.",
+    ),
 ];
 
 /// Uploads [`DOCS`] (metadata `{"n": i}`) and runs the pipeline; returns the doc ids in order.
@@ -157,9 +163,8 @@ async fn filters_apply_inside_the_search() {
         let ops_doc = i >= 6;
         let meta = if ops_doc { json!({"team": "ops", "i": i}) } else { json!({"team": "dev", "i": i}) };
         let text = format!("Restart the ingest service number {i} after changing its configuration file.");
-        let r = app
-            .upload_text(&t.key, "acme", &format!("doc{i}.txt"), &text, &meta, ops_doc.then_some("runbooks"))
-            .await;
+        let r =
+            app.upload_text(&t.key, "acme", &format!("doc{i}.txt"), &text, &meta, ops_doc.then_some("runbooks")).await;
         if ops_doc {
             ops.push(r["doc_id"].as_str().unwrap().to_owned());
         }
@@ -167,7 +172,8 @@ async fn filters_apply_inside_the_search() {
     app.drain_pipeline().await;
     for mode in ["hybrid", "vector", "keyword"] {
         for filters in [json!({"metadata": {"team": "ops"}}), json!({"collection": "runbooks"})] {
-            let body = json!({"query_text": "restart the ingest service", "mode": mode, "top_k": 5, "filters": filters});
+            let body =
+                json!({"query_text": "restart the ingest service", "mode": mode, "top_k": 5, "filters": filters});
             let r = app.search(&t.key, "acme", &body).await;
             r.expect(200);
             let got = doc_ids(r.data());
@@ -226,8 +232,13 @@ async fn searches_are_audited_with_ids_and_counts_but_never_the_query() {
     let t = app.tenant("acme").await;
     seed(&app, &t.key, "acme").await;
     let secret_phrase = "sourdough starter feeding schedule";
-    let r = app.search(&t.key, "acme", &json!({"query_text": secret_phrase, "top_k": 3,
-                                               "filters": {"metadata": {"n": 2}}}))
+    let r = app
+        .search(
+            &t.key,
+            "acme",
+            &json!({"query_text": secret_phrase, "top_k": 3,
+                                               "filters": {"metadata": {"n": 2}}}),
+        )
         .await;
     r.expect(200);
     let query_id = r.data()["query_id"].as_str().unwrap().to_owned();

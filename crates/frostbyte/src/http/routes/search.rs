@@ -10,7 +10,7 @@ use axum::response::Response;
 use chrono::{DateTime, Utc};
 use frostbyte_core::TenantId;
 use frostbyte_core::auth::Scope;
-use frostbyte_core::documents::{DocumentRecord, DocumentStatus, DocumentStages, PipelineStage};
+use frostbyte_core::documents::{DocumentRecord, DocumentStages, DocumentStatus, PipelineStage};
 use frostbyte_core::service::search::{SearchError, SearchHit, SearchMode, SearchService, parse_request};
 use frostbyte_core::tenant::{FieldViolation, Tenant};
 use serde::{Deserialize, Serialize};
