@@ -16,6 +16,9 @@
 //!   [`BatchStore`](frostbyte_core::batch::BatchStore) (batches and the tenant metadata schema, `0005_batches.sql`).
 //! - Both stores also implement the signal store, [`SignalStore`](frostbyte_core::signals::store::SignalStore)
 //!   (module `signals`, tables in `migrations/*/0009_signals.sql`), held to `tests/signals_contract.rs`.
+//! - [`search::MemoryIndex`] decorates the chunk index with in-memory BM25 and exact vector search, kept in step
+//!   with the store through [`IndexFeed`](frostbyte_core::search::IndexFeed) (change generations kept by triggers,
+//!   `migrations/*/0007_search_generations.sql`).
 //! - [`resolve`] is the one place where configuration (URLs) becomes implementations.
 //!
 //! The adapters own the storage layout: tenant prefixes for blobs, the append-only audit tables and their
@@ -33,6 +36,7 @@ pub mod postgres;
 mod queue;
 pub mod resolve;
 pub mod scan;
+pub mod search;
 pub mod signals;
 pub mod sqlite;
 

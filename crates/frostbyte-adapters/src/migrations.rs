@@ -18,6 +18,7 @@ const SQLITE: &[(i64, &str, &str)] = &[
     (4, "documents", include_str!("../migrations/sqlite/0004_documents.sql")),
     (5, "batches", include_str!("../migrations/sqlite/0005_batches.sql")),
     (6, "document_lifecycle", include_str!("../migrations/sqlite/0006_document_lifecycle.sql")),
+    (7, "search_generations", include_str!("../migrations/sqlite/0007_search_generations.sql")),
     (9, "signals", include_str!("../migrations/sqlite/0009_signals.sql")),
     (10, "documents_by_filename", include_str!("../migrations/sqlite/0010_documents_by_filename.sql")),
 ];
@@ -30,6 +31,7 @@ const POSTGRES: &[(i64, &str, &str)] = &[
     (4, "documents", include_str!("../migrations/postgres/0004_documents.sql")),
     (5, "batches", include_str!("../migrations/postgres/0005_batches.sql")),
     (6, "document_lifecycle", include_str!("../migrations/postgres/0006_document_lifecycle.sql")),
+    (7, "search_generations", include_str!("../migrations/postgres/0007_search_generations.sql")),
     (9, "signals", include_str!("../migrations/postgres/0009_signals.sql")),
     (10, "documents_by_filename", include_str!("../migrations/postgres/0010_documents_by_filename.sql")),
 ];

@@ -27,6 +27,7 @@ use frostbyte_core::signals::store::SignalStore;
 
 use crate::blob::ObjectBlobStore;
 use crate::postgres::PostgresStore;
+use crate::search::MemoryIndex;
 use crate::sqlite::SqliteStore;
 
 const METADATA_SCHEMES: &str = "sqlite:// (or sqlite::memory:), postgres://, postgresql://";
@@ -78,7 +79,8 @@ fn scheme_of(url: &str) -> Option<&str> {
 }
 
 /// The ports one metadata database serves: the system of record, and beside it the job queue, the document
-/// records and the chunk index (one connection pool, so they can share transactions).
+/// records and the chunk index (one connection pool, so they can share transactions). The chunk index answers
+/// searches from memory ([`MemoryIndex`]), following the store's change generations.
 #[derive(Clone)]
 pub struct MetadataPorts {
     pub store: Arc<dyn MetadataStore>,
@@ -125,24 +127,26 @@ pub async fn metadata_ports(url: &str, max_connections: u32) -> Result<MetadataP
                 }
             }
             let store = Arc::new(SqliteStore::connect(url, max_connections).await.map_err(open_err)?);
+            let index = Arc::new(MemoryIndex::new(store.clone(), store.clone()));
             Ok(MetadataPorts {
                 store: store.clone(),
                 queue: store.clone(),
                 documents: store.clone(),
                 batches: store.clone(),
-                signals: store.clone(),
-                index: store,
+                signals: store,
+                index,
             })
         }
         Some("postgres" | "postgresql") => {
             let store = Arc::new(PostgresStore::connect(url, max_connections).await.map_err(open_err)?);
+            let index = Arc::new(MemoryIndex::new(store.clone(), store.clone()));
             Ok(MetadataPorts {
                 store: store.clone(),
                 queue: store.clone(),
                 documents: store.clone(),
                 batches: store.clone(),
-                signals: store.clone(),
-                index: store,
+                signals: store,
+                index,
             })
         }
         Some(other) => Err(ResolveError::UnsupportedScheme {

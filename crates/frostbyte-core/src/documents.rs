@@ -24,6 +24,7 @@ use crate::lifecycle::{
     DocumentErasure, DocumentResidue, DocumentTombstone, ErasureAudit, PurgeAudit, ReplacementContent,
     TenantDocumentRows,
 };
+use crate::page::{Page, PageRequest};
 use crate::queue::NewJob;
 
 /// Where a document is in its life.
@@ -345,6 +346,15 @@ pub trait DocumentStore: Send + Sync + 'static {
     async fn purge_tenant(&self, tenant: &TenantId, audit: PurgeAudit) -> StoreResult<TenantDocumentRows>;
     /// The tenant's rows left in those tables.
     async fn tenant_residue(&self, tenant: &TenantId) -> StoreResult<TenantDocumentRows>;
+    /// A page of the tenant's documents, newest first (ties by doc id), only those with `status` and in
+    /// `collection` when given; `total` counts every match.
+    async fn list_documents(
+        &self,
+        tenant: &TenantId,
+        status: Option<DocumentStatus>,
+        collection: Option<&str>,
+        page: PageRequest,
+    ) -> StoreResult<Page<DocumentRecord>>;
 }
 
 #[cfg(test)]

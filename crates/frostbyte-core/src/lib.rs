@@ -21,6 +21,7 @@ pub mod policy;
 pub mod ports;
 pub mod queue;
 pub mod scan;
+pub mod search;
 pub mod service;
 pub mod signals;
 pub mod tenant;

@@ -134,6 +134,7 @@ pub async fn build(config: &Config) -> anyhow::Result<App> {
             max_body_bytes: config.server.max_body_bytes,
             metrics_public: config.server.metrics_public,
             jwt_ttl: Duration::from_secs(config.auth.jwt_ttl_secs),
+            fusion: config.search.fusion(),
         },
         started_at: Instant::now(),
         metrics: crate::http::install_metrics_recorder(),

@@ -55,6 +55,11 @@ pub enum Command {
     /// Signals: replay stored events into features, measure the engine.
     #[command(subcommand)]
     Signals(SignalsCommand),
+    /// Search a tenant's chunks and print the ranked hits with their provenance.
+    Search(SearchArgs),
+    /// Measure retrieval quality on a labelled set, or search latency on synthetic chunks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
 }
 
 #[derive(Debug, Args)]
@@ -74,6 +79,50 @@ pub struct IngestArgs {
     /// Return once files are accepted; running workers process them.
     #[arg(long)]
     pub no_wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// What to search for.
+    pub query: String,
+    #[arg(long)]
+    pub tenant: String,
+    /// hybrid, vector or keyword.
+    #[arg(long, default_value = "hybrid")]
+    pub mode: String,
+    /// How many hits [default: the tenant's retrieval_top_k_default].
+    #[arg(long)]
+    pub top_k: Option<u32>,
+    /// Only chunks of documents in this collection.
+    #[arg(long)]
+    pub collection: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Ingest a labelled set (BEIR layout) through intake and the pipeline in a scratch store, run every query in
+    /// each mode, and report nDCG@10 and recall@10.
+    Retrieval {
+        /// The set's directory (corpus.jsonl, queries.jsonl, qrels/test.tsv) [default: the bundled python-faq].
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
+    },
+    /// Write synthetic chunks into a scratch store (SQLite, the embedded default), then report search latency
+    /// (p50/p99) per mode and queries/s with concurrent clients.
+    Search {
+        /// How many chunks to index.
+        #[arg(long, default_value_t = 10_000)]
+        chunks: usize,
+        /// Sequential queries timed per mode.
+        #[arg(long, default_value_t = 500)]
+        queries: usize,
+        /// Concurrent clients for the throughput run.
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        /// Where the sentences come from [default: the bundled python-faq].
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -168,6 +168,29 @@ impl EmbeddingConfig {
     }
 }
 
+/// How hybrid search fuses its keyword and vector lists (`[search]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchConfig {
+    /// The `k` of reciprocal rank fusion.
+    pub rrf_k: f64,
+    pub keyword_weight: f64,
+    pub vector_weight: f64,
+    /// Depth of each list before fusion (at least `top_k`).
+    pub candidates: usize,
+}
+
+impl SearchConfig {
+    pub fn fusion(&self) -> frostbyte_core::service::search::FusionSettings {
+        frostbyte_core::service::search::FusionSettings {
+            rrf_k: self.rrf_k,
+            keyword_weight: self.keyword_weight,
+            vector_weight: self.vector_weight,
+            candidates: self.candidates,
+        }
+    }
+}
+
 /// The malware scanner intake runs every file through.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -249,6 +272,7 @@ pub struct Config {
     pub embedding: EmbeddingConfig,
     pub scan: ScanConfig,
     pub signals: SignalsConfig,
+    pub search: SearchConfig,
 }
 
 fn optional_secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SecretString>, D::Error> {
@@ -351,28 +375,37 @@ impl Config {
         let log = section::<LogConfig>(&figment, "log", &mut errors);
         let workers = section::<WorkersConfig>(&figment, "workers", &mut errors);
         let embedding = section::<EmbeddingConfig>(&figment, "embedding", &mut errors);
+        let search = section::<SearchConfig>(&figment, "search", &mut errors);
         let scan = section::<ScanConfig>(&figment, "scan", &mut errors).unwrap_or_default();
         let signals = section::<SignalsConfig>(&figment, "signals", &mut errors).unwrap_or_default();
-        for extra in top_level_keys(&figment).difference(
-            &["server", "storage", "auth", "log", "workers", "embedding", "scan", "signals"].map(String::from).into(),
-        ) {
+        let known = ["server", "storage", "auth", "log", "workers", "embedding", "search", "scan", "signals"];
+        for extra in top_level_keys(&figment).difference(&known.map(String::from).into()) {
             errors.push(format!("unknown section `{extra}`"));
         }
 
-        match (server, storage, auth, log, workers, embedding) {
-            (Some(server), Some(storage), Some(auth), Some(log), Some(workers), Some(embedding))
+        match (server, storage, auth, log, workers, embedding, search) {
+            (Some(server), Some(storage), Some(auth), Some(log), Some(workers), Some(embedding), Some(search))
                 if errors.is_empty() =>
             {
-                let config = Config { server, storage, auth, log, workers, embedding, scan, signals };
+                let config = Config { server, storage, auth, log, workers, embedding, search, scan, signals };
                 let problems = config.validate();
                 if problems.is_empty() { Ok(config) } else { Err(ConfigErrors(problems)) }
             }
-            (server, storage, auth, log, workers, embedding) => {
+            (server, storage, auth, log, workers, embedding, search) => {
                 // Report semantic problems of the sections that did parse, too.
-                if let (Some(server), Some(storage), Some(auth), Some(log), Some(workers), Some(embedding)) =
-                    (server, storage, auth, log, workers, embedding)
+                if let (
+                    Some(server),
+                    Some(storage),
+                    Some(auth),
+                    Some(log),
+                    Some(workers),
+                    Some(embedding),
+                    Some(search),
+                ) = (server, storage, auth, log, workers, embedding, search)
                 {
-                    errors.extend(Config { server, storage, auth, log, workers, embedding, scan, signals }.validate());
+                    errors.extend(
+                        Config { server, storage, auth, log, workers, embedding, search, scan, signals }.validate(),
+                    );
                 }
                 Err(ConfigErrors(errors))
             }
@@ -412,6 +445,21 @@ impl Config {
                 "workers.per_tenant_cap must be between 1 and 1000 (got {})",
                 self.workers.per_tenant_cap
             ));
+        }
+        let s = &self.search;
+        if !(s.rrf_k.is_finite() && (1.0..=1000.0).contains(&s.rrf_k)) {
+            out.push(format!("search.rrf_k must be between 1 and 1000 (got {})", s.rrf_k));
+        }
+        for (name, w) in [("search.keyword_weight", s.keyword_weight), ("search.vector_weight", s.vector_weight)] {
+            if !(w.is_finite() && (0.0..=100.0).contains(&w)) {
+                out.push(format!("{name} must be between 0 and 100 (got {w})"));
+            }
+        }
+        if s.keyword_weight + s.vector_weight <= 0.0 {
+            out.push("search.keyword_weight and search.vector_weight must not both be 0".into());
+        }
+        if !(1..=1000).contains(&s.candidates) {
+            out.push(format!("search.candidates must be between 1 and 1000 (got {})", s.candidates));
         }
         if self.storage.data_dir.as_os_str().is_empty() {
             out.push("storage.data_dir must not be empty".into());

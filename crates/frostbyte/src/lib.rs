@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod batch_status;
+pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -11,4 +12,5 @@ pub mod ingest_command;
 pub mod intake;
 pub mod metadata_schema;
 pub mod pipeline;
+pub mod search_cli;
 pub mod signals;

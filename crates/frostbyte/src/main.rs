@@ -67,6 +67,8 @@ fn main() -> ExitCode {
             }
             Command::Worker => app::work(config).await.map(|()| 0),
             Command::Signals(cmd) => commands::signals(&config, cmd, json).await,
+            Command::Search(args) => frostbyte::search_cli::search_command(&config, args, json).await.map(|()| 0),
+            Command::Bench(cmd) => frostbyte::bench::bench(&config, cmd, json).await.map(|()| 0),
         }
     });
     match result {

@@ -3,14 +3,16 @@
 
 use async_trait::async_trait;
 use frostbyte_core::audit::NewAuditEvent;
-use frostbyte_core::documents::{DocumentRecord, DocumentStore, StageUpdate};
+use frostbyte_core::documents::{DocumentRecord, DocumentStatus, DocumentStore, StageUpdate};
 use frostbyte_core::lifecycle::{
     DocumentErasure, DocumentResidue, DocumentTombstone, ErasureAudit, PurgeAudit, ReplacementContent,
     TenantDocumentRows,
 };
+use frostbyte_core::page::{Page, PageRequest};
 use frostbyte_core::queue::NewJob;
 use frostbyte_core::{StoreError, StoreResult, TenantId};
 use serde_json::Value;
+use sqlx::AssertSqlSafe;
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use uuid::Uuid;
 
@@ -210,6 +212,39 @@ impl DocumentStore for SqliteStore {
         .as_ref()
         .map(document_from_row)
         .transpose()
+    }
+
+    async fn list_documents(
+        &self,
+        tenant: &TenantId,
+        status: Option<DocumentStatus>,
+        collection: Option<&str>,
+        page: PageRequest,
+    ) -> StoreResult<Page<DocumentRecord>> {
+        const WHERE: &str = " FROM documents WHERE tenant_id = ?1 AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR \
+                             collection = ?3)";
+        let status = status.map(|s| s.as_str());
+        let total: i64 = sqlx::query_scalar(AssertSqlSafe(format!("SELECT COUNT(*){WHERE}")))
+            .bind(tenant.as_str())
+            .bind(status)
+            .bind(collection)
+            .fetch_one(self.pool())
+            .await
+            .map_err(err("document"))?;
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {}{WHERE} ORDER BY created_at DESC, doc_id DESC LIMIT ?4 OFFSET ?5",
+            document_columns!()
+        )))
+        .bind(tenant.as_str())
+        .bind(status)
+        .bind(collection)
+        .bind(i64::from(page.limit))
+        .bind(page.offset())
+        .fetch_all(self.pool())
+        .await
+        .map_err(err("document"))?;
+        let items = rows.iter().map(document_from_row).collect::<StoreResult<Vec<_>>>()?;
+        Ok(Page { items, total: u64::try_from(total).unwrap_or(0) })
     }
 }
 

@@ -250,6 +250,10 @@ pub(crate) async fn purge_tenant(
     let chunks = exec(&mut tx, tenant, "DELETE FROM chunks WHERE tenant_id = ?").await?;
     let jobs = exec(&mut tx, tenant, "DELETE FROM jobs WHERE tenant_id = ?").await?;
     exec(&mut tx, tenant, "DELETE FROM job_tenants WHERE tenant_id = ?").await?;
+    // The search change feed (ids and counters only; the chunk deletes above just wrote to it). An in-memory index
+    // that sees the counter go backwards reloads from nothing.
+    exec(&mut tx, tenant, "DELETE FROM chunk_changes WHERE tenant_id = ?").await?;
+    exec(&mut tx, tenant, "DELETE FROM chunk_generations WHERE tenant_id = ?").await?;
     // Batch receipts carry filenames and hashes; the metadata schema and signals are the tenant's own too.
     exec(&mut tx, tenant, "DELETE FROM batch_files WHERE tenant_id = ?").await?;
     exec(&mut tx, tenant, "DELETE FROM batches WHERE tenant_id = ?").await?;

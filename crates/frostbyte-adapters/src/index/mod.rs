@@ -103,6 +103,14 @@ impl TopK {
         }
     }
 
+    /// The score of the worst kept hit once `k` are kept (what a newcomer must reach).
+    pub(crate) fn worst_if_full(&self) -> Option<f64> {
+        if self.k == 0 || self.heap.len() < self.k {
+            return None;
+        }
+        self.heap.peek().map(|c| c.0.score)
+    }
+
     pub(crate) fn into_sorted(self) -> Vec<Hit> {
         let mut hits: Vec<Hit> = self.heap.into_iter().map(|c| c.0).collect();
         sort_hits(&mut hits);

@@ -166,6 +166,14 @@ impl Harness {
         }
     }
 
+    /// The store's change feed for derived search indexes.
+    pub fn feed(&self) -> Arc<dyn frostbyte_core::search::IndexFeed> {
+        match &self.backend {
+            Backend::Sqlite { store, .. } => Arc::new(store.clone()),
+            Backend::Postgres { store, .. } => Arc::new(store.clone()),
+        }
+    }
+
     /// The same database as a signal store.
     pub fn signals(&self) -> &dyn frostbyte_core::signals::store::SignalStore {
         match &self.backend {
@@ -176,6 +184,14 @@ impl Harness {
 
     /// The same database as a shareable signal store (for the signal use-cases).
     pub fn signals_arc(&self) -> Arc<dyn frostbyte_core::signals::store::SignalStore> {
+        match &self.backend {
+            Backend::Sqlite { store, .. } => Arc::new(store.clone()),
+            Backend::Postgres { store, .. } => Arc::new(store.clone()),
+        }
+    }
+
+    /// The store as a chunk index that can be shared.
+    pub fn shared_index(&self) -> Arc<dyn ChunkIndex> {
         match &self.backend {
             Backend::Sqlite { store, .. } => Arc::new(store.clone()),
             Backend::Postgres { store, .. } => Arc::new(store.clone()),

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod lifecycle;
+pub mod search;
 pub mod tenants;
 
 pub use tenants::{Actor, CreateKey, CreateTenant, CreatedKey, ServiceError, ServiceResult, TenantService};

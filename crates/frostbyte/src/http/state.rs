@@ -23,6 +23,8 @@ pub struct HttpSettings {
     pub metrics_public: bool,
     /// Lifetime of JWTs issued by `POST /api/v1/auth/token`.
     pub jwt_ttl: Duration,
+    /// How hybrid search fuses its two rankings (config `[search]`).
+    pub fusion: frostbyte_core::service::search::FusionSettings,
 }
 
 /// Shared application state.

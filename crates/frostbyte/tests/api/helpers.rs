@@ -125,6 +125,7 @@ pub async fn spawn_app_with(config: TestConfig) -> TestApp {
             max_body_bytes: MAX_BODY,
             metrics_public: config.metrics_public,
             jwt_ttl: Duration::from_secs(900),
+            fusion: Default::default(),
         },
         started_at: Instant::now(),
         metrics: install_metrics_recorder(),
@@ -611,5 +612,77 @@ impl TestApp {
 
     pub async fn get_features(&self, token: &str, tenant: &str, name: &str, entity: &str) -> Resp {
         self.get(&format!("/api/v1/signals/{tenant}/features/{name}/{entity}"), Some(token)).await
+    }
+}
+
+// --- search, chunks and the document list --------------------------------------------------------------------
+const SEARCH_BOUNDARY: &str = "frostbyte-search-boundary";
+
+impl TestApp {
+    pub async fn search(&self, token: &str, tenant: &str, body: &Value) -> Resp {
+        self.send(Method::POST, &format!("/api/v1/query/{tenant}/search"), Some(token), Some(body)).await
+    }
+    pub async fn chunk(&self, token: &str, tenant: &str, chunk_id: &str) -> Resp {
+        self.get(&format!("/api/v1/query/{tenant}/chunk/{chunk_id}"), Some(token)).await
+    }
+    pub async fn list_documents(&self, token: &str, tenant: &str, query: &str) -> Resp {
+        self.get(&format!("/api/v1/tenants/{tenant}/documents{query}"), Some(token)).await
+    }
+
+    /// Uploads a plain-text document with JSON `metadata` and an optional collection; expects 202 and returns
+    /// the receipt's data.
+    pub async fn upload_text(
+        &self,
+        token: &str,
+        tenant: &str,
+        filename: &str,
+        text: &str,
+        metadata: &Value,
+        collection: Option<&str>,
+    ) -> Value {
+        let mut body = Vec::new();
+        let part = |name: &str, value: &str| {
+            format!("--{SEARCH_BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
+        };
+        body.extend_from_slice(part("metadata", &metadata.to_string()).as_bytes());
+        if let Some(c) = collection {
+            body.extend_from_slice(part("collection", c).as_bytes());
+        }
+        body.extend_from_slice(
+            format!(
+                "--{SEARCH_BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n\
+                 Content-Type: text/plain\r\n\r\n{text}\r\n--{SEARCH_BOUNDARY}--\r\n"
+            )
+            .as_bytes(),
+        );
+        let r = self
+            .send_raw(
+                Method::POST,
+                &format!("/api/v1/ingest/{tenant}/documents"),
+                Some(token),
+                Some(&format!("multipart/form-data; boundary={SEARCH_BOUNDARY}")),
+                body,
+            )
+            .await;
+        r.expect(202);
+        r.data().clone()
+    }
+
+    /// Runs pipeline jobs until the queue is idle; returns how many ran.
+    pub async fn drain_pipeline(&self) -> usize {
+        let p = frostbyte::pipeline::Pipeline::new(
+            self.store.clone(),
+            self.queue.clone(),
+            self.documents.clone(),
+            self.index.clone(),
+            self.blobs.clone(),
+            "test-worker",
+        );
+        let mut ran = 0;
+        while let frostbyte_core::queue::RunOnce::Ran(_) = p.try_run_one().await.expect("run one") {
+            ran += 1;
+            assert!(ran < 10_000, "the pipeline never went idle");
+        }
+        ran
     }
 }

@@ -9,6 +9,7 @@ mod envelope;
 mod helpers;
 mod lifecycle;
 mod pipeline;
+mod search;
 mod signals;
 mod stream;
 mod system;

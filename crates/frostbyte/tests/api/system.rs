@@ -44,6 +44,9 @@ const IMPLEMENTED: &[(&str, &str)] = &[
     ("get", "/api/v1/signals/{tenant_id}/feature-sets/{name}"),
     ("post", "/api/v1/signals/{tenant_id}/events"),
     ("get", "/api/v1/signals/{tenant_id}/features/{name}/{entity_id}"),
+    ("post", "/api/v1/query/{tenant_id}/search"),
+    ("get", "/api/v1/query/{tenant_id}/chunk/{chunk_id}"),
+    ("get", "/api/v1/tenants/{tenant_id}/documents"),
 ];
 
 const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
@@ -200,6 +203,7 @@ async fn every_route_in_the_document_is_served() {
             .replace("{receipt_id}", &uuid::Uuid::now_v7().to_string())
             .replace("{doc_id}", &uuid::Uuid::now_v7().to_string())
             .replace("{batch_id}", "no-such-batch")
+            .replace("{chunk_id}", &uuid::Uuid::now_v7().to_string())
             .replace("{resource_id}", "acme")
             .replace("{name}", "device")
             .replace("{entity_id}", "dev-1");

@@ -8,6 +8,7 @@ pub mod documents;
 pub mod embeddings;
 pub mod lifecycle;
 pub mod schema;
+pub mod search;
 pub mod signals;
 pub mod stream;
 pub mod system;
@@ -54,6 +55,9 @@ pub(crate) fn api_routes() -> OpenApiRouter<ApiContext> {
         .routes(routes!(schema::put_schema, schema::get_schema, schema::patch_schema))
         .merge(lifecycle::routes())
         .merge(signals::routes())
+        .routes(routes!(search::search))
+        .routes(routes!(search::get_chunk))
+        .routes(routes!(search::list_documents))
 }
 
 /// Unknown paths. The message is distinct from a missing resource's, so clients (and the OpenAPI completeness
