@@ -259,3 +259,21 @@ pub(crate) fn issue_token(ctx: &ApiContext, key: &ApiKeyRecord) -> Result<Issued
         .map_err(|e| ApiError::internal(&e))?;
     Ok(IssuedToken { token, expires_in: u64::try_from(claims.exp - claims.iat).unwrap_or(0) })
 }
+
+/// The tenant a tenant-scoped handler acts on, checked: the caller may act on it with `scope` (another tenant's
+/// path answers 404), it exists, and it is usable (ACTIVE). A tenant credential's tenant was loaded when it
+/// authenticated; the admin key's is read here.
+pub(crate) async fn authorize_tenant(
+    ctx: &ApiContext,
+    principal: &Principal,
+    tenant: &TenantId,
+    scope: Scope,
+) -> Result<Tenant, ApiError> {
+    principal.authorize(tenant, scope)?;
+    if let Principal::Tenant(cred) = principal {
+        return Ok(cred.tenant.clone());
+    }
+    let t = ctx.store.get_tenant(tenant).await?.ok_or_else(|| ApiError::not_found("tenant"))?;
+    check_tenant_usable(&t)?;
+    Ok(t)
+}

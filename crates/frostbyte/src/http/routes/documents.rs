@@ -19,7 +19,7 @@ use frostbyte_core::documents::{
     DocumentRecord, DocumentStages, DocumentStatus, PipelineStage, StageStatus, raw_blob_key,
 };
 use frostbyte_core::index::IndexedChunk;
-use frostbyte_core::tenant::{FieldViolation, Tenant};
+use frostbyte_core::tenant::FieldViolation;
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -46,21 +46,7 @@ pub(crate) fn upload_routes() -> OpenApiRouter<ApiContext> {
     OpenApiRouter::new().routes(routes!(upload_document)).layer(DefaultBodyLimit::disable())
 }
 
-/// The tenant, checked: the caller may act on it with `scope`, and it exists.
-pub(crate) async fn authorize(
-    ctx: &ApiContext,
-    principal: &Principal,
-    tenant: &TenantId,
-    scope: Scope,
-) -> Result<Tenant, ApiError> {
-    principal.authorize(tenant, scope)?;
-    if let Principal::Tenant(cred) = principal {
-        return Ok(cred.tenant.clone());
-    }
-    let t = ctx.store.get_tenant(tenant).await?.ok_or_else(|| ApiError::not_found("tenant"))?;
-    crate::http::auth::check_tenant_usable(&t)?;
-    Ok(t)
-}
+pub(crate) use crate::http::auth::authorize_tenant as authorize;
 
 /// `202` answer to an upload: the receipt.
 #[derive(Debug, Serialize, ToSchema)]

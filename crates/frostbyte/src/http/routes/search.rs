@@ -12,7 +12,7 @@ use frostbyte_core::TenantId;
 use frostbyte_core::auth::Scope;
 use frostbyte_core::documents::{DocumentRecord, DocumentStages, DocumentStatus, PipelineStage};
 use frostbyte_core::service::search::{SearchError, SearchHit, SearchMode, SearchService, parse_request};
-use frostbyte_core::tenant::{FieldViolation, Tenant};
+use frostbyte_core::tenant::FieldViolation;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
@@ -28,21 +28,7 @@ const TAG: &str = "search";
 /// Characters of a chunk id or collection name accepted in a path or query (longer ones name nothing).
 const MAX_ID_CHARS: usize = 256;
 
-/// The tenant, checked: the caller may act on it with `scope`, and it exists and is usable.
-async fn authorize(
-    ctx: &ApiContext,
-    principal: &Principal,
-    tenant: &TenantId,
-    scope: Scope,
-) -> Result<Tenant, ApiError> {
-    principal.authorize(tenant, scope)?;
-    if let Principal::Tenant(cred) = principal {
-        return Ok(cred.tenant.clone());
-    }
-    let t = ctx.store.get_tenant(tenant).await?.ok_or_else(|| ApiError::not_found("tenant"))?;
-    crate::http::auth::check_tenant_usable(&t)?;
-    Ok(t)
-}
+use crate::http::auth::authorize_tenant as authorize;
 
 /// `POST …/search` body. Unknown fields are refused.
 #[derive(Debug, Deserialize, ToSchema)]

@@ -53,12 +53,7 @@ impl From<SignalError> for ApiError {
 }
 
 async fn authorize(ctx: &ApiContext, principal: &Principal, tenant: &TenantId, scope: Scope) -> Result<(), ApiError> {
-    principal.authorize(tenant, scope)?;
-    if matches!(principal, Principal::Admin) {
-        let t = ctx.store.get_tenant(tenant).await?.ok_or_else(|| ApiError::not_found("tenant"))?;
-        crate::http::auth::check_tenant_usable(&t)?;
-    }
-    Ok(())
+    crate::http::auth::authorize_tenant(ctx, principal, tenant, scope).await.map(|_| ())
 }
 
 /// A stored feature-set version.
