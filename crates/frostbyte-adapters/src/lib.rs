@@ -14,6 +14,8 @@
 //! - [`scan`] holds the malware-scanner adapters (`none`, `clamd`) for
 //!   [`Scanner`](frostbyte_core::scan::Scanner); both stores also implement
 //!   [`BatchStore`](frostbyte_core::batch::BatchStore) (batches and the tenant metadata schema, `0005_batches.sql`).
+//! - Both stores also implement [`RunStore`](frostbyte_core::pipelines::RunStore) (pipeline runs, module `runs`,
+//!   `0011_pipeline_runs.sql`), held to `tests/runs_contract.rs`.
 //! - [`resolve`] is the one place where configuration (URLs) becomes implementations.
 //!
 //! The adapters own the storage layout: tenant prefixes for blobs, the append-only audit tables and their
@@ -30,6 +32,7 @@ pub mod parse;
 pub mod postgres;
 mod queue;
 pub mod resolve;
+mod runs;
 pub mod scan;
 pub mod sqlite;
 

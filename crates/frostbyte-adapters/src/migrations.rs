@@ -18,6 +18,7 @@ const SQLITE: &[(i64, &str, &str)] = &[
     (4, "documents", include_str!("../migrations/sqlite/0004_documents.sql")),
     (10, "documents_by_filename", include_str!("../migrations/sqlite/0010_documents_by_filename.sql")),
     (5, "batches", include_str!("../migrations/sqlite/0005_batches.sql")),
+    (11, "pipeline_runs", include_str!("../migrations/sqlite/0011_pipeline_runs.sql")),
 ];
 
 /// `(version, description, sql)` for PostgreSQL, in order.
@@ -28,6 +29,7 @@ const POSTGRES: &[(i64, &str, &str)] = &[
     (4, "documents", include_str!("../migrations/postgres/0004_documents.sql")),
     (10, "documents_by_filename", include_str!("../migrations/postgres/0010_documents_by_filename.sql")),
     (5, "batches", include_str!("../migrations/postgres/0005_batches.sql")),
+    (11, "pipeline_runs", include_str!("../migrations/postgres/0011_pipeline_runs.sql")),
 ];
 
 fn build(list: &'static [(i64, &'static str, &'static str)]) -> Migrator {

@@ -86,6 +86,8 @@ pub struct MetadataPorts {
     pub index: Arc<dyn ChunkIndex>,
     /// Batches, their files and the tenant metadata schema.
     pub batches: Arc<dyn BatchStore>,
+    /// Pipeline runs.
+    pub runs: Arc<dyn frostbyte_core::pipelines::RunStore>,
 }
 
 /// Opens the metadata store a URL names, with at most `max_connections` pooled connections. Does not run
@@ -128,6 +130,7 @@ pub async fn metadata_ports(url: &str, max_connections: u32) -> Result<MetadataP
                 queue: store.clone(),
                 documents: store.clone(),
                 batches: store.clone(),
+                runs: store.clone(),
                 index: store,
             })
         }
@@ -138,6 +141,7 @@ pub async fn metadata_ports(url: &str, max_connections: u32) -> Result<MetadataP
                 queue: store.clone(),
                 documents: store.clone(),
                 batches: store.clone(),
+                runs: store.clone(),
                 index: store,
             })
         }

@@ -16,6 +16,7 @@ pub mod error;
 pub mod ids;
 pub mod index;
 pub mod page;
+pub mod pipelines;
 pub mod policy;
 pub mod ports;
 pub mod queue;

@@ -166,3 +166,13 @@ impl Harness {
         }
     }
 }
+
+impl Harness {
+    /// The pipeline-run store ([`frostbyte_core::pipelines::RunStore`]) on the same database.
+    pub fn runs(&self) -> Arc<dyn frostbyte_core::pipelines::RunStore> {
+        match &self.backend {
+            Backend::Sqlite { store, .. } => Arc::new(store.clone()),
+            Backend::Postgres { store, .. } => Arc::new(store.clone()),
+        }
+    }
+}
