@@ -5,6 +5,7 @@ pub mod batch_status;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod engine;
 pub mod events;
 pub mod http;
 pub mod ingest_command;
