@@ -36,6 +36,8 @@ const STRING_KEYS: &[&str] = &[
     "storage.data_dir",
     "storage.metadata_url",
     "storage.blob_url",
+    "pipelines.dir",
+    "pipelines.env",
     "auth.admin_api_key",
     "auth.jwt_secret",
     "log.format",
@@ -190,6 +192,50 @@ pub struct LogConfig {
     pub level: String,
 }
 
+/// The pipeline engine (`[pipelines]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelinesConfig {
+    /// Directory of `{domain}/{name}.yml` definitions, relative to the working directory; missing is fine.
+    pub dir: PathBuf,
+    /// The value of `{{env}}` in definitions.
+    pub env: String,
+    /// Engine workers `serve` and `worker` run (0: none).
+    pub workers: u32,
+    /// How long an idle engine worker waits before polling the queue again.
+    pub poll_interval_ms: u64,
+    /// How long a claimed run is leased; heartbeats extend it while the run executes.
+    pub lease_secs: u64,
+    /// How often an executing run's cancel flag is read from the store (cancellation across processes).
+    pub cancel_poll_ms: u64,
+}
+
+impl Default for PipelinesConfig {
+    fn default() -> Self {
+        PipelinesConfig {
+            dir: PathBuf::from("pipelines"),
+            env: "dev".into(),
+            workers: 1,
+            poll_interval_ms: 500,
+            lease_secs: 60,
+            cancel_poll_ms: 500,
+        }
+    }
+}
+
+impl PipelinesConfig {
+    /// The engine's settings.
+    pub fn settings(&self) -> crate::engine::EngineSettings {
+        crate::engine::EngineSettings {
+            dir: Some(self.dir.clone()),
+            env: self.env.clone(),
+            lease: std::time::Duration::from_secs(self.lease_secs.max(1)),
+            cancel_poll: std::time::Duration::from_millis(self.cancel_poll_ms.max(10)),
+            ..Default::default()
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -200,6 +246,7 @@ pub struct Config {
     pub workers: WorkersConfig,
     pub embedding: EmbeddingConfig,
     pub scan: ScanConfig,
+    pub pipelines: PipelinesConfig,
 }
 
 fn optional_secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SecretString>, D::Error> {
@@ -303,9 +350,10 @@ impl Config {
         let workers = section::<WorkersConfig>(&figment, "workers", &mut errors);
         let embedding = section::<EmbeddingConfig>(&figment, "embedding", &mut errors);
         let scan = section::<ScanConfig>(&figment, "scan", &mut errors).unwrap_or_default();
-        for extra in top_level_keys(&figment)
-            .difference(&["server", "storage", "auth", "log", "workers", "embedding", "scan"].map(String::from).into())
-        {
+        let pipelines = section::<PipelinesConfig>(&figment, "pipelines", &mut errors).unwrap_or_default();
+        for extra in top_level_keys(&figment).difference(
+            &["server", "storage", "auth", "log", "workers", "embedding", "scan", "pipelines"].map(String::from).into(),
+        ) {
             errors.push(format!("unknown section `{extra}`"));
         }
 
@@ -313,7 +361,7 @@ impl Config {
             (Some(server), Some(storage), Some(auth), Some(log), Some(workers), Some(embedding))
                 if errors.is_empty() =>
             {
-                let config = Config { server, storage, auth, log, workers, embedding, scan };
+                let config = Config { server, storage, auth, log, workers, embedding, scan, pipelines };
                 let problems = config.validate();
                 if problems.is_empty() { Ok(config) } else { Err(ConfigErrors(problems)) }
             }
@@ -322,7 +370,8 @@ impl Config {
                 if let (Some(server), Some(storage), Some(auth), Some(log), Some(workers), Some(embedding)) =
                     (server, storage, auth, log, workers, embedding)
                 {
-                    errors.extend(Config { server, storage, auth, log, workers, embedding, scan }.validate());
+                    errors
+                        .extend(Config { server, storage, auth, log, workers, embedding, scan, pipelines }.validate());
                 }
                 Err(ConfigErrors(errors))
             }

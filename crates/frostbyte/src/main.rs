@@ -66,6 +66,7 @@ fn main() -> ExitCode {
                 frostbyte::ingest_command::ingest(&config, request, json).await
             }
             Command::Worker => app::work(config).await.map(|()| 0),
+            Command::Pipeline(cmd) => frostbyte::engine::command::run(&config, cmd, json).await,
         }
     });
     match result {

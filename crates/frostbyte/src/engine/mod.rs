@@ -20,6 +20,7 @@
 //! fails runs whose job can no longer run them (dead, abandoned, finished or missing), so no run stays
 //! `running` forever.
 
+pub mod command;
 pub mod definitions;
 pub mod processors;
 
@@ -783,6 +784,57 @@ mod tests {
         let next =
             claim_and_execute(&engine, |_| Box::pin(async { Ok(Outcome { records: 2, counts: Map::new() }) })).await;
         assert_eq!((next.status, next.records_processed), (RunStatus::Completed, 2));
+    }
+
+    /// A processor that works until it is cancelled, checking its token like the built-in ones.
+    fn until_cancelled(ctx: RunContext) -> futures::future::BoxFuture<'static, Result<Outcome, ProcessorError>> {
+        Box::pin(async move {
+            loop {
+                if ctx.cancel.is_cancelled() {
+                    return Err(ProcessorError::Cancelled);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn cancelling_an_executing_run_stops_it_promptly() {
+        let (engine, tenant, _dir) = engine().await;
+        let engine = Arc::new(engine);
+        let run = engine.create_run(&tenant, "records", "copy", params(), "test").await.unwrap();
+        let job = engine.queue.claim(&engine.claim_options("w"), frostbyte_core::now()).await.unwrap().unwrap();
+        let exec = tokio::spawn({
+            let engine = engine.clone();
+            async move { engine.execute(job, "w", Some(until_cancelled)).await.unwrap() }
+        });
+        while engine.get_run(&tenant, run.run_id).await.unwrap().status != RunStatus::Running {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let asked = std::time::Instant::now();
+        let flagged = engine.cancel(&tenant, run.run_id, "admin").await.unwrap();
+        assert!(flagged.cancel_requested);
+        tokio::time::timeout(Duration::from_secs(3), exec).await.expect("stopped promptly").unwrap();
+        assert!(asked.elapsed() < Duration::from_secs(3));
+        let done = engine.get_run(&tenant, run.run_id).await.unwrap();
+        assert_eq!(done.status, RunStatus::Cancelled);
+        assert_eq!(done.error_message.as_deref(), Some("cancelled while running"));
+        let job = engine.queue.get_job(&tenant, done.job_id).await.unwrap().unwrap();
+        assert_eq!(job.status, JobStatus::Succeeded);
+    }
+
+    #[tokio::test]
+    async fn a_run_past_its_timeout_fails_with_the_timeout() {
+        let (engine, tenant, dir) = engine().await;
+        let defs = dir.path().join("pipelines/ops");
+        std::fs::create_dir_all(&defs).unwrap();
+        std::fs::write(defs.join("slow.yml"), "name: slow\ndomain: ops\nprocessor: records.copy\ntimeout_secs: 1\n")
+            .unwrap();
+        assert!(engine.reload(Some(&dir.path().join("pipelines"))).errors.is_empty());
+        engine.create_run(&tenant, "ops", "slow", Map::new(), "test").await.unwrap();
+        let run = claim_and_execute(&engine, until_cancelled).await;
+        assert_eq!(run.status, RunStatus::Failed);
+        assert_eq!(run.error_message.as_deref(), Some("timed out after 1 s"));
     }
 
     #[tokio::test]

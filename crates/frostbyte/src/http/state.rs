@@ -46,4 +46,6 @@ pub struct AppState {
     pub batches: Arc<dyn BatchStore>,
     /// The malware scanner intake runs every file through (`[scan] scanner`).
     pub scanner: Arc<dyn Scanner>,
+    /// The pipeline engine: definitions, runs and their execution.
+    pub engine: Arc<crate::engine::Engine>,
 }

@@ -8,6 +8,7 @@ mod embeddings;
 mod envelope;
 mod helpers;
 mod pipeline;
+mod pipelines;
 mod stream;
 mod system;
 mod tenants;

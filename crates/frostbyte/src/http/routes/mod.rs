@@ -6,6 +6,7 @@ pub mod batch;
 pub mod dlq;
 pub mod documents;
 pub mod embeddings;
+pub mod pipelines;
 pub mod schema;
 pub mod stream;
 pub mod system;
@@ -50,6 +51,11 @@ pub(crate) fn api_routes() -> OpenApiRouter<ApiContext> {
         .merge(batch::batch_routes())
         .routes(routes!(batch::get_batch))
         .routes(routes!(schema::put_schema, schema::get_schema, schema::patch_schema))
+        .routes(routes!(pipelines::list_pipelines))
+        .routes(routes!(pipelines::start_run))
+        .routes(routes!(pipelines::get_run))
+        .routes(routes!(pipelines::list_runs))
+        .routes(routes!(pipelines::cancel_run))
 }
 
 /// Unknown paths. The message is distinct from a missing resource's, so clients (and the OpenAPI completeness
