@@ -280,7 +280,10 @@ fn coerce(value: &Value, ty: ColumnType) -> Result<Value, String> {
 }
 
 /// Reads every row as a JSON object (CSV values as strings; an empty CSV cell as null).
-fn read_rows(bytes: &[u8], format: Format) -> Result<Vec<Result<Map<String, Value>, String>>, ProcessorError> {
+/// One input row: the record, or why it could not be read.
+type Row = Result<Map<String, Value>, String>;
+
+fn read_rows(bytes: &[u8], format: Format) -> Result<Vec<Row>, ProcessorError> {
     match format {
         Format::Csv => {
             let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(bytes);
@@ -370,9 +373,8 @@ async fn records_copy(ctx: RunContext) -> Result<Outcome, ProcessorError> {
     let mut rejected = 0u64;
     for (i, row) in rows.into_iter().enumerate() {
         let row_number = i + 1;
-        let mapped = row
-            .map_err(|reason| ("(row)".to_owned(), reason))
-            .and_then(|r| map_row(&r, &columns).map_err(|(field, reason)| (field, reason)).map(|m| (m, r)));
+        let mapped =
+            row.map_err(|reason| ("(row)".to_owned(), reason)).and_then(|r| map_row(&r, &columns).map(|m| (m, r)));
         match mapped {
             Ok((m, _)) => written.push(m),
             Err((field, reason)) => {
