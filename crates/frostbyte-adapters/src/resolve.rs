@@ -88,6 +88,8 @@ pub struct MetadataPorts {
     pub batches: Arc<dyn BatchStore>,
     /// Pipeline runs.
     pub runs: Arc<dyn frostbyte_core::pipelines::RunStore>,
+    /// Pipeline schedules.
+    pub schedules: Arc<dyn frostbyte_core::pipelines::ScheduleStore>,
 }
 
 /// Opens the metadata store a URL names, with at most `max_connections` pooled connections. Does not run
@@ -131,6 +133,7 @@ pub async fn metadata_ports(url: &str, max_connections: u32) -> Result<MetadataP
                 documents: store.clone(),
                 batches: store.clone(),
                 runs: store.clone(),
+                schedules: store.clone(),
                 index: store,
             })
         }
@@ -142,6 +145,7 @@ pub async fn metadata_ports(url: &str, max_connections: u32) -> Result<MetadataP
                 documents: store.clone(),
                 batches: store.clone(),
                 runs: store.clone(),
+                schedules: store.clone(),
                 index: store,
             })
         }

@@ -22,6 +22,7 @@ contract_tests!(
     finishing_completes_the_job_in_the_same_transaction,
     cancel_is_immediate_when_pending_and_requested_when_running,
     history_filters_counts_and_tenant_isolation,
+    schedules_are_stored_updated_and_fire_exactly_once,
 );
 
 fn event(kind: &str, run: Uuid) -> NewAuditEvent {
@@ -221,4 +222,67 @@ async fn history_filters_counts_and_tenant_isolation(h: &Harness) {
     let unfinished: Vec<Uuid> = runs.unfinished_runs().await.unwrap().into_iter().map(|r| r.run_id).collect();
     assert!(unfinished.contains(&a.run_id) && unfinished.contains(&foreign.run_id));
     assert!(!unfinished.contains(&b.run_id));
+}
+
+async fn schedules_are_stored_updated_and_fire_exactly_once(h: &Harness) {
+    use frostbyte_core::pipelines::{Schedule, ScheduleChange};
+    let t = tenant(h, "sched").await;
+    let other = tenant(h, "other").await;
+    let store = h.schedules();
+    let now = frostbyte_core::now();
+    let due_at = now - chrono::Duration::minutes(5);
+    let s = Schedule {
+        schedule_id: frostbyte_core::ids::new_id(),
+        tenant_id: t.clone(),
+        pipeline: "audit/export".into(),
+        cron_expression: "0 2 * * *".into(),
+        timezone: "UTC".into(),
+        parameters: json!({"event_types": "X"}).as_object().unwrap().clone(),
+        is_enabled: true,
+        last_run_at: None,
+        last_run_id: None,
+        next_run_at: Some(due_at),
+        created_at: now,
+        updated_at: now,
+    };
+    store.create_schedule(&s, event("PIPELINE_SCHEDULE_CREATED", s.schedule_id)).await.unwrap();
+    assert_eq!(store.get_schedule(&t, s.schedule_id).await.unwrap().unwrap(), s);
+    assert_eq!(store.list_schedules(&t).await.unwrap().len(), 1);
+    assert!(store.get_schedule(&other, s.schedule_id).await.unwrap().is_none());
+    assert!(store.list_schedules(&other).await.unwrap().is_empty());
+
+    let due = store.due_schedules(now, 10).await.unwrap();
+    assert_eq!(due.iter().filter(|d| d.schedule_id == s.schedule_id).count(), 1);
+    // Two schedulers race for the same occurrence: exactly one wins.
+    let next = due_at + chrono::Duration::days(1);
+    let (a, b) = tokio::join!(
+        store.claim_fire(&t, s.schedule_id, due_at, next, now),
+        store.claim_fire(&t, s.schedule_id, due_at, next, now)
+    );
+    assert_eq!([a.unwrap(), b.unwrap()].iter().filter(|w| **w).count(), 1, "one winner");
+    let fired = store.get_schedule(&t, s.schedule_id).await.unwrap().unwrap();
+    assert_eq!((fired.next_run_at, fired.last_run_at), (Some(next), Some(now)));
+    assert!(store.due_schedules(now, 10).await.unwrap().iter().all(|d| d.schedule_id != s.schedule_id));
+    let run = frostbyte_core::ids::new_id();
+    store.record_fired_run(&t, s.schedule_id, run).await.unwrap();
+    assert_eq!(store.get_schedule(&t, s.schedule_id).await.unwrap().unwrap().last_run_id, Some(run));
+
+    let off = ScheduleChange { is_enabled: Some(false), next_run_at: Some(None), ..Default::default() };
+    let updated =
+        store.update_schedule(&t, s.schedule_id, off, event("PIPELINE_SCHEDULE_UPDATED", s.schedule_id)).await.unwrap();
+    assert!(!updated.is_enabled && updated.next_run_at.is_none());
+    assert!(!store.claim_fire(&t, s.schedule_id, next, next, now).await.unwrap(), "a disabled schedule never fires");
+    let e = store
+        .update_schedule(&other, s.schedule_id, ScheduleChange::default(), event("X", s.schedule_id))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::NotFound { .. }));
+    let e = store.delete_schedule(&other, s.schedule_id, event("X", s.schedule_id)).await.unwrap_err();
+    assert!(matches!(e, StoreError::NotFound { .. }));
+    store.delete_schedule(&t, s.schedule_id, event("PIPELINE_SCHEDULE_DELETED", s.schedule_id)).await.unwrap();
+    assert!(store.get_schedule(&t, s.schedule_id).await.unwrap().is_none());
+    let types = event_types(h, &t).await;
+    for ty in ["PIPELINE_SCHEDULE_CREATED", "PIPELINE_SCHEDULE_UPDATED", "PIPELINE_SCHEDULE_DELETED"] {
+        assert!(types.contains(&ty.to_owned()), "{ty}");
+    }
 }

@@ -24,3 +24,22 @@ CREATE TABLE pipeline_runs (
 );
 CREATE INDEX pipeline_runs_history ON pipeline_runs (tenant_id, created_at);
 CREATE INDEX pipeline_runs_unfinished ON pipeline_runs (status);
+
+-- Pipeline schedules (see `frostbyte_core::pipelines::schedule`). A firing is a compare-and-set on
+-- `next_run_at`, so one process fires each occurrence.
+CREATE TABLE pipeline_schedules (
+    tenant_id       TEXT        NOT NULL REFERENCES tenants (tenant_id),
+    schedule_id     TEXT        NOT NULL,
+    pipeline        TEXT        NOT NULL,
+    cron_expression TEXT        NOT NULL,
+    timezone        TEXT        NOT NULL,
+    parameters      JSONB       NOT NULL,
+    is_enabled      BOOLEAN     NOT NULL,
+    last_run_at     TIMESTAMPTZ,
+    last_run_id     TEXT,
+    next_run_at     TIMESTAMPTZ,
+    created_at      TIMESTAMPTZ NOT NULL,
+    updated_at      TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (tenant_id, schedule_id)
+);
+CREATE INDEX pipeline_schedules_due ON pipeline_schedules (is_enabled, next_run_at);

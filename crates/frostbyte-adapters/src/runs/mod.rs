@@ -3,6 +3,8 @@
 //! status change is a compare-and-set checked by [`RunStatus::can_transition_to`].
 
 pub(crate) mod postgres;
+mod schedule_postgres;
+mod schedule_sqlite;
 pub(crate) mod sqlite;
 
 use frostbyte_core::audit::NewAuditEvent;

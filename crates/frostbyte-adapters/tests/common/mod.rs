@@ -175,4 +175,12 @@ impl Harness {
             Backend::Postgres { store, .. } => Arc::new(store.clone()),
         }
     }
+
+    /// The pipeline-schedule store on the same database.
+    pub fn schedules(&self) -> Arc<dyn frostbyte_core::pipelines::ScheduleStore> {
+        match &self.backend {
+            Backend::Sqlite { store, .. } => Arc::new(store.clone()),
+            Backend::Postgres { store, .. } => Arc::new(store.clone()),
+        }
+    }
 }

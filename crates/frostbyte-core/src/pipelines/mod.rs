@@ -6,8 +6,10 @@
 
 pub mod definition;
 pub mod run;
+pub mod schedule;
 pub mod template;
 
 pub use definition::{DefinitionError, ParamSpec, ParamType, PipelineDefinition, RawDefinition, RetrySpec};
 pub use run::{NewRun, PipelineRun, RunFilter, RunStatus, RunStore, RunTransition};
+pub use schedule::{Schedule, ScheduleChange, ScheduleError, ScheduleStore};
 pub use template::{TemplateContext, TemplateError};
