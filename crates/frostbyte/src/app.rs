@@ -31,6 +31,7 @@ pub struct Stores {
     pub blobs: Arc<dyn BlobStore>,
     pub batches: Arc<dyn BatchStore>,
     pub runs: Arc<dyn frostbyte_core::pipelines::RunStore>,
+    pub schedules: Arc<dyn frostbyte_core::pipelines::ScheduleStore>,
 }
 
 /// Resolves and migrates the configured stores. Creates the data directory for the embedded default.
@@ -47,11 +48,12 @@ pub async fn open_stores(config: &Config) -> anyhow::Result<Stores> {
         .with_context(|| format!("cannot open metadata store {}", crate::config::redact_url(&metadata_url)))?;
     let batches = ports.batches.clone();
     let runs = ports.runs.clone();
+    let schedules = ports.schedules.clone();
     let (metadata, queue, documents, index) = (ports.store, ports.queue, ports.documents, ports.index);
     metadata.migrate().await.context("cannot migrate the metadata store")?;
     let blobs = frostbyte_adapters::resolve::blob_store(&config.blob_url())
         .with_context(|| format!("cannot open blob store {}", crate::config::redact_url(&config.blob_url())))?;
-    Ok(Stores { metadata, queue, documents, index, blobs, batches, runs })
+    Ok(Stores { metadata, queue, documents, index, blobs, batches, runs, schedules })
 }
 
 /// A secret read from configuration or from a file in the data directory.
@@ -123,14 +125,17 @@ pub async fn build(config: &Config) -> anyhow::Result<App> {
         frostbyte_adapters::resolve::scanner(&config.scan.scanner, Duration::from_secs(config.scan.timeout_secs))
             .context("cannot set up the malware scanner")?;
     let events = Arc::new(crate::events::EventBus::default());
-    let engine = Arc::new(crate::engine::Engine::new(
-        stores.runs.clone(),
-        stores.metadata.clone(),
-        stores.queue.clone(),
-        stores.blobs.clone(),
-        events.clone(),
-        config.pipelines.settings(),
-    ));
+    let engine = Arc::new(
+        crate::engine::Engine::new(
+            stores.runs.clone(),
+            stores.metadata.clone(),
+            stores.queue.clone(),
+            stores.blobs.clone(),
+            events.clone(),
+            config.pipelines.settings(),
+        )
+        .with_schedules(stores.schedules.clone()),
+    );
     let state = Arc::new(AppState {
         store: stores.metadata,
         blobs: stores.blobs,

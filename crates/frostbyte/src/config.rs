@@ -208,6 +208,8 @@ pub struct PipelinesConfig {
     pub lease_secs: u64,
     /// How often an executing run's cancel flag is read from the store (cancellation across processes).
     pub cancel_poll_ms: u64,
+    /// How often the scheduler looks for due schedules.
+    pub schedule_poll_ms: u64,
 }
 
 impl Default for PipelinesConfig {
@@ -219,6 +221,7 @@ impl Default for PipelinesConfig {
             poll_interval_ms: 500,
             lease_secs: 60,
             cancel_poll_ms: 500,
+            schedule_poll_ms: 1_000,
         }
     }
 }
@@ -231,6 +234,7 @@ impl PipelinesConfig {
             env: self.env.clone(),
             lease: std::time::Duration::from_secs(self.lease_secs.max(1)),
             cancel_poll: std::time::Duration::from_millis(self.cancel_poll_ms.max(10)),
+            schedule_poll: std::time::Duration::from_millis(self.schedule_poll_ms.max(100)),
             ..Default::default()
         }
     }

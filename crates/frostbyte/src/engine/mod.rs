@@ -23,6 +23,7 @@
 pub mod command;
 pub mod definitions;
 pub mod processors;
+pub mod schedules;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -60,6 +61,8 @@ pub struct EngineSettings {
     pub cancel_poll: Duration,
     /// The most runs of one tenant executing at once.
     pub per_tenant_cap: u32,
+    /// How often the scheduler looks for due schedules.
+    pub schedule_poll: Duration,
 }
 
 impl Default for EngineSettings {
@@ -70,6 +73,7 @@ impl Default for EngineSettings {
             lease: Duration::from_secs(60),
             cancel_poll: Duration::from_millis(500),
             per_tenant_cap: 2,
+            schedule_poll: Duration::from_secs(1),
         }
     }
 }
@@ -100,6 +104,8 @@ pub struct Engine {
     pub blobs: Arc<dyn BlobStore>,
     pub events: Arc<EventBus>,
     pub settings: EngineSettings,
+    /// Schedules, when the deployment has them (see [`Engine::with_schedules`]).
+    pub schedules: Option<Arc<dyn frostbyte_core::pipelines::ScheduleStore>>,
     definitions: RwLock<Arc<Definitions>>,
     /// Tokens of the runs this process is executing, for prompt in-process cancellation.
     running: Mutex<HashMap<Uuid, CancelToken>>,
@@ -123,7 +129,7 @@ enum Ending {
     Failed(ProcessorError),
 }
 
-fn violations(problems: Vec<(String, String)>) -> Vec<FieldViolation> {
+pub(crate) fn violations(problems: Vec<(String, String)>) -> Vec<FieldViolation> {
     problems.into_iter().map(|(field, problem)| FieldViolation::new(field, Value::Null, problem)).collect()
 }
 
@@ -148,9 +154,16 @@ impl Engine {
             blobs,
             events,
             settings,
+            schedules: None,
             definitions: RwLock::new(Arc::new(defs)),
             running: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// This engine with a schedule store: schedules can be managed and fired.
+    pub fn with_schedules(mut self, schedules: Arc<dyn frostbyte_core::pipelines::ScheduleStore>) -> Self {
+        self.schedules = Some(schedules);
+        self
     }
 
     /// The loaded definitions (and the refused files' problems).
@@ -720,6 +733,10 @@ pub fn spawn_workers(
                     && let Err(error) = engine.recover().await
                 {
                     tracing::error!(%error, "cannot recover interrupted pipeline runs");
+                }
+                if n == 0 && engine.schedules.is_some() {
+                    let interval = engine.settings.schedule_poll;
+                    tokio::spawn(schedules::run_scheduler(engine.clone(), interval, shutdown.clone()));
                 }
                 run_worker(engine, format!("engine-{host}-{n}"), poll, shutdown).await;
             })

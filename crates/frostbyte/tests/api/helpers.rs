@@ -120,7 +120,8 @@ pub async fn spawn_app_with(config: TestConfig) -> TestApp {
         Arc::clone(&blobs),
         events.clone(),
         frostbyte::engine::EngineSettings { cancel_poll: Duration::from_millis(50), ..Default::default() },
-    );
+    )
+    .with_schedules(ports.schedules.clone());
     let state = AppState {
         store: Arc::clone(&store),
         blobs: Arc::clone(&blobs),
@@ -577,5 +578,21 @@ impl TestApp {
             ran += 1;
         }
         ran
+    }
+}
+
+// --- pipeline schedules ----------------------------------------------------------------------------------------
+impl TestApp {
+    pub async fn list_schedules(&self, token: &str, tenant: &str) -> Resp {
+        self.get(&format!("/api/v1/pipelines/{tenant}/schedules"), Some(token)).await
+    }
+    pub async fn create_schedule(&self, token: &str, tenant: &str, body: &Value) -> Resp {
+        self.send(Method::POST, &format!("/api/v1/pipelines/{tenant}/schedules"), Some(token), Some(body)).await
+    }
+    pub async fn update_schedule(&self, token: &str, tenant: &str, id: &str, body: &Value) -> Resp {
+        self.send(Method::PUT, &format!("/api/v1/pipelines/{tenant}/schedules/{id}"), Some(token), Some(body)).await
+    }
+    pub async fn delete_schedule(&self, token: &str, tenant: &str, id: &str) -> Resp {
+        self.send(Method::DELETE, &format!("/api/v1/pipelines/{tenant}/schedules/{id}"), Some(token), None).await
     }
 }

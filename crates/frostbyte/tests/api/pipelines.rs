@@ -223,3 +223,80 @@ async fn cancelling_a_pending_run_is_immediate_and_history_filters() {
     let types = audit_types_for(&app, &acme.key, "acme", &first).await;
     assert_eq!(types, ["PIPELINE_RUN_CREATED", "PIPELINE_RUN_CANCELLED"]);
 }
+
+#[tokio::test]
+async fn schedules_are_managed_and_fire_exactly_once_with_one_catch_up_run() {
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+    let globex = app.tenant("globex").await;
+    let bad = app
+        .create_schedule(&acme.key, "acme", &json!({"pipeline": "audit/export", "cron_expression": "every day"}))
+        .await;
+    bad.expect_error(400, "VALIDATION_ERROR");
+    assert_eq!(bad.body["error"]["details"][0]["field"], "cron_expression");
+    let bad_tz = json!({"pipeline": "audit/export", "cron_expression": "0 2 * * *", "timezone": "Mars/Base"});
+    app.create_schedule(&acme.key, "acme", &bad_tz).await.expect_error(400, "VALIDATION_ERROR");
+    let bad_params = json!({"pipeline": "records/copy", "cron_expression": "0 2 * * *"});
+    let r = app.create_schedule(&acme.key, "acme", &bad_params).await;
+    r.expect_error(400, "VALIDATION_ERROR");
+    assert_eq!(r.body["error"]["details"][0]["field"], "parameters.source");
+
+    let body = json!({"pipeline": "audit/export", "cron_expression": "0 2 * * *", "timezone": "+02:00",
+                      "parameters": {"event_types": "TENANT_CREATED"}});
+    let created = app.create_schedule(&acme.key, "acme", &body).await;
+    created.expect(201);
+    let s = created.data().clone();
+    let id = s["schedule_id"].as_str().unwrap().to_owned();
+    assert_eq!(s["is_enabled"], true);
+    let next: chrono::DateTime<chrono::Utc> = s["next_run_at"].as_str().unwrap().parse().unwrap();
+    assert!(next > chrono::Utc::now());
+    assert_eq!(next.format("%H:%M").to_string(), "00:00", "02:00 at +02:00 is midnight UTC");
+    assert_eq!(app.list_schedules(&acme.key, "acme").await.data().as_array().unwrap().len(), 1);
+    assert_eq!(app.list_schedules(&globex.key, "globex").await.data().as_array().unwrap().len(), 0);
+    app.update_schedule(&globex.key, "globex", &id, &json!({"is_enabled": false}))
+        .await
+        .expect_error(404, "RESOURCE_NOT_FOUND");
+
+    // Nothing is due yet; at the next occurrence it fires once, however often the schedulers look.
+    assert!(app.state.engine.fire_due(frostbyte_core::now()).await.unwrap().is_empty());
+    let at = next + chrono::Duration::seconds(1);
+    let fired = app.state.engine.fire_due(at).await.unwrap();
+    assert_eq!(fired.len(), 1);
+    assert!(app.state.engine.fire_due(at).await.unwrap().is_empty(), "exactly once");
+    let run = app.get_run(&acme.key, "acme", &fired[0].to_string()).await;
+    assert_eq!(run.data()["triggered_by"], format!("schedule:{id}"));
+    assert_eq!(run.data()["parameters"]["event_types"], "TENANT_CREATED");
+    let listed = app.list_schedules(&acme.key, "acme").await;
+    assert_eq!(listed.data()[0]["last_run_id"], json!(fired[0].to_string()));
+
+    // Ten days of downtime: one catch-up run, and the next firing is in the future of that moment.
+    let later = next + chrono::Duration::days(10);
+    assert_eq!(app.state.engine.fire_due(later).await.unwrap().len(), 1);
+    let after: chrono::DateTime<chrono::Utc> =
+        app.list_schedules(&acme.key, "acme").await.data()[0]["next_run_at"].as_str().unwrap().parse().unwrap();
+    assert!(after > later);
+
+    let off = app.update_schedule(&acme.key, "acme", &id, &json!({"is_enabled": false})).await;
+    off.expect(200);
+    assert!(off.data()["next_run_at"].is_null());
+    assert!(app.state.engine.fire_due(later + chrono::Duration::days(30)).await.unwrap().is_empty());
+    let on = app
+        .update_schedule(&acme.key, "acme", &id, &json!({"is_enabled": true, "cron_expression": "*/5 * * * *"}))
+        .await;
+    on.expect(200);
+    assert!(on.data()["next_run_at"].is_string());
+    assert_eq!(on.data()["cron_expression"], "*/5 * * * *");
+
+    app.delete_schedule(&acme.key, "acme", &id).await.expect(200);
+    app.delete_schedule(&acme.key, "acme", &id).await.expect_error(404, "RESOURCE_NOT_FOUND");
+    let types = audit_types_for(&app, &acme.key, "acme", &id).await;
+    assert_eq!(
+        types,
+        [
+            "PIPELINE_SCHEDULE_CREATED",
+            "PIPELINE_SCHEDULE_UPDATED",
+            "PIPELINE_SCHEDULE_UPDATED",
+            "PIPELINE_SCHEDULE_DELETED"
+        ]
+    );
+}

@@ -199,7 +199,8 @@ async fn every_route_in_the_document_is_served() {
             .replace("{resource_id}", "acme")
             .replace("{domain}", "audit")
             .replace("{pipeline}", "export")
-            .replace("{run_id}", &uuid::Uuid::now_v7().to_string());
+            .replace("{run_id}", &uuid::Uuid::now_v7().to_string())
+            .replace("{schedule_id}", &uuid::Uuid::now_v7().to_string());
         assert!(!path.contains('{'), "unhandled parameter in {p}");
         if spec["paths"][&p][&m]["responses"]["200"]["content"].get("text/event-stream").is_some() {
             // An event stream never ends: check that it opens.

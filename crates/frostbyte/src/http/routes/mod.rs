@@ -56,6 +56,8 @@ pub(crate) fn api_routes() -> OpenApiRouter<ApiContext> {
         .routes(routes!(pipelines::get_run))
         .routes(routes!(pipelines::list_runs))
         .routes(routes!(pipelines::cancel_run))
+        .routes(routes!(pipelines::list_schedules, pipelines::create_schedule))
+        .routes(routes!(pipelines::update_schedule, pipelines::delete_schedule))
 }
 
 /// Unknown paths. The message is distinct from a missing resource's, so clients (and the OpenAPI completeness

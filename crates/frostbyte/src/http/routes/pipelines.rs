@@ -6,13 +6,14 @@ use axum::extract::State;
 use axum::response::Response;
 use frostbyte_core::TenantId;
 use frostbyte_core::auth::Scope;
-use frostbyte_core::pipelines::{ParamSpec, PipelineRun, RunFilter, RunStatus};
+use frostbyte_core::pipelines::{ParamSpec, PipelineRun, RunFilter, RunStatus, Schedule};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::engine::EngineError;
+use crate::engine::schedules::ScheduleRequest;
 use crate::http::auth::Principal;
 use crate::http::context::ApiContext;
 use crate::http::envelope::{self, Envelope};
@@ -234,4 +235,104 @@ pub(crate) async fn cancel_run(
     let run = ctx.engine.cancel(&tenant_id, run_id, &principal.actor().to_string()).await?;
     tracing::info!(tenant = %tenant_id, run_id = %run_id, status = run.status.as_str(), "pipeline run cancel requested");
     Ok(envelope::ok(run))
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/pipelines/{tenant_id}/schedules", tag = TAG,
+    summary = "The tenant's schedules with their next and last firing",
+    params(("tenant_id" = String, Path, description = "Tenant id")),
+    responses(
+        (status = 200, description = "OK", body = Envelope<Vec<Schedule>>),
+        (status = 401, description = "AUTHENTICATION_REQUIRED, TOKEN_EXPIRED or TOKEN_REVOKED", body = ErrorEnvelope),
+        (status = 403, description = "INSUFFICIENT_PERMISSIONS or TENANT_SUSPENDED", body = ErrorEnvelope),
+        (status = 404, description = "RESOURCE_NOT_FOUND", body = ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn list_schedules(
+    State(ctx): State<ApiContext>,
+    principal: Principal,
+    Path(tenant_id): Path<TenantId>,
+) -> Result<Response, ApiError> {
+    authorize(&ctx, &principal, &tenant_id).await?;
+    Ok(envelope::ok(ctx.engine.list_schedules(&tenant_id).await?))
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/pipelines/{tenant_id}/schedules", tag = TAG,
+    summary = "Create a schedule: {pipeline, cron_expression, timezone?, parameters?, is_enabled?}",
+    params(("tenant_id" = String, Path, description = "Tenant id")),
+    request_body = ScheduleRequest,
+    responses(
+        (status = 201, description = "Created, with next_run_at", body = Envelope<Schedule>),
+        (status = 400, description = "VALIDATION_ERROR: pipeline, cron_expression, timezone or parameters", body = ErrorEnvelope),
+        (status = 401, description = "AUTHENTICATION_REQUIRED, TOKEN_EXPIRED or TOKEN_REVOKED", body = ErrorEnvelope),
+        (status = 403, description = "INSUFFICIENT_PERMISSIONS or TENANT_SUSPENDED", body = ErrorEnvelope),
+        (status = 404, description = "RESOURCE_NOT_FOUND", body = ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn create_schedule(
+    State(ctx): State<ApiContext>,
+    principal: Principal,
+    Path(tenant_id): Path<TenantId>,
+    Json(body): Json<ScheduleRequest>,
+) -> Result<Response, ApiError> {
+    authorize(&ctx, &principal, &tenant_id).await?;
+    let s = ctx.engine.create_schedule(&tenant_id, body, &principal.actor().to_string()).await?;
+    Ok(envelope::created(s))
+}
+
+#[utoipa::path(
+    put, path = "/api/v1/pipelines/{tenant_id}/schedules/{schedule_id}", tag = TAG,
+    summary = "Change a schedule's cron, time zone, parameters or enabled flag (next_run_at recomputed)",
+    params(("tenant_id" = String, Path, description = "Tenant id"), ("schedule_id" = Uuid, Path, description = "Schedule id")),
+    request_body = ScheduleRequest,
+    responses(
+        (status = 200, description = "OK", body = Envelope<Schedule>),
+        (status = 400, description = "VALIDATION_ERROR", body = ErrorEnvelope),
+        (status = 401, description = "AUTHENTICATION_REQUIRED, TOKEN_EXPIRED or TOKEN_REVOKED", body = ErrorEnvelope),
+        (status = 403, description = "INSUFFICIENT_PERMISSIONS or TENANT_SUSPENDED", body = ErrorEnvelope),
+        (status = 404, description = "RESOURCE_NOT_FOUND", body = ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn update_schedule(
+    State(ctx): State<ApiContext>,
+    principal: Principal,
+    Path((tenant_id, schedule_id)): Path<(TenantId, Uuid)>,
+    Json(body): Json<ScheduleRequest>,
+) -> Result<Response, ApiError> {
+    authorize(&ctx, &principal, &tenant_id).await?;
+    let s = ctx.engine.update_schedule(&tenant_id, schedule_id, body, &principal.actor().to_string()).await?;
+    Ok(envelope::ok(s))
+}
+
+/// A deleted schedule.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScheduleDeleted {
+    pub schedule_id: Uuid,
+    pub deleted: bool,
+}
+
+#[utoipa::path(
+    delete, path = "/api/v1/pipelines/{tenant_id}/schedules/{schedule_id}", tag = TAG,
+    summary = "Delete a schedule (runs it created are kept)",
+    params(("tenant_id" = String, Path, description = "Tenant id"), ("schedule_id" = Uuid, Path, description = "Schedule id")),
+    responses(
+        (status = 200, description = "Deleted", body = Envelope<ScheduleDeleted>),
+        (status = 401, description = "AUTHENTICATION_REQUIRED, TOKEN_EXPIRED or TOKEN_REVOKED", body = ErrorEnvelope),
+        (status = 403, description = "INSUFFICIENT_PERMISSIONS or TENANT_SUSPENDED", body = ErrorEnvelope),
+        (status = 404, description = "RESOURCE_NOT_FOUND", body = ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn delete_schedule(
+    State(ctx): State<ApiContext>,
+    principal: Principal,
+    Path((tenant_id, schedule_id)): Path<(TenantId, Uuid)>,
+) -> Result<Response, ApiError> {
+    authorize(&ctx, &principal, &tenant_id).await?;
+    ctx.engine.delete_schedule(&tenant_id, schedule_id, &principal.actor().to_string()).await?;
+    Ok(envelope::ok(ScheduleDeleted { schedule_id, deleted: true }))
 }
