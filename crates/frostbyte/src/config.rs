@@ -524,6 +524,8 @@ impl Config {
                 },
             ),
             ("scan.scanner", self.scan.scanner.clone()),
+            ("pipelines.dir", self.pipelines.dir.display().to_string()),
+            ("pipelines.workers", self.pipelines.workers.to_string()),
         ])
     }
 }
