@@ -19,6 +19,8 @@
 //! - [`search::MemoryIndex`] decorates the chunk index with in-memory BM25 and exact vector search, kept in step
 //!   with the store through [`IndexFeed`](frostbyte_core::search::IndexFeed) (change generations kept by triggers,
 //!   `migrations/*/0007_search_generations.sql`).
+//! - Both stores also implement [`RunStore`](frostbyte_core::pipelines::RunStore) (pipeline runs, module `runs`,
+//!   `0011_pipeline_runs.sql`), held to `tests/runs_contract.rs`.
 //! - [`resolve`] is the one place where configuration (URLs) becomes implementations.
 //!
 //! The adapters own the storage layout: tenant prefixes for blobs, the append-only audit tables and their
@@ -35,6 +37,7 @@ pub mod parse;
 pub mod postgres;
 mod queue;
 pub mod resolve;
+mod runs;
 pub mod scan;
 pub mod search;
 pub mod signals;

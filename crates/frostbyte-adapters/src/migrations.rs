@@ -21,6 +21,7 @@ const SQLITE: &[(i64, &str, &str)] = &[
     (7, "search_generations", include_str!("../migrations/sqlite/0007_search_generations.sql")),
     (9, "signals", include_str!("../migrations/sqlite/0009_signals.sql")),
     (10, "documents_by_filename", include_str!("../migrations/sqlite/0010_documents_by_filename.sql")),
+    (11, "pipeline_runs", include_str!("../migrations/sqlite/0011_pipeline_runs.sql")),
 ];
 
 /// `(version, description, sql)` for PostgreSQL, in order.
@@ -34,6 +35,7 @@ const POSTGRES: &[(i64, &str, &str)] = &[
     (7, "search_generations", include_str!("../migrations/postgres/0007_search_generations.sql")),
     (9, "signals", include_str!("../migrations/postgres/0009_signals.sql")),
     (10, "documents_by_filename", include_str!("../migrations/postgres/0010_documents_by_filename.sql")),
+    (11, "pipeline_runs", include_str!("../migrations/postgres/0011_pipeline_runs.sql")),
 ];
 
 fn build(list: &'static [(i64, &'static str, &'static str)]) -> Migrator {

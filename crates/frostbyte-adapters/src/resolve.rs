@@ -90,6 +90,10 @@ pub struct MetadataPorts {
     /// Batches, their files and the tenant metadata schema.
     pub batches: Arc<dyn BatchStore>,
     pub signals: Arc<dyn SignalStore>,
+    /// Pipeline runs.
+    pub runs: Arc<dyn frostbyte_core::pipelines::RunStore>,
+    /// Pipeline schedules.
+    pub schedules: Arc<dyn frostbyte_core::pipelines::ScheduleStore>,
 }
 
 /// Opens the metadata store a URL names, with at most `max_connections` pooled connections. Does not run
@@ -133,7 +137,9 @@ pub async fn metadata_ports(url: &str, max_connections: u32) -> Result<MetadataP
                 queue: store.clone(),
                 documents: store.clone(),
                 batches: store.clone(),
-                signals: store,
+                signals: store.clone(),
+                runs: store.clone(),
+                schedules: store,
                 index,
             })
         }
@@ -145,7 +151,9 @@ pub async fn metadata_ports(url: &str, max_connections: u32) -> Result<MetadataP
                 queue: store.clone(),
                 documents: store.clone(),
                 batches: store.clone(),
-                signals: store,
+                signals: store.clone(),
+                runs: store.clone(),
+                schedules: store,
                 index,
             })
         }

@@ -17,6 +17,7 @@ pub mod ids;
 pub mod index;
 pub mod lifecycle;
 pub mod page;
+pub mod pipelines;
 pub mod policy;
 pub mod ports;
 pub mod queue;

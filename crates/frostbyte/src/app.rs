@@ -31,6 +31,8 @@ pub struct Stores {
     pub blobs: Arc<dyn BlobStore>,
     pub batches: Arc<dyn BatchStore>,
     pub signals: Arc<dyn frostbyte_core::signals::store::SignalStore>,
+    pub runs: Arc<dyn frostbyte_core::pipelines::RunStore>,
+    pub schedules: Arc<dyn frostbyte_core::pipelines::ScheduleStore>,
 }
 
 /// Resolves and migrates the configured stores. Creates the data directory for the embedded default.
@@ -46,11 +48,13 @@ pub async fn open_stores(config: &Config) -> anyhow::Result<Stores> {
         .await
         .with_context(|| format!("cannot open metadata store {}", crate::config::redact_url(&metadata_url)))?;
     let batches = ports.batches.clone();
+    let runs = ports.runs.clone();
+    let schedules = ports.schedules.clone();
     let (metadata, queue, documents, index) = (ports.store, ports.queue, ports.documents, ports.index);
     metadata.migrate().await.context("cannot migrate the metadata store")?;
     let blobs = frostbyte_adapters::resolve::blob_store(&config.blob_url())
         .with_context(|| format!("cannot open blob store {}", crate::config::redact_url(&config.blob_url())))?;
-    Ok(Stores { metadata, queue, documents, index, blobs, batches, signals: ports.signals })
+    Ok(Stores { metadata, queue, documents, index, blobs, batches, signals: ports.signals, runs, schedules })
 }
 
 /// A secret read from configuration or from a file in the data directory.
@@ -121,6 +125,18 @@ pub async fn build(config: &Config) -> anyhow::Result<App> {
     let scanner =
         frostbyte_adapters::resolve::scanner(&config.scan.scanner, Duration::from_secs(config.scan.timeout_secs))
             .context("cannot set up the malware scanner")?;
+    let events = Arc::new(crate::events::EventBus::default());
+    let engine = Arc::new(
+        crate::engine::Engine::new(
+            stores.runs.clone(),
+            stores.metadata.clone(),
+            stores.queue.clone(),
+            stores.blobs.clone(),
+            events.clone(),
+            config.pipelines.settings(),
+        )
+        .with_schedules(stores.schedules.clone()),
+    );
     let state = Arc::new(AppState {
         store: stores.metadata,
         blobs: stores.blobs,
@@ -139,10 +155,11 @@ pub async fn build(config: &Config) -> anyhow::Result<App> {
         started_at: Instant::now(),
         metrics: crate::http::install_metrics_recorder(),
         embedders: Arc::new(embedders),
-        events: Arc::new(crate::events::EventBus::default()),
+        events,
         batches: stores.batches,
         scanner,
         signals: crate::signals::SignalsRuntime::from_config(stores.signals, config),
+        engine,
     });
     Ok(App { state, generated_admin_key: admin.generated })
 }
@@ -209,7 +226,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let router = crate::http::router(app.state.clone());
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     let (signal_tx, signal_rx) = tokio::sync::watch::channel(false);
-    let workers = spawn_workers(&app.state, &config.workers, &signal_rx);
+    let mut workers = spawn_workers(&app.state, &config.workers, &signal_rx);
+    let engine_poll = Duration::from_millis(config.pipelines.poll_interval_ms);
+    workers.extend(crate::engine::spawn_workers(&app.state.engine, config.pipelines.workers, engine_poll, &signal_rx));
     let server = axum::serve(listener, router).with_graceful_shutdown({
         let mut rx = signal_rx.clone();
         async move {
@@ -248,7 +267,9 @@ pub async fn work(config: Config) -> anyhow::Result<()> {
     let mut workers = config.workers.clone();
     workers.count = workers.count.max(1);
     let (signal_tx, signal_rx) = tokio::sync::watch::channel(false);
-    let handles = spawn_workers(&app.state, &workers, &signal_rx);
+    let mut handles = spawn_workers(&app.state, &workers, &signal_rx);
+    let engine_poll = Duration::from_millis(config.pipelines.poll_interval_ms);
+    handles.extend(crate::engine::spawn_workers(&app.state.engine, config.pipelines.workers, engine_poll, &signal_rx));
     info!(
         workers = workers.count,
         metadata = app.state.store.backend(),

@@ -60,6 +60,9 @@ pub enum Command {
     /// Measure retrieval quality on a labelled set, or search latency on synthetic chunks.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Pipeline definitions and runs: list, run, status, history, cancel.
+    #[command(subcommand)]
+    Pipeline(PipelineCommand),
 }
 
 #[derive(Debug, Args)]
@@ -266,5 +269,49 @@ pub enum SignalsCommand {
         /// Threads (entities are split between them by consistent hash).
         #[arg(long, default_value_t = 1)]
         threads: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PipelineCommand {
+    /// List the pipeline definitions (and the definition files that were refused, with file and field).
+    List,
+    /// Start a run of DOMAIN/NAME for a tenant; with --wait, execute it here and report how it ended.
+    Run {
+        /// The pipeline, as domain/name (for example audit/export).
+        pipeline: String,
+        #[arg(long)]
+        tenant: String,
+        /// A parameter as NAME=VALUE (VALUE is read as JSON when it parses, else as a string); repeatable.
+        #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
+        params: Vec<String>,
+        /// Execute the run in this process until it finishes; exits 1 unless it completed.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Show one run.
+    Status {
+        run_id: String,
+        #[arg(long)]
+        tenant: String,
+    },
+    /// List a tenant's runs, newest first.
+    History {
+        #[arg(long)]
+        tenant: String,
+        /// domain/name or name.
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// pending, validating, running, completed, failed or cancelled.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Cancel a run (at once when pending; the executing worker stops it promptly otherwise).
+    Cancel {
+        run_id: String,
+        #[arg(long)]
+        tenant: String,
     },
 }

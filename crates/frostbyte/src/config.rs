@@ -37,6 +37,8 @@ const STRING_KEYS: &[&str] = &[
     "storage.metadata_url",
     "storage.blob_url",
     "signals.offline_dir",
+    "pipelines.dir",
+    "pipelines.env",
     "auth.admin_api_key",
     "auth.jwt_secret",
     "log.format",
@@ -261,6 +263,54 @@ pub struct LogConfig {
     pub level: String,
 }
 
+/// The pipeline engine (`[pipelines]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelinesConfig {
+    /// Directory of `{domain}/{name}.yml` definitions, relative to the working directory; missing is fine.
+    pub dir: PathBuf,
+    /// The value of `{{env}}` in definitions.
+    pub env: String,
+    /// Engine workers `serve` and `worker` run (0: none).
+    pub workers: u32,
+    /// How long an idle engine worker waits before polling the queue again.
+    pub poll_interval_ms: u64,
+    /// How long a claimed run is leased; heartbeats extend it while the run executes.
+    pub lease_secs: u64,
+    /// How often an executing run's cancel flag is read from the store (cancellation across processes).
+    pub cancel_poll_ms: u64,
+    /// How often the scheduler looks for due schedules.
+    pub schedule_poll_ms: u64,
+}
+
+impl Default for PipelinesConfig {
+    fn default() -> Self {
+        PipelinesConfig {
+            dir: PathBuf::from("pipelines"),
+            env: "dev".into(),
+            workers: 1,
+            poll_interval_ms: 500,
+            lease_secs: 60,
+            cancel_poll_ms: 500,
+            schedule_poll_ms: 1_000,
+        }
+    }
+}
+
+impl PipelinesConfig {
+    /// The engine's settings.
+    pub fn settings(&self) -> crate::engine::EngineSettings {
+        crate::engine::EngineSettings {
+            dir: Some(self.dir.clone()),
+            env: self.env.clone(),
+            lease: std::time::Duration::from_secs(self.lease_secs.max(1)),
+            cancel_poll: std::time::Duration::from_millis(self.cancel_poll_ms.max(10)),
+            schedule_poll: std::time::Duration::from_millis(self.schedule_poll_ms.max(100)),
+            ..Default::default()
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -273,6 +323,7 @@ pub struct Config {
     pub scan: ScanConfig,
     pub signals: SignalsConfig,
     pub search: SearchConfig,
+    pub pipelines: PipelinesConfig,
 }
 
 fn optional_secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SecretString>, D::Error> {
@@ -378,7 +429,9 @@ impl Config {
         let search = section::<SearchConfig>(&figment, "search", &mut errors);
         let scan = section::<ScanConfig>(&figment, "scan", &mut errors).unwrap_or_default();
         let signals = section::<SignalsConfig>(&figment, "signals", &mut errors).unwrap_or_default();
-        let known = ["server", "storage", "auth", "log", "workers", "embedding", "search", "scan", "signals"];
+        let pipelines = section::<PipelinesConfig>(&figment, "pipelines", &mut errors).unwrap_or_default();
+        let known =
+            ["server", "storage", "auth", "log", "workers", "embedding", "search", "scan", "signals", "pipelines"];
         for extra in top_level_keys(&figment).difference(&known.map(String::from).into()) {
             errors.push(format!("unknown section `{extra}`"));
         }
@@ -387,7 +440,8 @@ impl Config {
             (Some(server), Some(storage), Some(auth), Some(log), Some(workers), Some(embedding), Some(search))
                 if errors.is_empty() =>
             {
-                let config = Config { server, storage, auth, log, workers, embedding, search, scan, signals };
+                let config =
+                    Config { server, storage, auth, log, workers, embedding, search, scan, signals, pipelines };
                 let problems = config.validate();
                 if problems.is_empty() { Ok(config) } else { Err(ConfigErrors(problems)) }
             }
@@ -404,7 +458,8 @@ impl Config {
                 ) = (server, storage, auth, log, workers, embedding, search)
                 {
                     errors.extend(
-                        Config { server, storage, auth, log, workers, embedding, search, scan, signals }.validate(),
+                        Config { server, storage, auth, log, workers, embedding, search, scan, signals, pipelines }
+                            .validate(),
                     );
                 }
                 Err(ConfigErrors(errors))
@@ -570,6 +625,8 @@ impl Config {
                 },
             ),
             ("scan.scanner", self.scan.scanner.clone()),
+            ("pipelines.dir", self.pipelines.dir.display().to_string()),
+            ("pipelines.workers", self.pipelines.workers.to_string()),
         ])
     }
 }

@@ -69,6 +69,7 @@ fn main() -> ExitCode {
             Command::Signals(cmd) => commands::signals(&config, cmd, json).await,
             Command::Search(args) => frostbyte::search_cli::search_command(&config, args, json).await.map(|()| 0),
             Command::Bench(cmd) => frostbyte::bench::bench(&config, cmd, json).await.map(|()| 0),
+            Command::Pipeline(cmd) => frostbyte::engine::command::run(&config, cmd, json).await,
         }
     });
     match result {

@@ -217,3 +217,69 @@ fn ingest_walks_a_tree_processes_it_and_skips_unchanged_files_on_a_rerun() {
     let unknown = run(&data, &["ingest", docs.to_str().unwrap(), "--tenant", "nobody"]);
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no tenant nobody"));
 }
+
+#[tokio::test]
+async fn cli_lists_runs_waits_for_and_cancels_pipeline_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    // Definitions come from ./pipelines (the working directory) beside the shipped ones.
+    let defs = data.join("pipelines/ops");
+    std::fs::create_dir_all(&defs).unwrap();
+    std::fs::write(
+        defs.join("copy.yml"),
+        "name: copy\ndomain: ops\nprocessor: records.copy\nsource: in.csv\ntarget: out.jsonl\n",
+    )
+    .unwrap();
+    std::fs::write(defs.join("broken.yml"), "name: broken\ndomain: ops\nprocessor: no.such\n").unwrap();
+    let in_dir = |args: &[&str]| frostbyte(data).current_dir(data).args(args).output().expect("frostbyte runs");
+
+    let list = in_dir(&["pipeline", "list"]);
+    let listed = String::from_utf8_lossy(&list.stdout);
+    assert!(listed.contains("audit/export") && listed.contains("ops/copy"), "{listed}");
+    assert!(listed.contains("INVALID") && listed.contains("broken.yml: processor"), "{listed}");
+    assert!(!list.status.success(), "a refused definition makes `list` exit 1");
+
+    ok(data, &["tenant", "create", "acme", "--name", "Acme", "--email", "ops@acme.example"]);
+    let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let start = format!("start_date={day}");
+    let end = format!("end_date={day}");
+    let done: serde_json::Value = serde_json::from_slice(
+        &in_dir(&["--json", "pipeline", "run", "audit/export", "--tenant", "acme", "-p", &start, "-p", &end, "--wait"])
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(done["status"], "completed", "{done}");
+    assert!(done["records_processed"].as_u64().unwrap() >= 1);
+    assert_eq!(done["triggered_by"], "cli");
+    let export =
+        data.join(format!("blobs/tenants/acme/exports/audit/{day}_{day}/{}.jsonl", done["run_id"].as_str().unwrap()));
+    assert!(export.is_file(), "{} written", export.display());
+
+    // A missing required parameter is refused before anything is stored.
+    let bad = in_dir(&["pipeline", "run", "records/copy", "--tenant", "acme", "-p", "target=x.csv"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("parameters.source"));
+
+    // The ops/copy source does not exist: the run fails with the reason, and `run --wait` exits 1.
+    let failed = in_dir(&["pipeline", "run", "ops/copy", "--tenant", "acme", "--wait"]);
+    assert!(!failed.status.success());
+    assert!(String::from_utf8_lossy(&failed.stdout).contains("failed"), "{}", String::from_utf8_lossy(&failed.stdout));
+
+    let pending: serde_json::Value =
+        serde_json::from_slice(&in_dir(&["--json", "pipeline", "run", "audit/export", "--tenant", "acme"]).stdout)
+            .unwrap();
+    let id = pending["run_id"].as_str().unwrap();
+    assert_eq!(pending["status"], "pending");
+    let cancelled = String::from_utf8(in_dir(&["pipeline", "cancel", id, "--tenant", "acme"]).stdout).unwrap();
+    assert!(cancelled.contains("cancelled"), "{cancelled}");
+    let status = String::from_utf8(in_dir(&["pipeline", "status", id, "--tenant", "acme"]).stdout).unwrap();
+    assert!(status.contains("cancelled"), "{status}");
+    let history: serde_json::Value =
+        serde_json::from_slice(&in_dir(&["--json", "pipeline", "history", "--tenant", "acme"]).stdout).unwrap();
+    assert_eq!(history.as_array().unwrap().len(), 3, "{history}");
+    let only_failed: serde_json::Value = serde_json::from_slice(
+        &in_dir(&["--json", "pipeline", "history", "--tenant", "acme", "--status", "failed"]).stdout,
+    )
+    .unwrap();
+    assert_eq!(only_failed.as_array().unwrap().len(), 1);
+}

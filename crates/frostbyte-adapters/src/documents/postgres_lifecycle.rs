@@ -266,7 +266,8 @@ pub(crate) async fn purge_tenant(
     // that sees the counter go backwards reloads from nothing.
     exec(&mut tx, tenant, "DELETE FROM chunk_changes WHERE tenant_id = $1").await?;
     exec(&mut tx, tenant, "DELETE FROM chunk_generations WHERE tenant_id = $1").await?;
-    // Batch receipts carry filenames and hashes; the metadata schema and signals are the tenant's own too.
+    // Batch receipts carry filenames and hashes; the metadata schema, signals and pipeline runs are the tenant's
+    // own too.
     exec(&mut tx, tenant, "DELETE FROM batch_files WHERE tenant_id = $1").await?;
     exec(&mut tx, tenant, "DELETE FROM batches WHERE tenant_id = $1").await?;
     exec(&mut tx, tenant, "DELETE FROM metadata_schemas WHERE tenant_id = $1").await?;
@@ -274,6 +275,8 @@ pub(crate) async fn purge_tenant(
     exec(&mut tx, tenant, "DELETE FROM signal_states WHERE tenant_id = $1").await?;
     exec(&mut tx, tenant, "DELETE FROM signal_events WHERE tenant_id = $1").await?;
     exec(&mut tx, tenant, "DELETE FROM signal_feature_sets WHERE tenant_id = $1").await?;
+    exec(&mut tx, tenant, "DELETE FROM pipeline_schedules WHERE tenant_id = $1").await?;
+    exec(&mut tx, tenant, "DELETE FROM pipeline_runs WHERE tenant_id = $1").await?;
     let removed = TenantDocumentRows { documents, tombstones, chunks, jobs };
     append_in_tx(&mut tx, tenant, audit(&removed), now).await?;
     tx.commit().await.map_err(err("transaction"))?;

@@ -198,3 +198,21 @@ impl Harness {
         }
     }
 }
+
+impl Harness {
+    /// The pipeline-run store ([`frostbyte_core::pipelines::RunStore`]) on the same database.
+    pub fn runs(&self) -> Arc<dyn frostbyte_core::pipelines::RunStore> {
+        match &self.backend {
+            Backend::Sqlite { store, .. } => Arc::new(store.clone()),
+            Backend::Postgres { store, .. } => Arc::new(store.clone()),
+        }
+    }
+
+    /// The pipeline-schedule store on the same database.
+    pub fn schedules(&self) -> Arc<dyn frostbyte_core::pipelines::ScheduleStore> {
+        match &self.backend {
+            Backend::Sqlite { store, .. } => Arc::new(store.clone()),
+            Backend::Postgres { store, .. } => Arc::new(store.clone()),
+        }
+    }
+}

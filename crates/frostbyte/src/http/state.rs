@@ -50,4 +50,6 @@ pub struct AppState {
     pub scanner: Arc<dyn Scanner>,
     /// Signal ingest, feature sets and features (`crate::signals`).
     pub signals: crate::signals::SignalsRuntime,
+    /// The pipeline engine: definitions, runs and their execution.
+    pub engine: Arc<crate::engine::Engine>,
 }

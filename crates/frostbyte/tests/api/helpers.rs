@@ -112,6 +112,16 @@ pub async fn spawn_app_with(config: TestConfig) -> TestApp {
         Some(b) => b,
         None => frostbyte_adapters::resolve::blob_store("memory://").expect("memory blob store"),
     };
+    let events = Arc::new(frostbyte::events::EventBus::default());
+    let engine = frostbyte::engine::Engine::new(
+        ports.runs.clone(),
+        Arc::clone(&store),
+        Arc::clone(&queue),
+        Arc::clone(&blobs),
+        events.clone(),
+        frostbyte::engine::EngineSettings { cancel_poll: Duration::from_millis(50), ..Default::default() },
+    )
+    .with_schedules(ports.schedules.clone());
     let state = AppState {
         store: Arc::clone(&store),
         blobs: Arc::clone(&blobs),
@@ -130,10 +140,11 @@ pub async fn spawn_app_with(config: TestConfig) -> TestApp {
         started_at: Instant::now(),
         metrics: install_metrics_recorder(),
         embedders: Arc::new(config.embedders.unwrap_or_default()),
-        events: Arc::new(frostbyte::events::EventBus::default()),
+        events,
         batches,
         scanner: config.scanner.unwrap_or_else(|| Arc::new(frostbyte_core::scan::NoScanner)),
         signals: frostbyte::signals::SignalsRuntime::new(ports.signals, signal_settings()),
+        engine: Arc::new(engine),
     };
     let state = Arc::new(state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -684,5 +695,51 @@ impl TestApp {
             assert!(ran < 10_000, "the pipeline never went idle");
         }
         ran
+    }
+}
+
+// --- pipeline engine -------------------------------------------------------------------------------------------
+impl TestApp {
+    pub async fn list_pipelines(&self, token: &str) -> Resp {
+        self.get("/api/v1/pipelines", Some(token)).await
+    }
+    pub async fn start_run(&self, token: &str, tenant: &str, pipeline: &str, parameters: &Value) -> Resp {
+        let body = json!({"parameters": parameters});
+        self.send(Method::POST, &format!("/api/v1/pipelines/{tenant}/run/{pipeline}"), Some(token), Some(&body)).await
+    }
+    pub async fn get_run(&self, token: &str, tenant: &str, run_id: &str) -> Resp {
+        self.get(&format!("/api/v1/pipelines/{tenant}/runs/{run_id}"), Some(token)).await
+    }
+    pub async fn list_runs(&self, token: &str, tenant: &str, query: &str) -> Resp {
+        self.get(&format!("/api/v1/pipelines/{tenant}/runs?{query}"), Some(token)).await
+    }
+    pub async fn cancel_run(&self, token: &str, tenant: &str, run_id: &str) -> Resp {
+        self.send(Method::POST, &format!("/api/v1/pipelines/{tenant}/runs/{run_id}/cancel"), Some(token), None).await
+    }
+    /// Executes queued pipeline runs in-process until none is left; returns how many jobs ran.
+    pub async fn drive_runs(&self) -> usize {
+        let mut ran = 0;
+        while self.state.engine.try_run_one("test-engine").await.expect("engine worker")
+            != frostbyte_core::queue::RunOnce::Idle
+        {
+            ran += 1;
+        }
+        ran
+    }
+}
+
+// --- pipeline schedules ----------------------------------------------------------------------------------------
+impl TestApp {
+    pub async fn list_schedules(&self, token: &str, tenant: &str) -> Resp {
+        self.get(&format!("/api/v1/pipelines/{tenant}/schedules"), Some(token)).await
+    }
+    pub async fn create_schedule(&self, token: &str, tenant: &str, body: &Value) -> Resp {
+        self.send(Method::POST, &format!("/api/v1/pipelines/{tenant}/schedules"), Some(token), Some(body)).await
+    }
+    pub async fn update_schedule(&self, token: &str, tenant: &str, id: &str, body: &Value) -> Resp {
+        self.send(Method::PUT, &format!("/api/v1/pipelines/{tenant}/schedules/{id}"), Some(token), Some(body)).await
+    }
+    pub async fn delete_schedule(&self, token: &str, tenant: &str, id: &str) -> Resp {
+        self.send(Method::DELETE, &format!("/api/v1/pipelines/{tenant}/schedules/{id}"), Some(token), None).await
     }
 }

@@ -9,6 +9,7 @@ mod envelope;
 mod helpers;
 mod lifecycle;
 mod pipeline;
+mod pipelines;
 mod search;
 mod signals;
 mod stream;

@@ -37,6 +37,15 @@ const IMPLEMENTED: &[(&str, &str)] = &[
     ("get", "/api/v1/tenants/{tenant_id}/dlq"),
     ("post", "/api/v1/tenants/{tenant_id}/dlq/{dlq_entry_id}/retry"),
     ("post", "/api/v1/tenants/{tenant_id}/dlq/{dlq_entry_id}/abandon"),
+    ("get", "/api/v1/pipelines"),
+    ("post", "/api/v1/pipelines/{tenant_id}/run/{domain}/{pipeline}"),
+    ("get", "/api/v1/pipelines/{tenant_id}/runs/{run_id}"),
+    ("get", "/api/v1/pipelines/{tenant_id}/runs"),
+    ("post", "/api/v1/pipelines/{tenant_id}/runs/{run_id}/cancel"),
+    ("get", "/api/v1/pipelines/{tenant_id}/schedules"),
+    ("post", "/api/v1/pipelines/{tenant_id}/schedules"),
+    ("put", "/api/v1/pipelines/{tenant_id}/schedules/{schedule_id}"),
+    ("delete", "/api/v1/pipelines/{tenant_id}/schedules/{schedule_id}"),
     ("post", "/api/v1/ingest/{tenant_id}/documents"),
     ("get", "/api/v1/ingest/{tenant_id}/receipt/{receipt_id}"),
     ("get", "/api/v1/query/{tenant_id}/document/{doc_id}"),
@@ -206,7 +215,11 @@ async fn every_route_in_the_document_is_served() {
             .replace("{chunk_id}", &uuid::Uuid::now_v7().to_string())
             .replace("{resource_id}", "acme")
             .replace("{name}", "device")
-            .replace("{entity_id}", "dev-1");
+            .replace("{entity_id}", "dev-1")
+            .replace("{domain}", "audit")
+            .replace("{pipeline}", "export")
+            .replace("{run_id}", &uuid::Uuid::now_v7().to_string())
+            .replace("{schedule_id}", &uuid::Uuid::now_v7().to_string());
         assert!(!path.contains('{'), "unhandled parameter in {p}");
         if spec["paths"][&p][&m]["responses"]["200"]["content"].get("text/event-stream").is_some() {
             // An event stream never ends: check that it opens.

@@ -7,6 +7,7 @@ pub mod dlq;
 pub mod documents;
 pub mod embeddings;
 pub mod lifecycle;
+pub mod pipelines;
 pub mod schema;
 pub mod search;
 pub mod signals;
@@ -58,6 +59,13 @@ pub(crate) fn api_routes() -> OpenApiRouter<ApiContext> {
         .routes(routes!(search::search))
         .routes(routes!(search::get_chunk))
         .routes(routes!(search::list_documents))
+        .routes(routes!(pipelines::list_pipelines))
+        .routes(routes!(pipelines::start_run))
+        .routes(routes!(pipelines::get_run))
+        .routes(routes!(pipelines::list_runs))
+        .routes(routes!(pipelines::cancel_run))
+        .routes(routes!(pipelines::list_schedules, pipelines::create_schedule))
+        .routes(routes!(pipelines::update_schedule, pipelines::delete_schedule))
 }
 
 /// Unknown paths. The message is distinct from a missing resource's, so clients (and the OpenAPI completeness

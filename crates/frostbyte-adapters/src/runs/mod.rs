@@ -1,0 +1,45 @@
+//! Pipeline runs ([`RunStore`](frostbyte_core::pipelines::RunStore)) on both SQL stores: the `pipeline_runs`
+//! table (`migrations/*/0011_pipeline_runs.sql`). A run, its job and its audit event commit together; every
+//! status change is a compare-and-set checked by [`RunStatus::can_transition_to`].
+
+pub(crate) mod postgres;
+mod schedule_postgres;
+mod schedule_sqlite;
+pub(crate) mod sqlite;
+
+use frostbyte_core::audit::NewAuditEvent;
+use frostbyte_core::pipelines::{PipelineRun, RunStatus};
+use frostbyte_core::{StoreError, StoreResult};
+use serde_json::json;
+
+use crate::codec::corrupt;
+
+/// The columns, in the order every statement uses.
+macro_rules! run_columns {
+    () => {
+        "run_id, domain, pipeline, status, parameters, triggered_by, progress, records_processed, error_message, \
+         job_id, cancel_requested, created_at, started_at, completed_at, updated_at, tenant_id"
+    };
+}
+pub(crate) use run_columns;
+
+pub(crate) fn decode_status(stored: &str) -> StoreResult<RunStatus> {
+    RunStatus::parse(stored).ok_or_else(|| corrupt("pipeline_runs.status"))
+}
+
+pub(crate) fn illegal(from: RunStatus, to: RunStatus) -> StoreError {
+    StoreError::Conflict(format!("run is {from}; it cannot become {to}"))
+}
+
+/// The audit event of a cancel request on `run` as it was before the request.
+pub(crate) fn cancel_event(run: &PipelineRun, actor: &str, immediate: bool) -> NewAuditEvent {
+    let event_type = if immediate { "PIPELINE_RUN_CANCELLED" } else { "PIPELINE_RUN_CANCEL_REQUESTED" };
+    NewAuditEvent::new(
+        event_type,
+        actor,
+        "pipeline_run",
+        run.run_id.to_string(),
+        json!({"component": "pipeline", "status": if immediate { "cancelled" } else { run.status.as_str() },
+               "run_id": run.run_id.to_string(), "pipeline": format!("{}/{}", run.domain, run.pipeline)}),
+    )
+}

@@ -1,0 +1,214 @@
+//! [`ScheduleStore`] for [`SqliteStore`] (`pipeline_schedules`, `0011_pipeline_runs.sql`).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use frostbyte_core::audit::NewAuditEvent;
+use frostbyte_core::pipelines::{Schedule, ScheduleChange, ScheduleStore};
+use frostbyte_core::{StoreError, StoreResult, TenantId};
+use serde_json::Value;
+use sqlx::sqlite::{SqliteConnection, SqliteRow};
+use uuid::Uuid;
+
+use crate::codec::{self, column};
+use crate::db_error::{self, Dialect};
+use crate::sqlite::{SqliteStore, append_in_tx};
+
+const COLUMNS: &str = "tenant_id, schedule_id, pipeline, cron_expression, timezone, parameters, is_enabled, \
+                       last_run_at, last_run_id, next_run_at, created_at, updated_at";
+
+fn err(resource: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
+    move |e| db_error::map(Dialect::Sqlite, resource, e)
+}
+
+fn ts(t: &DateTime<Utc>) -> String {
+    codec::encode_timestamp(t)
+}
+
+fn from_row(row: &SqliteRow) -> StoreResult<Schedule> {
+    let parameters = match serde_json::from_str(&column::<_, String>(row, "parameters")?) {
+        Ok(Value::Object(m)) => m,
+        _ => return Err(codec::corrupt("pipeline_schedules.parameters")),
+    };
+    let last_run_id: Option<String> = column(row, "last_run_id")?;
+    Ok(Schedule {
+        schedule_id: codec::decode_uuid(&column::<_, String>(row, "schedule_id")?, "pipeline_schedules.schedule_id")?,
+        tenant_id: codec::decode_tenant_id(&column::<_, String>(row, "tenant_id")?, "pipeline_schedules.tenant_id")?,
+        pipeline: column(row, "pipeline")?,
+        cron_expression: column(row, "cron_expression")?,
+        timezone: column(row, "timezone")?,
+        parameters,
+        is_enabled: column::<_, i64>(row, "is_enabled")? != 0,
+        last_run_at: codec::decode_opt_timestamp(column(row, "last_run_at")?, "pipeline_schedules.last_run_at")?,
+        last_run_id: last_run_id.map(|s| codec::decode_uuid(&s, "pipeline_schedules.last_run_id")).transpose()?,
+        next_run_at: codec::decode_opt_timestamp(column(row, "next_run_at")?, "pipeline_schedules.next_run_at")?,
+        created_at: codec::decode_timestamp(&column::<_, String>(row, "created_at")?, "pipeline_schedules.created_at")?,
+        updated_at: codec::decode_timestamp(&column::<_, String>(row, "updated_at")?, "pipeline_schedules.updated_at")?,
+    })
+}
+
+async fn select(conn: &mut SqliteConnection, tenant: &TenantId, id: Uuid) -> StoreResult<Option<Schedule>> {
+    let sql = format!("SELECT {COLUMNS} FROM pipeline_schedules WHERE tenant_id = ? AND schedule_id = ?");
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(tenant.as_str())
+        .bind(id.to_string())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(err("schedule"))?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
+async fn write(conn: &mut SqliteConnection, s: &Schedule, insert: bool) -> StoreResult<()> {
+    let sql = if insert {
+        format!("INSERT INTO pipeline_schedules ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)")
+    } else {
+        "UPDATE pipeline_schedules SET pipeline = ?3, cron_expression = ?4, timezone = ?5, parameters = ?6, \
+         is_enabled = ?7, last_run_at = ?8, last_run_id = ?9, next_run_at = ?10, created_at = ?11, updated_at = ?12 \
+         WHERE tenant_id = ?1 AND schedule_id = ?2"
+            .to_owned()
+    };
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(s.tenant_id.as_str())
+        .bind(s.schedule_id.to_string())
+        .bind(&s.pipeline)
+        .bind(&s.cron_expression)
+        .bind(&s.timezone)
+        .bind(Value::Object(s.parameters.clone()).to_string())
+        .bind(i64::from(s.is_enabled))
+        .bind(s.last_run_at.as_ref().map(ts))
+        .bind(s.last_run_id.map(|u| u.to_string()))
+        .bind(s.next_run_at.as_ref().map(ts))
+        .bind(ts(&s.created_at))
+        .bind(ts(&s.updated_at))
+        .execute(&mut *conn)
+        .await
+        .map_err(err("schedule"))?;
+    Ok(())
+}
+
+#[async_trait]
+impl ScheduleStore for SqliteStore {
+    async fn create_schedule(&self, schedule: &Schedule, audit: NewAuditEvent) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        write(&mut tx, schedule, true).await?;
+        append_in_tx(&mut tx, &schedule.tenant_id, audit, frostbyte_core::now()).await?;
+        tx.commit().await.map_err(err("transaction"))
+    }
+
+    async fn get_schedule(&self, tenant: &TenantId, id: Uuid) -> StoreResult<Option<Schedule>> {
+        let mut conn = self.pool().acquire().await.map_err(err("database"))?;
+        select(&mut conn, tenant, id).await
+    }
+
+    async fn list_schedules(&self, tenant: &TenantId) -> StoreResult<Vec<Schedule>> {
+        let sql =
+            format!("SELECT {COLUMNS} FROM pipeline_schedules WHERE tenant_id = ? ORDER BY created_at, schedule_id");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(tenant.as_str())
+            .fetch_all(self.pool())
+            .await
+            .map_err(err("schedule"))?;
+        rows.iter().map(from_row).collect()
+    }
+
+    async fn update_schedule(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        change: ScheduleChange,
+        audit: NewAuditEvent,
+    ) -> StoreResult<Schedule> {
+        let now = frostbyte_core::now();
+        let mut tx = self.begin_write().await?;
+        let mut s = select(&mut tx, tenant, id).await?.ok_or(StoreError::NotFound { resource: "schedule" })?;
+        apply(&mut s, change, now);
+        write(&mut tx, &s, false).await?;
+        append_in_tx(&mut tx, tenant, audit, now).await?;
+        tx.commit().await.map_err(err("transaction"))?;
+        Ok(s)
+    }
+
+    async fn delete_schedule(&self, tenant: &TenantId, id: Uuid, audit: NewAuditEvent) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        let gone = sqlx::query("DELETE FROM pipeline_schedules WHERE tenant_id = ? AND schedule_id = ?")
+            .bind(tenant.as_str())
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(err("schedule"))?;
+        if gone.rows_affected() == 0 {
+            return Err(StoreError::NotFound { resource: "schedule" });
+        }
+        append_in_tx(&mut tx, tenant, audit, frostbyte_core::now()).await?;
+        tx.commit().await.map_err(err("transaction"))
+    }
+
+    async fn due_schedules(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Schedule>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM pipeline_schedules WHERE is_enabled = 1 AND next_run_at IS NOT NULL \
+             AND next_run_at <= ? ORDER BY next_run_at LIMIT ?"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(ts(&now))
+            .bind(i64::from(limit.max(1)))
+            .fetch_all(self.pool())
+            .await
+            .map_err(err("schedule"))?;
+        rows.iter().map(from_row).collect()
+    }
+
+    async fn claim_fire(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        expected: DateTime<Utc>,
+        next: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE pipeline_schedules SET next_run_at = ?1, last_run_at = ?2, updated_at = ?2 \
+             WHERE tenant_id = ?3 AND schedule_id = ?4 AND next_run_at = ?5 AND is_enabled = 1",
+        )
+        .bind(ts(&next))
+        .bind(ts(&now))
+        .bind(tenant.as_str())
+        .bind(id.to_string())
+        .bind(ts(&expected))
+        .execute(self.pool())
+        .await
+        .map_err(err("schedule"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn record_fired_run(&self, tenant: &TenantId, id: Uuid, run_id: Uuid) -> StoreResult<()> {
+        sqlx::query("UPDATE pipeline_schedules SET last_run_id = ? WHERE tenant_id = ? AND schedule_id = ?")
+            .bind(run_id.to_string())
+            .bind(tenant.as_str())
+            .bind(id.to_string())
+            .execute(self.pool())
+            .await
+            .map_err(err("schedule"))?;
+        Ok(())
+    }
+}
+
+/// Applies a change to a schedule at `now`.
+pub(crate) fn apply(s: &mut Schedule, change: ScheduleChange, now: DateTime<Utc>) {
+    if let Some(c) = change.cron_expression {
+        s.cron_expression = c;
+    }
+    if let Some(tz) = change.timezone {
+        s.timezone = tz;
+    }
+    if let Some(p) = change.parameters {
+        s.parameters = p;
+    }
+    if let Some(e) = change.is_enabled {
+        s.is_enabled = e;
+    }
+    if let Some(n) = change.next_run_at {
+        s.next_run_at = n;
+    }
+    s.updated_at = now;
+}

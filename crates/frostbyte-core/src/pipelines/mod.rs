@@ -1,0 +1,15 @@
+//! The pipeline engine's domain (DESIGN.md §4): pipeline definitions and their typed parameters
+//! ([`definition`]), the `{{…}}` templates resolved per run ([`template`]), and runs with their state machine and
+//! the [`RunStore`](run::RunStore) port the metadata stores implement ([`run`]).
+//!
+//! Parsing YAML and executing processors happen in the binary (`frostbyte::engine`); this module is pure.
+
+pub mod definition;
+pub mod run;
+pub mod schedule;
+pub mod template;
+
+pub use definition::{DefinitionError, ParamSpec, ParamType, PipelineDefinition, RawDefinition, RetrySpec};
+pub use run::{NewRun, PipelineRun, RunFilter, RunStatus, RunStore, RunTransition};
+pub use schedule::{Schedule, ScheduleChange, ScheduleError, ScheduleStore};
+pub use template::{TemplateContext, TemplateError};

@@ -1,0 +1,182 @@
+//! Loading pipeline definitions: the set shipped in the binary (`pipelines/` at the repository root, compiled in)
+//! and `{dir}/{domain}/{name}.yml` files from the configured directory (`[pipelines] dir`), which override a
+//! shipped definition with the same `domain/name`. A file that does not parse or validate is reported with its
+//! path and the field at fault, and is never loaded; the others still are.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use frostbyte_core::pipelines::{DefinitionError, PipelineDefinition, RawDefinition};
+
+use super::processors;
+
+/// The definitions shipped with the binary, as `(domain/name.yml, text)`.
+const BUILTIN: &[(&str, &str)] = &[
+    ("audit/export.yml", include_str!("../../../../pipelines/audit/export.yml")),
+    ("records/copy.yml", include_str!("../../../../pipelines/records/copy.yml")),
+];
+
+/// The loaded definitions and the problems of the files that were refused.
+#[derive(Debug, Clone, Default)]
+pub struct Definitions {
+    by_key: BTreeMap<String, Arc<PipelineDefinition>>,
+    pub errors: Vec<DefinitionError>,
+}
+
+impl Definitions {
+    /// The shipped definitions, then those of `dir` (a missing directory is fine).
+    pub fn load(dir: Option<&Path>) -> Definitions {
+        let mut defs = Definitions::default();
+        for (path, text) in BUILTIN {
+            defs.add(&format!("builtin:{path}"), path_parts(Path::new(path)), text);
+        }
+        if let Some(dir) = dir {
+            defs.load_dir(dir);
+        }
+        for e in &defs.errors {
+            tracing::warn!(file = %e.file, field = %e.field, problem = %e.message, "pipeline definition refused");
+        }
+        defs
+    }
+
+    fn load_dir(&mut self, dir: &Path) {
+        if !dir.is_dir() {
+            tracing::debug!(dir = %dir.display(), "no pipeline definition directory");
+            return;
+        }
+        let mut files: Vec<_> = walkdir::WalkDir::new(dir)
+            .min_depth(1)
+            .max_depth(3)
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_file())
+            .map(|e| e.into_path())
+            .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yml" | "yaml")))
+            .collect();
+        files.sort();
+        for path in files {
+            let shown = path.display().to_string();
+            let rel = path.strip_prefix(dir).unwrap_or(&path);
+            let Some(expected) = path_parts(rel) else {
+                self.errors.push(DefinitionError::new(&shown, "(path)", "definitions live at {domain}/{name}.yml"));
+                continue;
+            };
+            match std::fs::read_to_string(&path) {
+                Ok(text) => self.add(&shown, Some(expected), &text),
+                Err(e) => self.errors.push(DefinitionError::new(&shown, "(file)", format!("cannot read: {e}"))),
+            }
+        }
+    }
+
+    /// Parses and validates one file's text; a valid definition replaces one with the same key.
+    pub fn add(&mut self, file: &str, expected: Option<(String, String)>, text: &str) {
+        match parse(file, expected.as_ref().map(|(d, n)| (d.as_str(), n.as_str())), text) {
+            Ok(def) => {
+                if let Some(old) = self.by_key.insert(def.key(), Arc::new(def)) {
+                    tracing::info!(pipeline = %old.key(), replaced = %old.origin, by = %file, "pipeline definition overridden");
+                }
+            }
+            Err(errors) => self.errors.extend(errors),
+        }
+    }
+
+    pub fn get(&self, domain: &str, name: &str) -> Option<Arc<PipelineDefinition>> {
+        self.by_key.get(&format!("{domain}/{name}")).cloned()
+    }
+
+    /// Every definition, by `domain/name`.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<PipelineDefinition>> {
+        self.by_key.values()
+    }
+}
+
+/// `{domain}/{name}.yml` → `(domain, name)`.
+fn path_parts(rel: &Path) -> Option<(String, String)> {
+    let parts: Vec<_> = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+    match parts.as_slice() {
+        [domain, file] => {
+            let name = file.strip_suffix(".yml").or_else(|| file.strip_suffix(".yaml"))?;
+            Some((domain.clone(), name.to_owned()))
+        }
+        _ => None,
+    }
+}
+
+/// Parses YAML text into a checked definition. A YAML or shape error names the field serde reports (its path
+/// prefix, such as `parameters[0].type`) when there is one.
+pub fn parse(
+    file: &str,
+    expected: Option<(&str, &str)>,
+    text: &str,
+) -> Result<PipelineDefinition, Vec<DefinitionError>> {
+    let raw: RawDefinition = serde_yaml_ng::from_str(text).map_err(|e| {
+        let message = e.to_string();
+        let (field, rest) = split_field(&message);
+        vec![DefinitionError::new(file, field, rest)]
+    })?;
+    raw.validate(file, expected, processors::NAMES)
+}
+
+fn split_field(message: &str) -> (String, String) {
+    if let Some((head, rest)) = message.split_once(": ") {
+        let looks_like_path = !head.is_empty()
+            && head.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '[' | ']' | '-'));
+        if looks_like_path {
+            return (head.to_owned(), rest.to_owned());
+        }
+    }
+    ("(document)".to_owned(), message.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_definitions_load_cleanly() {
+        let defs = Definitions::load(None);
+        assert!(defs.errors.is_empty(), "{:?}", defs.errors);
+        assert!(defs.get("audit", "export").is_some());
+        assert!(defs.get("records", "copy").is_some());
+    }
+
+    #[test]
+    fn a_directory_adds_overrides_and_refuses_bad_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |rel: &str, text: &str| {
+            let p = dir.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        write("audit/export.yml", "name: export\ndomain: audit\nprocessor: audit.export\ntimeout_secs: 5\n");
+        write("ops/good.yml", "name: good\ndomain: ops\nprocessor: records.copy\n");
+        write("ops/bad_yaml.yml", "name: [unclosed\n");
+        write("ops/unknown.yml", "name: unknown\ndomain: ops\nprocessor: nope.nope\n");
+        write(
+            "ops/typo.yml",
+            "name: typo\ndomain: ops\nprocessor: records.copy\nparameters:\n  - name: a\n    type: float\n",
+        );
+        write("ops/extra.yml", "name: extra\ndomain: ops\nprocessor: records.copy\nsurprise: 1\n");
+        write("loose.yml", "name: loose\n");
+        let defs = Definitions::load(Some(dir.path()));
+        assert_eq!(defs.get("audit", "export").unwrap().timeout_secs, 5, "the directory overrides the shipped one");
+        assert!(defs.get("ops", "good").is_some());
+        for bad in ["bad_yaml", "unknown", "typo", "extra"] {
+            assert!(defs.get("ops", bad).is_none(), "{bad} must not load");
+        }
+        let find = |file: &str| defs.errors.iter().find(|e| e.file.ends_with(file)).unwrap_or_else(|| panic!("{file}"));
+        assert_eq!(find("unknown.yml").field, "processor");
+        assert!(find("typo.yml").field.starts_with("parameters[0]"), "{:?}", find("typo.yml"));
+        assert!(find("extra.yml").message.contains("surprise"), "{:?}", find("extra.yml"));
+        assert_eq!(find("loose.yml").field, "(path)");
+        find("bad_yaml.yml");
+    }
+
+    #[test]
+    fn a_missing_directory_is_fine() {
+        let defs = Definitions::load(Some(Path::new("/nonexistent/frostbyte/pipelines")));
+        assert!(defs.errors.is_empty());
+        assert_eq!(defs.all().count(), 2);
+    }
+}
