@@ -569,3 +569,25 @@ async fn the_metadata_schema_is_versioned_merged_audited_and_enforced() {
     assert_eq!(r.data()["accepted"], json!(1));
     assert_eq!(r.data()["rejected_files"][0]["reason"], json!("SCHEMA_VIOLATION"));
 }
+
+#[test]
+fn the_scanner_is_configured_and_checked_at_load() {
+    use frostbyte::config::{Config, Overrides};
+    let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    };
+    let c = Config::load_from(None, env(&[]), &Overrides::default()).unwrap();
+    assert_eq!((c.scan.scanner.as_str(), c.scan.timeout_secs), ("none", 30), "default: none");
+    let c =
+        Config::load_from(None, env(&[("FROSTBYTE_SCAN__SCANNER", "clamd://127.0.0.1:3310")]), &Overrides::default())
+            .unwrap();
+    assert_eq!(c.scan.scanner, "clamd://127.0.0.1:3310");
+    let e = Config::load_from(
+        None,
+        env(&[("FROSTBYTE_SCAN__SCANNER", "icap://av:1344"), ("FROSTBYTE_SCAN__TIMEOUT_SECS", "0")]),
+        &Overrides::default(),
+    )
+    .unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("scan.scanner") && text.contains("scan.timeout_secs"), "{text}");
+}
