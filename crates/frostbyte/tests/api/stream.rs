@@ -225,3 +225,26 @@ async fn a_blocked_document_fails_the_policy_gate_and_the_chain_stops_there() {
     assert_eq!(doc.data()["status"], "quarantined");
     assert_eq!(doc.data()["stages"]["embed"], "skipped");
 }
+
+#[tokio::test]
+async fn an_open_stream_ends_when_its_tenant_is_suspended_or_its_key_revoked() {
+    let app = spawn_app().await;
+    app.tenant("acme").await;
+    for revoke in [false, true] {
+        let (key, key_id) = app.key("acme", &["query"]).await;
+        let mut stream = app.stream(Some(&key), None).await;
+        assert_eq!(stream.next(WAIT).await.unwrap().data["stage"], "SYSTEM");
+        if revoke {
+            app.revoke_key("acme", &key_id).await.expect(200);
+        } else {
+            app.suspend("acme").await.expect(200);
+        }
+        let closing = stream.next(Duration::from_secs(3)).await.expect("a closing event within the re-check");
+        assert_eq!(closing.data["stage"], "SYSTEM");
+        assert_eq!(closing.data["level"], "warn");
+        assert!(stream.next(Duration::from_secs(3)).await.is_none(), "the stream ended");
+        if !revoke {
+            app.resume("acme").await.expect(200);
+        }
+    }
+}
