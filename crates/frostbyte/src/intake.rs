@@ -17,6 +17,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use frostbyte_adapters::parse::{mime, parser_for, sniff};
+use frostbyte_core::StoreError;
 use frostbyte_core::TenantId;
 use frostbyte_core::audit::NewAuditEvent;
 use frostbyte_core::batch::{
@@ -27,7 +28,6 @@ use frostbyte_core::ports::{BlobError, BlobStore, MetadataStore};
 use frostbyte_core::queue::{NewJob, Stage};
 use frostbyte_core::scan::{ScanError, ScanOutcome, ScanResult, Scanner};
 use frostbyte_core::tenant::{FieldViolation, TenantConfig};
-use frostbyte_core::{StoreError, StoreResult};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
@@ -677,12 +677,6 @@ fn ingested_event(
         details["file_id"] = Value::from(entry.file_id.as_str());
     }
     NewAuditEvent::new("DOCUMENT_INGESTED", actor, "document", doc.doc_id.to_string(), details)
-}
-
-impl Intake {
-    pub async fn get(&self, tenant: &TenantId, doc_id: uuid::Uuid) -> StoreResult<Option<DocumentRecord>> {
-        self.documents.get_document(tenant, doc_id).await
-    }
 }
 
 #[cfg(test)]

@@ -796,11 +796,6 @@ fn stage_message(event_type: &str) -> &'static str {
     }
 }
 
-/// The blob key of a document after policy (redacted text): what chunking and embedding read.
-pub fn policed_blob_key(doc_id: &Uuid) -> String {
-    policed_key(doc_id, frostbyte_core::lifecycle::FIRST_GENERATION)
-}
-
 /// Runs `pipeline` until `shutdown` turns true: a job at a time, sleeping `poll` when idle. A job in progress is
 /// finished before the loop looks at `shutdown` again.
 pub async fn run_worker(pipeline: Pipeline, poll: Duration, mut shutdown: tokio::sync::watch::Receiver<bool>) {

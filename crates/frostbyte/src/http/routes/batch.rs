@@ -24,7 +24,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::documents::{authorize, intake, intake_error, multipart_error};
+use super::documents::{authorize, intake_error, multipart_error};
 use crate::batch_status::{self, BatchStatusView};
 use crate::http::auth::Principal;
 use crate::http::context::ApiContext;
@@ -233,7 +233,7 @@ pub(crate) async fn submit_batch(
     batch::check_part_count(&manifest, parts as u64).map_err(manifest_error)?;
     let files: Vec<ReceivedFile> = received.into_iter().map(|f| f.expect("every entry has its part")).collect();
     let batch_id = manifest.batch_id.clone();
-    let outcome = intake(&ctx)
+    let outcome = crate::intake::Intake::from_state(&ctx)
         .accept_batch(&tenant_id, &tenant.config, &principal.actor().to_string(), manifest, files)
         .await
         .map_err(|e| match e {

@@ -143,6 +143,56 @@ pub(crate) async fn read_limited(mut field: Field<'_>, mut buf: UploadBuffer) ->
     Ok(buf)
 }
 
+/// A single-file multipart form, as the upload and replace endpoints take it: `file` (required, non-empty, at most
+/// `max_file_bytes`, hashed while it streams), an optional `metadata` JSON object and an optional `collection`
+/// (`Some(None)` when sent empty). Unknown parts are drained and ignored.
+pub(crate) struct UploadForm {
+    pub bytes: bytes::Bytes,
+    pub sha256: String,
+    pub filename: String,
+    pub declared_mime: Option<String>,
+    pub metadata: Option<Value>,
+    pub collection: Option<Option<String>>,
+}
+
+pub(crate) async fn read_upload_form(multipart: &mut Multipart, max_file_bytes: u64) -> Result<UploadForm, ApiError> {
+    let mut file: Option<(UploadBuffer, String, Option<String>)> = None;
+    let mut metadata = None;
+    let mut collection = None;
+    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+        match field.name() {
+            Some("file") if file.is_none() => {
+                let filename: String = field.file_name().unwrap_or("upload").chars().take(MAX_FILENAME_CHARS).collect();
+                let declared = field.content_type().map(str::to_owned);
+                let buf = read_limited(field, UploadBuffer::new(max_file_bytes)).await?;
+                file = Some((buf, filename, declared));
+            }
+            Some("metadata") => {
+                let (bytes, _) = read_limited(field, UploadBuffer::new(MAX_METADATA_BYTES as u64)).await?.finish();
+                metadata = match serde_json::from_slice::<Value>(&bytes) {
+                    Ok(v @ Value::Object(_)) => Some(v),
+                    _ => return Err(ApiError::invalid_field("metadata", Value::Null, "a JSON object")),
+                };
+            }
+            Some("collection") => {
+                let (bytes, _) = read_limited(field, UploadBuffer::new(256)).await?.finish();
+                let c = String::from_utf8(bytes.to_vec())
+                    .map_err(|_| ApiError::invalid_field("collection", Value::Null, "UTF-8 text"))?;
+                collection = Some(Some(c.trim().to_owned()).filter(|c| !c.is_empty()));
+            }
+            _ => {}
+        }
+    }
+    let Some((buf, filename, declared_mime)) = file else {
+        return Err(ApiError::invalid_field("file", Value::Null, "a multipart part named `file`"));
+    };
+    let (bytes, sha256) = buf.finish();
+    if bytes.is_empty() {
+        return Err(ApiError::invalid_field("file", Value::Null, "a non-empty file"));
+    }
+    Ok(UploadForm { bytes, sha256, filename, declared_mime, metadata, collection })
+}
+
 #[utoipa::path(
     post, path = "/api/v1/ingest/{tenant_id}/documents", tag = TAG,
     summary = "Upload one document (multipart: `file`, optional `metadata` JSON object and `collection`)",
@@ -168,45 +218,16 @@ pub(crate) async fn upload_document(
     mut multipart: Multipart,
 ) -> Result<Response, ApiError> {
     let tenant = authorize(&ctx, &principal, &tenant_id, Scope::Ingest).await?;
-    let mut file: Option<(UploadBuffer, String, Option<String>)> = None;
-    let mut metadata = Value::Object(serde_json::Map::new());
-    let mut collection = None;
-    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
-        match field.name() {
-            Some("file") if file.is_none() => {
-                let filename: String = field.file_name().unwrap_or("upload").chars().take(MAX_FILENAME_CHARS).collect();
-                let declared = field.content_type().map(str::to_owned);
-                let buf = read_limited(field, UploadBuffer::new(max_upload_bytes(&tenant.config))).await?;
-                file = Some((buf, filename, declared));
-            }
-            Some("metadata") => {
-                let buf = read_limited(field, UploadBuffer::new(MAX_METADATA_BYTES as u64)).await?;
-                let (bytes, _) = buf.finish();
-                metadata = match serde_json::from_slice::<Value>(&bytes) {
-                    Ok(v @ Value::Object(_)) => v,
-                    _ => return Err(ApiError::invalid_field("metadata", Value::Null, "a JSON object")),
-                };
-            }
-            Some("collection") => {
-                let buf = read_limited(field, UploadBuffer::new(256)).await?;
-                let (bytes, _) = buf.finish();
-                let c = String::from_utf8(bytes.to_vec())
-                    .map_err(|_| ApiError::invalid_field("collection", Value::Null, "UTF-8 text"))?;
-                collection = Some(c.trim().to_owned()).filter(|c| !c.is_empty());
-            }
-            // Unknown parts are drained and ignored.
-            _ => {}
-        }
-    }
-    let Some((buf, filename, declared_mime)) = file else {
-        return Err(ApiError::invalid_field("file", Value::Null, "a multipart part named `file`"));
+    let form = read_upload_form(&mut multipart, max_upload_bytes(&tenant.config)).await?;
+    let upload = Upload {
+        bytes: form.bytes,
+        sha256: form.sha256,
+        filename: form.filename,
+        declared_mime: form.declared_mime,
+        metadata: form.metadata.unwrap_or_else(|| Value::Object(serde_json::Map::new())),
+        collection: form.collection.flatten(),
     };
-    let (bytes, sha256) = buf.finish();
-    if bytes.is_empty() {
-        return Err(ApiError::invalid_field("file", Value::Null, "a non-empty file"));
-    }
-    let upload = Upload { bytes, sha256, filename, declared_mime, metadata, collection };
-    let (doc, scan) = intake(&ctx)
+    let (doc, scan) = Intake::from_state(&ctx)
         .accept(&tenant_id, &tenant.config, &principal.actor().to_string(), upload)
         .await
         .map_err(intake_error)?;
@@ -220,17 +241,6 @@ pub(crate) async fn upload_document(
         mime_type: doc.mime_type,
         size_bytes: doc.size_bytes,
     }))
-}
-
-/// Intake over the application's ports.
-pub(crate) fn intake(ctx: &ApiContext) -> Intake {
-    Intake {
-        store: ctx.store.clone(),
-        documents: ctx.documents.clone(),
-        batches: ctx.batches.clone(),
-        blobs: ctx.blobs.clone(),
-        scanner: ctx.scanner.clone(),
-    }
 }
 
 /// Maps an intake failure to its API error.

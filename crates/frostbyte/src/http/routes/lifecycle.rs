@@ -21,21 +21,17 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::documents::{authorize, multipart_error, read_limited};
+use super::documents::{authorize, read_upload_form};
 use crate::http::auth::Principal;
 use crate::http::context::ApiContext;
 use crate::http::envelope::{self, Envelope};
 use crate::http::error::{ApiError, ErrorEnvelope};
 use crate::http::extract::Path;
-use crate::intake::{UploadBuffer, max_upload_bytes};
+use crate::intake::max_upload_bytes;
 
 const TAG: &str = "documents";
 /// Raw bytes up to this size are exported inline (base64); larger ones are exported as sha256 and size only.
 pub const EXPORT_INLINE_RAW_MAX_BYTES: u64 = 16 * 1024 * 1024;
-/// The largest `metadata` part accepted (as for uploads).
-const MAX_METADATA_BYTES: u64 = 64 * 1024;
-/// The longest filename kept (longer ones are cut, as for uploads).
-const MAX_FILENAME_CHARS: usize = 255;
 
 /// The lifecycle routes. The default body limit is lifted for the replacement, whose handler enforces the
 /// tenant's `max_file_size_mb` while streaming, after authentication (as the upload route does).
@@ -143,57 +139,21 @@ pub(crate) async fn replace_document(
 ) -> Result<Response, ApiError> {
     let tenant = authorize(&ctx, &principal, &tenant_id, Scope::Ingest).await?;
     // Unknown and foreign ids answer 404 before any bytes are read or stored.
-    if ctx.documents.get_document(&tenant_id, doc_id).await?.is_none() {
-        return Err(ApiError::not_found("document"));
-    }
-    let mut file: Option<(UploadBuffer, String, Option<String>)> = None;
-    let mut metadata = None;
-    let mut collection = None;
-    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
-        match field.name() {
-            Some("file") if file.is_none() => {
-                let filename: String = field.file_name().unwrap_or("upload").chars().take(MAX_FILENAME_CHARS).collect();
-                let declared = field.content_type().map(str::to_owned);
-                let buf = read_limited(field, UploadBuffer::new(max_upload_bytes(&tenant.config))).await?;
-                file = Some((buf, filename, declared));
-            }
-            Some("metadata") => {
-                let (bytes, _) = read_limited(field, UploadBuffer::new(MAX_METADATA_BYTES)).await?.finish();
-                metadata = match serde_json::from_slice::<Value>(&bytes) {
-                    Ok(v @ Value::Object(_)) => Some(v),
-                    _ => return Err(ApiError::invalid_field("metadata", Value::Null, "a JSON object")),
-                };
-            }
-            Some("collection") => {
-                let (bytes, _) = read_limited(field, UploadBuffer::new(256)).await?.finish();
-                let c = String::from_utf8(bytes.to_vec())
-                    .map_err(|_| ApiError::invalid_field("collection", Value::Null, "UTF-8 text"))?;
-                collection = Some(Some(c.trim().to_owned()).filter(|c| !c.is_empty()));
-            }
-            // Unknown parts are drained and ignored.
-            _ => {}
-        }
-    }
-    let Some((buf, filename, declared_mime)) = file else {
-        return Err(ApiError::invalid_field("file", Value::Null, "a multipart part named `file`"));
-    };
-    let (bytes, sha256) = buf.finish();
-    if bytes.is_empty() {
-        return Err(ApiError::invalid_field("file", Value::Null, "a non-empty file"));
-    }
+    let current =
+        ctx.documents.get_document(&tenant_id, doc_id).await?.ok_or_else(|| ApiError::not_found("document"))?;
+    let form = read_upload_form(&mut multipart, max_upload_bytes(&tenant.config)).await?;
+    let (metadata, collection) = (form.metadata, form.collection);
     // The same checks as an upload (scan, type, schema, quotas); metadata left out keeps the current metadata,
     // which is what the schema is checked against then.
-    let checked_metadata = match &metadata {
-        Some(m) => m.clone(),
-        None => {
-            let current = ctx.documents.get_document(&tenant_id, doc_id).await?;
-            current.ok_or_else(|| ApiError::not_found("document"))?.metadata
-        }
+    let upload = crate::intake::Upload {
+        bytes: form.bytes,
+        sha256: form.sha256,
+        filename: form.filename,
+        declared_mime: form.declared_mime,
+        metadata: metadata.clone().unwrap_or(current.metadata),
+        collection: None,
     };
-    let intake = crate::intake::Intake::from_state(&ctx);
-    let upload =
-        crate::intake::Upload { bytes, sha256, filename, declared_mime, metadata: checked_metadata, collection: None };
-    let checked = intake
+    let checked = crate::intake::Intake::from_state(&ctx)
         .check(&tenant_id, &tenant.config, &principal.actor().to_string(), &upload)
         .await
         .map_err(crate::http::routes::documents::intake_error)?;
