@@ -120,8 +120,10 @@ pub async fn build(config: &Config) -> anyhow::Result<App> {
         load_or_generate_secret(config.auth.admin_api_key.as_ref(), &config.storage.data_dir, "admin.key", "fba_")?;
     let jwt = load_or_generate_secret(config.auth.jwt_secret.as_ref(), &config.storage.data_dir, "jwt.secret", "")?;
     let tenants = TenantService::new(stores.metadata.clone(), stores.blobs.clone(), stores.documents.clone());
-    let embedders = frostbyte_adapters::embed::registry(&config.embedding.settings())
-        .context("cannot set up the embedders ([embedding] config)")?;
+    let embedders = Arc::new(
+        frostbyte_adapters::embed::registry(&config.embedding.settings())
+            .context("cannot set up the embedders ([embedding] config)")?,
+    );
     let scanner =
         frostbyte_adapters::resolve::scanner(&config.scan.scanner, Duration::from_secs(config.scan.timeout_secs))
             .context("cannot set up the malware scanner")?;
@@ -135,7 +137,18 @@ pub async fn build(config: &Config) -> anyhow::Result<App> {
             events.clone(),
             config.pipelines.settings(),
         )
-        .with_schedules(stores.schedules.clone()),
+        .with_schedules(stores.schedules.clone())
+        .with_documents(crate::engine::DocumentPlane {
+            intake: Arc::new(crate::intake::Intake {
+                store: stores.metadata.clone(),
+                documents: stores.documents.clone(),
+                batches: stores.batches.clone(),
+                blobs: stores.blobs.clone(),
+                scanner: scanner.clone(),
+            }),
+            index: stores.index.clone(),
+            embedders: embedders.clone(),
+        }),
     );
     let state = Arc::new(AppState {
         store: stores.metadata,
@@ -154,7 +167,7 @@ pub async fn build(config: &Config) -> anyhow::Result<App> {
         },
         started_at: Instant::now(),
         metrics: crate::http::install_metrics_recorder(),
-        embedders: Arc::new(embedders),
+        embedders,
         events,
         batches: stores.batches,
         scanner,

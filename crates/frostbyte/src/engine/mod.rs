@@ -106,9 +106,33 @@ pub struct Engine {
     pub settings: EngineSettings,
     /// Schedules, when the deployment has them (see [`Engine::with_schedules`]).
     pub schedules: Option<Arc<dyn frostbyte_core::pipelines::ScheduleStore>>,
+    /// The document plane, for processors that ingest, erase or re-embed documents (see
+    /// [`Engine::with_documents`]).
+    pub documents: Option<Arc<DocumentPlane>>,
     definitions: RwLock<Arc<Definitions>>,
     /// Tokens of the runs this process is executing, for prompt in-process cancellation.
     running: Mutex<HashMap<Uuid, CancelToken>>,
+}
+
+/// What document-plane processors reach: intake (the same checks and writes as an upload), the chunk index and
+/// the embedders. Erasure goes through [`DocumentPlane::lifecycle`], the same use-case as `DELETE` on a document.
+#[derive(Clone)]
+pub struct DocumentPlane {
+    pub intake: Arc<crate::intake::Intake>,
+    pub index: Arc<dyn frostbyte_core::index::ChunkIndex>,
+    pub embedders: Arc<frostbyte_core::embed::EmbedderRegistry>,
+}
+
+impl DocumentPlane {
+    /// Erasure, replacement and export, as the HTTP API runs them.
+    pub fn lifecycle(&self) -> frostbyte_core::service::lifecycle::DocumentLifecycle {
+        frostbyte_core::service::lifecycle::DocumentLifecycle::new(
+            self.intake.store.clone(),
+            self.intake.documents.clone(),
+            self.index.clone(),
+            self.intake.blobs.clone(),
+        )
+    }
 }
 
 /// A run ready to execute: its definition, and everything resolved.
@@ -155,6 +179,7 @@ impl Engine {
             events,
             settings,
             schedules: None,
+            documents: None,
             definitions: RwLock::new(Arc::new(defs)),
             running: Mutex::new(HashMap::new()),
         }
@@ -163,6 +188,12 @@ impl Engine {
     /// This engine with a schedule store: schedules can be managed and fired.
     pub fn with_schedules(mut self, schedules: Arc<dyn frostbyte_core::pipelines::ScheduleStore>) -> Self {
         self.schedules = Some(schedules);
+        self
+    }
+
+    /// This engine with the document plane: `documents.*` and `retention.*` processors can run.
+    pub fn with_documents(mut self, plane: DocumentPlane) -> Self {
+        self.documents = Some(Arc::new(plane));
         self
     }
 
@@ -475,6 +506,7 @@ impl Engine {
             store: self.store.clone(),
             blobs: self.blobs.clone(),
             runs: self.runs.clone(),
+            documents: self.documents.clone(),
             cancel: token.clone(),
         };
         let ending = self.with_heartbeat(job.job_id, worker, self.supervise(&run, processor, ctx, token)).await;

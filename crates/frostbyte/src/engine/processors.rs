@@ -81,6 +81,8 @@ pub struct RunContext {
     pub store: Arc<dyn MetadataStore>,
     pub blobs: Arc<dyn BlobStore>,
     pub runs: Arc<dyn RunStore>,
+    /// The document plane, when the engine has one ([`super::Engine::with_documents`]).
+    pub documents: Option<Arc<super::DocumentPlane>>,
     pub cancel: CancelToken,
 }
 
