@@ -1,15 +1,19 @@
 //! The embedded metadata store: SQLite through sqlx, in WAL mode, for `frostbyte serve` on one machine.
 //!
 //! Concurrency: readers never block (WAL). Every write runs in a `BEGIN IMMEDIATE` transaction, which takes the
-//! database's write lock up front, so writers queue on the busy timeout instead of failing with `SQLITE_BUSY`
-//! when a read lock cannot be upgraded. That same lock is what serialises audit appends: the chain head is read
+//! database's write lock up front, so writers queue instead of failing with `SQLITE_BUSY` when a read lock
+//! cannot be upgraded. Within one process writers first queue, in order, on an async gate ([`WriteTx`]), so they
+//! wait exactly as long as the writer before them; SQLite's own busy handler, which sleeps in growing steps of up
+//! to 100 ms, is left for writers in other processes. That same lock is what serialises audit appends: the chain head is read
 //! and advanced inside it, so two appends can never link to the same predecessor.
 //!
 //! Append-only audit rows are enforced by the triggers `audit_events_no_update` and `audit_events_no_delete`
 //! (see `migrations/sqlite/0001_init.sql`); tests drop them by name to simulate tampering.
 
+use std::ops::{Deref, DerefMut};
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -59,6 +63,40 @@ macro_rules! audit_columns {
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Held for the life of every write transaction this process opens.
+    write_gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// A write transaction (`BEGIN IMMEDIATE`) that holds this process's write gate until it commits or is dropped.
+/// Dereferences to the connection, like [`sqlx::Transaction`].
+pub(crate) struct WriteTx {
+    tx: sqlx::Transaction<'static, Sqlite>,
+    _gate: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl WriteTx {
+    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+
+    #[cfg(test)]
+    pub(crate) async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+}
+
+impl Deref for WriteTx {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        &self.tx
+    }
+}
+
+impl DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.tx
+    }
 }
 
 fn err(resource: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
@@ -102,7 +140,7 @@ impl SqliteStore {
         };
         let pool =
             pool_options.acquire_timeout(ACQUIRE_TIMEOUT).connect_with(options).await.map_err(err("database"))?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore { pool, write_gate: Arc::new(tokio::sync::Mutex::new(())) })
     }
 
     /// The underlying pool. Public for tests and operator tooling that must reach past the port (for example
@@ -111,9 +149,12 @@ impl SqliteStore {
         &self.pool
     }
 
-    /// Begins a write transaction holding the database's write lock from the start.
-    pub(crate) async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'static, Sqlite>> {
-        self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(err("transaction"))
+    /// Begins a write transaction holding the database's write lock from the start, after the writers of this
+    /// process that asked before it.
+    pub(crate) async fn begin_write(&self) -> StoreResult<WriteTx> {
+        let gate = self.write_gate.clone().lock_owned().await;
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(err("transaction"))?;
+        Ok(WriteTx { tx, _gate: gate })
     }
 }
 
