@@ -473,6 +473,14 @@ async fn deliveries_are_leased_once_and_record_every_attempt(h: &Harness) {
     assert_eq!(d.attempt_log[0].error.as_deref(), Some("the endpoint answered 503"));
     let types = event_types(h, &t).await;
     assert!(types.contains(&"PIPELINE_WEBHOOK_DELIVERED".to_owned()));
+
+    // Deprovisioning erases the tenant's deliveries and attempts with its runs.
+    use frostbyte_core::documents::DocumentStore;
+    let audit: frostbyte_core::lifecycle::PurgeAudit =
+        Box::new(|_| NewAuditEvent::new("TENANT_DATA_ERASED", "test", "tenant", "hooks", json!({"component": "test"})));
+    h.store.purge_tenant(&t, audit).await.unwrap();
+    assert!(runs.list_deliveries(&t, run.run_id).await.unwrap().is_empty());
+    assert!(runs.get_run(&t, run.run_id).await.unwrap().is_none());
 }
 
 async fn skipped_occurrences_are_claimed_once_and_audited(h: &Harness) {
