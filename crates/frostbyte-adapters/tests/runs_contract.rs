@@ -475,7 +475,6 @@ async fn deliveries_are_leased_once_and_record_every_attempt(h: &Harness) {
     assert!(types.contains(&"PIPELINE_WEBHOOK_DELIVERED".to_owned()));
 
     // Deprovisioning erases the tenant's deliveries and attempts with its runs.
-    use frostbyte_core::documents::DocumentStore;
     let audit: frostbyte_core::lifecycle::PurgeAudit =
         Box::new(|_| NewAuditEvent::new("TENANT_DATA_ERASED", "test", "tenant", "hooks", json!({"component": "test"})));
     h.store.purge_tenant(&t, audit).await.unwrap();
