@@ -407,3 +407,18 @@ async fn queue_starts_one_waiting_run_after_the_previous_ends_once_across_engine
     assert!(second.started_at.unwrap() >= first_done.completed_at.unwrap());
     assert_eq!(f.engine.try_run_one("w").await.unwrap(), RunOnce::Idle);
 }
+
+#[tokio::test]
+async fn cancelling_a_pending_run_notifies_cancelled_webhooks() {
+    let (url, received) = endpoint(0).await;
+    let def = hooked(&url, "cancelled", "ACME_HOOK");
+    let f = Fixture::new(hook_settings(), &[("ops/hooked.yml", &def)]).await;
+    let run = f.engine.create_run(&f.tenant, "ops", "hooked", Map::new(), "test").await.unwrap();
+    f.engine.cancel(&f.tenant, run.run_id, "admin").await.unwrap();
+    assert_eq!(f.engine.deliver_due(frostbyte_core::now()).await.unwrap(), 1);
+    let d = &f.engine.list_deliveries(&f.tenant, run.run_id).await.unwrap()[0];
+    assert_eq!((d.status, d.attempts, d.last_status_code), (DeliveryStatus::Delivered, 1, Some(204)));
+    let requests = received.requests.lock().unwrap().clone();
+    let body: Value = serde_json::from_slice(&requests[0].1).unwrap();
+    assert_eq!((body["event"].as_str(), body["status"].as_str()), (Some("cancelled"), Some("cancelled")));
+}
