@@ -63,6 +63,9 @@ pub enum Command {
     /// Pipeline definitions and runs: list, run, status, history, cancel.
     #[command(subcommand)]
     Pipeline(PipelineCommand),
+    /// Pipeline schedules: list, create, enable, disable, delete.
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
 }
 
 #[derive(Debug, Args)]
@@ -311,6 +314,56 @@ pub enum PipelineCommand {
     /// Cancel a run (at once when pending; the executing worker stops it promptly otherwise).
     Cancel {
         run_id: String,
+        #[arg(long)]
+        tenant: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// List a tenant's schedules with their next and last firing.
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Create a schedule that runs DOMAIN/NAME on a cron expression.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        /// The pipeline, as domain/name (for example audit/export).
+        #[arg(long)]
+        pipeline: String,
+        /// Five fields: minute hour day-of-month month day-of-week (quote it).
+        #[arg(long)]
+        cron: String,
+        /// UTC (default), a fixed offset such as +02:00, or an IANA zone such as Europe/Berlin.
+        #[arg(long)]
+        timezone: Option<String>,
+        /// skip (default) or queue: what an occurrence does while the previous run is unfinished.
+        #[arg(long)]
+        overlap: Option<String>,
+        /// A parameter as NAME=VALUE (VALUE is read as JSON when it parses, else as a string); repeatable.
+        #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
+        params: Vec<String>,
+        /// Create it disabled.
+        #[arg(long)]
+        disabled: bool,
+    },
+    /// Enable a schedule (its next firing is computed from now).
+    Enable {
+        schedule_id: String,
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Disable a schedule (it keeps its settings; nothing fires until it is enabled).
+    Disable {
+        schedule_id: String,
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Delete a schedule (the runs it created are kept).
+    Delete {
+        schedule_id: String,
         #[arg(long)]
         tenant: String,
     },

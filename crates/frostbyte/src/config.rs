@@ -281,6 +281,20 @@ pub struct PipelinesConfig {
     pub cancel_poll_ms: u64,
     /// How often the scheduler looks for due schedules.
     pub schedule_poll_ms: u64,
+    /// How deep chained follow-ups may go (a run this deep starts none; the refusal is audited).
+    pub max_chain_depth: u32,
+    /// Attempts per webhook delivery before it is marked failed.
+    pub webhook_max_attempts: u32,
+    /// Waits between webhook attempts, in seconds (the last repeats).
+    pub webhook_backoff_secs: Vec<u64>,
+    /// How long one webhook request may take.
+    pub webhook_timeout_ms: u64,
+    /// How often the delivery worker looks for due webhook deliveries.
+    pub webhook_poll_ms: u64,
+    /// Webhook HMAC secrets by the name definitions give in `secret_env`, used when no environment variable of
+    /// that name is set.
+    #[serde(default)]
+    pub webhook_secrets: std::collections::BTreeMap<String, SecretString>,
 }
 
 impl Default for PipelinesConfig {
@@ -293,6 +307,12 @@ impl Default for PipelinesConfig {
             lease_secs: 60,
             cancel_poll_ms: 500,
             schedule_poll_ms: 1_000,
+            max_chain_depth: 5,
+            webhook_max_attempts: 6,
+            webhook_backoff_secs: vec![5, 30, 120, 600, 1800],
+            webhook_timeout_ms: 10_000,
+            webhook_poll_ms: 1_000,
+            webhook_secrets: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -306,6 +326,14 @@ impl PipelinesConfig {
             lease: std::time::Duration::from_secs(self.lease_secs.max(1)),
             cancel_poll: std::time::Duration::from_millis(self.cancel_poll_ms.max(10)),
             schedule_poll: std::time::Duration::from_millis(self.schedule_poll_ms.max(100)),
+            max_chain_depth: self.max_chain_depth,
+            webhook_retry: frostbyte_core::pipelines::WebhookRetry {
+                max_attempts: self.webhook_max_attempts.max(1),
+                backoff: self.webhook_backoff_secs.iter().map(|s| std::time::Duration::from_secs(*s)).collect(),
+            },
+            webhook_timeout: std::time::Duration::from_millis(self.webhook_timeout_ms.max(100)),
+            webhook_poll: std::time::Duration::from_millis(self.webhook_poll_ms.max(100)),
+            webhook_secrets: self.webhook_secrets.clone(),
             ..Default::default()
         }
     }
@@ -386,7 +414,9 @@ impl Config {
                 let layer = Figment::from(Toml::file_exact(path));
                 match layer.extract::<Dict>() {
                     Ok(_) => {
-                        for key in leaf_keys(&layer).difference(&known) {
+                        // Webhook secrets are named by the operator, so their keys cannot be known in advance.
+                        let named = |k: &&String| !k.starts_with("pipelines.webhook_secrets.");
+                        for key in leaf_keys(&layer).difference(&known).filter(named) {
                             errors.push(format!("unknown key `{key}` in {}", path.display()));
                         }
                         figment = figment.merge(Toml::file_exact(path));
@@ -553,6 +583,33 @@ impl Config {
         self.embedding.validate(&mut out);
         if let Err(e) = frostbyte_adapters::resolve::scanner(&self.scan.scanner, Duration::from_secs(1)) {
             out.push(format!("scan.scanner: {e}"));
+        }
+        let p = &self.pipelines;
+        if p.max_chain_depth > 100 {
+            out.push(format!("pipelines.max_chain_depth must be at most 100 (got {})", p.max_chain_depth));
+        }
+        if !(1..=50).contains(&p.webhook_max_attempts) {
+            out.push(format!(
+                "pipelines.webhook_max_attempts must be between 1 and 50 (got {})",
+                p.webhook_max_attempts
+            ));
+        }
+        if p.webhook_backoff_secs.iter().any(|s| *s > 86_400) {
+            out.push("pipelines.webhook_backoff_secs: each wait must be at most 86400".into());
+        }
+        if !(100..=120_000).contains(&p.webhook_timeout_ms) {
+            out.push(format!(
+                "pipelines.webhook_timeout_ms must be between 100 and 120000 (got {})",
+                p.webhook_timeout_ms
+            ));
+        }
+        for (name, secret) in &p.webhook_secrets {
+            if !frostbyte_core::pipelines::webhook::valid_secret_name(name) {
+                out.push(format!("pipelines.webhook_secrets.{name}: names are A-Z, 0-9 and _"));
+            }
+            if secret.expose_secret().len() < 16 {
+                out.push(format!("pipelines.webhook_secrets.{name} must be at least 16 characters"));
+            }
         }
         if !(1..=3600).contains(&self.scan.timeout_secs) {
             out.push(format!("scan.timeout_secs must be between 1 and 3600 (got {})", self.scan.timeout_secs));

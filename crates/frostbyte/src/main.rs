@@ -70,6 +70,7 @@ fn main() -> ExitCode {
             Command::Search(args) => frostbyte::search_cli::search_command(&config, args, json).await.map(|()| 0),
             Command::Bench(cmd) => frostbyte::bench::bench(&config, cmd, json).await.map(|()| 0),
             Command::Pipeline(cmd) => frostbyte::engine::command::run(&config, cmd, json).await,
+            Command::Schedule(cmd) => frostbyte::engine::schedule_command::run(&config, cmd, json).await,
         }
     });
     match result {

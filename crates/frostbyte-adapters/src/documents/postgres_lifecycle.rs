@@ -275,6 +275,8 @@ pub(crate) async fn purge_tenant(
     exec(&mut tx, tenant, "DELETE FROM signal_states WHERE tenant_id = $1").await?;
     exec(&mut tx, tenant, "DELETE FROM signal_events WHERE tenant_id = $1").await?;
     exec(&mut tx, tenant, "DELETE FROM signal_feature_sets WHERE tenant_id = $1").await?;
+    exec(&mut tx, tenant, "DELETE FROM pipeline_webhook_attempts WHERE tenant_id = $1").await?;
+    exec(&mut tx, tenant, "DELETE FROM pipeline_webhook_deliveries WHERE tenant_id = $1").await?;
     exec(&mut tx, tenant, "DELETE FROM pipeline_schedules WHERE tenant_id = $1").await?;
     exec(&mut tx, tenant, "DELETE FROM pipeline_runs WHERE tenant_id = $1").await?;
     let removed = TenantDocumentRows { documents, tombstones, chunks, jobs };

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use frostbyte_core::audit::NewAuditEvent;
-use frostbyte_core::pipelines::{Schedule, ScheduleChange, ScheduleStore};
+use frostbyte_core::pipelines::{Overlap, Schedule, ScheduleChange, ScheduleStore};
 use frostbyte_core::{StoreError, StoreResult, TenantId};
 use serde_json::Value;
 use sqlx::postgres::{PgConnection, PgRow};
@@ -14,7 +14,8 @@ use crate::db_error::{self, Dialect};
 use crate::postgres::{PostgresStore, append_in_tx};
 
 const COLUMNS: &str = "tenant_id, schedule_id, pipeline, cron_expression, timezone, parameters, is_enabled, \
-                       last_run_at, last_run_id, next_run_at, created_at, updated_at";
+                       last_run_at, last_run_id, next_run_at, created_at, updated_at, overlap, last_skipped_at, \
+                       skipped_count";
 
 fn err(resource: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
     move |e| db_error::map(Dialect::Postgres, resource, e)
@@ -39,6 +40,11 @@ fn from_row(row: &PgRow) -> StoreResult<Schedule> {
         next_run_at: column(row, "next_run_at")?,
         created_at: column(row, "created_at")?,
         updated_at: column(row, "updated_at")?,
+        overlap: Overlap::parse(&column::<_, String>(row, "overlap")?)
+            .ok_or_else(|| codec::corrupt("pipeline_schedules.overlap"))?,
+        last_skipped_at: column(row, "last_skipped_at")?,
+        skipped_count: u64::try_from(column::<_, i64>(row, "skipped_count")?)
+            .map_err(|_| codec::corrupt("pipeline_schedules.skipped_count"))?,
     })
 }
 
@@ -57,11 +63,13 @@ async fn select(conn: &mut PgConnection, tenant: &TenantId, id: Uuid) -> StoreRe
 
 async fn write(conn: &mut PgConnection, s: &Schedule, insert: bool) -> StoreResult<()> {
     let sql = if insert {
-        format!("INSERT INTO pipeline_schedules ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
+        format!(
+            "INSERT INTO pipeline_schedules ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+        )
     } else {
         "UPDATE pipeline_schedules SET pipeline = $3, cron_expression = $4, timezone = $5, parameters = $6, \
-         is_enabled = $7, last_run_at = $8, last_run_id = $9, next_run_at = $10, created_at = $11, updated_at = $12 \
-         WHERE tenant_id = $1 AND schedule_id = $2"
+         is_enabled = $7, last_run_at = $8, last_run_id = $9, next_run_at = $10, created_at = $11, updated_at = $12, \
+         overlap = $13, last_skipped_at = $14, skipped_count = $15 WHERE tenant_id = $1 AND schedule_id = $2"
             .to_owned()
     };
     sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -77,6 +85,9 @@ async fn write(conn: &mut PgConnection, s: &Schedule, insert: bool) -> StoreResu
         .bind(s.next_run_at)
         .bind(s.created_at)
         .bind(s.updated_at)
+        .bind(s.overlap.as_str())
+        .bind(s.last_skipped_at)
+        .bind(i64::try_from(s.skipped_count).unwrap_or(i64::MAX))
         .execute(&mut *conn)
         .await
         .map_err(err("schedule"))?;
@@ -175,6 +186,36 @@ impl ScheduleStore for PostgresStore {
         .await
         .map_err(err("schedule"))?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn claim_skip(
+        &self,
+        tenant: &TenantId,
+        id: Uuid,
+        expected: DateTime<Utc>,
+        next: DateTime<Utc>,
+        now: DateTime<Utc>,
+        audit: NewAuditEvent,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "UPDATE pipeline_schedules SET next_run_at = $1, last_skipped_at = $2, skipped_count = skipped_count + 1, \
+             updated_at = $2 WHERE tenant_id = $3 AND schedule_id = $4 AND next_run_at = $5 AND is_enabled",
+        )
+        .bind(next)
+        .bind(now)
+        .bind(tenant.as_str())
+        .bind(id.to_string())
+        .bind(expected)
+        .execute(&mut *tx)
+        .await
+        .map_err(err("schedule"))?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        append_in_tx(&mut tx, tenant, audit, now).await?;
+        tx.commit().await.map_err(err("transaction"))?;
+        Ok(true)
     }
 
     async fn record_fired_run(&self, tenant: &TenantId, id: Uuid, run_id: Uuid) -> StoreResult<()> {

@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use super::template::{TemplateContext, has_template};
+use super::webhook::{WebhookSpec, valid_secret_name, valid_webhook_url};
 
 /// The type of a pipeline parameter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -81,6 +82,30 @@ impl Default for RetrySpec {
     }
 }
 
+/// A run to start when a run of this pipeline ends (`on_success` / `on_failure`). Every string in
+/// `parameters` is a template resolved in the finished run's context: its variables (`{{run_id}}` is the
+/// finished run's id, `{{date}}` its day, …), its parameters (`{{params.NAME}}`), and `{{parent.run_id}}`,
+/// `{{parent.pipeline}}` (`domain/name`), `{{parent.status}}`, `{{parent.records_processed}}` and
+/// `{{parent.error_message}}` (empty when there is none).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FollowUpSpec {
+    /// `domain/name` of a defined pipeline.
+    pub pipeline: String,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub parameters: BTreeMap<String, Value>,
+}
+
+/// The variables a follow-up's parameters may use beside the finished run's own.
+pub const PARENT_VARIABLES: [&str; 5] =
+    ["parent.run_id", "parent.pipeline", "parent.status", "parent.records_processed", "parent.error_message"];
+
+/// The most follow-ups one list may declare.
+pub const MAX_FOLLOW_UPS: usize = 10;
+/// The most webhooks one definition may declare.
+pub const MAX_WEBHOOKS: usize = 10;
+
 /// A definition file as written. Everything the engine needs, nothing checked yet.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -108,6 +133,15 @@ pub struct RawDefinition {
     /// Processor-specific settings; every string in it is a template.
     #[serde(default)]
     pub options: BTreeMap<String, Value>,
+    /// Runs to start when a run completes.
+    #[serde(default)]
+    pub on_success: Vec<FollowUpSpec>,
+    /// Runs to start when a run fails (for good: not while it is being retried).
+    #[serde(default)]
+    pub on_failure: Vec<FollowUpSpec>,
+    /// Notifications of run endings.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookSpec>,
 }
 
 fn default_timeout() -> u64 {
@@ -134,6 +168,9 @@ pub struct PipelineDefinition {
     pub retry: RetrySpec,
     #[schema(value_type = Object)]
     pub options: BTreeMap<String, Value>,
+    pub on_success: Vec<FollowUpSpec>,
+    pub on_failure: Vec<FollowUpSpec>,
+    pub webhooks: Vec<WebhookSpec>,
     /// Where it was loaded from (`builtin:audit/export.yml` or a path).
     pub origin: String,
 }
@@ -176,6 +213,16 @@ fn valid_param_name(s: &str) -> bool {
     chars.next().is_some_and(|c| c.is_ascii_lowercase())
         && s.len() <= 64
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// The context a follow-up's parameters are checked in at load time: the finished run's variables and
+/// parameters, and the `parent.*` variables.
+pub fn chain_probe_context(params: &[ParamSpec]) -> TemplateContext {
+    let mut ctx = probe_context(params);
+    for v in PARENT_VARIABLES {
+        ctx.set_var(v, "x");
+    }
+    ctx
 }
 
 /// A run's variables for checking templates at load time: every built-in variable, and the declared parameters
@@ -275,6 +322,52 @@ impl RawDefinition {
                 check(format!("parameters[{i}].default"), d);
             }
         }
+        let chain_ctx = chain_probe_context(&self.parameters);
+        for (list, specs) in [("on_success", &self.on_success), ("on_failure", &self.on_failure)] {
+            if specs.len() > MAX_FOLLOW_UPS {
+                errors.push(DefinitionError::new(file, list, format!("at most {MAX_FOLLOW_UPS} follow-ups")));
+            }
+            for (i, f) in specs.iter().enumerate() {
+                let field = format!("{list}[{i}]");
+                let well_formed = f.pipeline.split_once('/').is_some_and(|(d, n)| valid_name(d) && valid_name(n));
+                if !well_formed {
+                    errors.push(DefinitionError::new(
+                        file,
+                        format!("{field}.pipeline"),
+                        format!("{:?} is not domain/name", f.pipeline),
+                    ));
+                }
+                for (k, v) in &f.parameters {
+                    if let Err(e) = chain_ctx.resolve_value(v) {
+                        errors.push(DefinitionError::new(file, format!("{field}.parameters.{k}"), e.to_string()));
+                    }
+                }
+            }
+        }
+        if self.webhooks.len() > MAX_WEBHOOKS {
+            errors.push(DefinitionError::new(file, "webhooks", format!("at most {MAX_WEBHOOKS} webhooks")));
+        }
+        for (i, w) in self.webhooks.iter().enumerate() {
+            let mut err = |f: &str, m: String| errors.push(DefinitionError::new(file, format!("webhooks[{i}].{f}"), m));
+            if !valid_webhook_url(&w.url) {
+                err("url", format!("{:?} is not an absolute http:// or https:// URL", w.url));
+            }
+            if w.events.is_empty() {
+                err("events", "name at least one of completed, failed, cancelled".into());
+            }
+            let unique: std::collections::BTreeSet<_> = w.events.iter().collect();
+            if unique.len() != w.events.len() {
+                err("events", "an event is listed twice".into());
+            }
+            if let Some(name) = &w.secret_env
+                && !valid_secret_name(name)
+            {
+                err(
+                    "secret_env",
+                    format!("{name:?} must be the NAME of a secret (A-Z, 0-9, _), never the secret itself"),
+                );
+            }
+        }
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -291,6 +384,9 @@ impl RawDefinition {
             timeout_secs: self.timeout_secs,
             retry: self.retry,
             options: self.options,
+            on_success: self.on_success,
+            on_failure: self.on_failure,
+            webhooks: self.webhooks,
             origin: file.to_owned(),
         })
     }
@@ -379,6 +475,9 @@ mod tests {
             timeout_secs: 60,
             retry: RetrySpec::default(),
             options: BTreeMap::new(),
+            on_success: Vec::new(),
+            on_failure: Vec::new(),
+            webhooks: Vec::new(),
         }
     }
 
@@ -404,6 +503,46 @@ mod tests {
         }
         assert!(errors.iter().all(|e| e.file == "x/y.yml"));
         assert!(errors.iter().any(|e| e.message.contains("nope")));
+    }
+
+    #[test]
+    fn follow_ups_and_webhooks_are_checked_with_their_fields() {
+        let mut r = raw();
+        r.on_success = vec![FollowUpSpec {
+            pipeline: "records/copy".into(),
+            parameters: [
+                ("source".to_owned(), json!("exports/{{run_id}}.jsonl")),
+                ("note".to_owned(), json!("{{parent.status}} {{parent.records_processed}} {{params.limit}}")),
+            ]
+            .into(),
+        }];
+        r.webhooks = vec![WebhookSpec {
+            url: "https://hooks.example.com/fb".into(),
+            events: vec![super::super::WebhookEvent::Completed],
+            secret_env: Some("ACME_HOOK".into()),
+        }];
+        let d = r.clone().validate("f.yml", None, &["audit.export"]).unwrap();
+        assert_eq!(d.on_success.len(), 1);
+
+        r.on_failure = vec![FollowUpSpec {
+            pipeline: "nodomain".into(),
+            parameters: [("x".to_owned(), json!("{{parent.nope}}"))].into(),
+        }];
+        r.webhooks[0].url = "ftp://x".into();
+        r.webhooks[0].events.push(super::super::WebhookEvent::Completed);
+        r.webhooks[0].secret_env = Some("s3cr3t-value".into());
+        let errors = r.validate("f.yml", None, &["audit.export"]).unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        for f in [
+            "on_failure[0].pipeline",
+            "on_failure[0].parameters.x",
+            "webhooks[0].url",
+            "webhooks[0].events",
+            "webhooks[0].secret_env",
+        ] {
+            assert!(fields.contains(&f), "{f} missing from {fields:?}");
+        }
+        assert!(errors.iter().any(|e| e.message.contains("parent.nope")));
     }
 
     #[test]

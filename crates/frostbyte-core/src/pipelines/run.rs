@@ -6,6 +6,12 @@
 //!
 //! Every transition is a compare-and-set on the current status, appends its `PIPELINE_RUN_*` audit event in
 //! the same transaction, and (when the worker finishes the run) completes the run's job in that transaction too.
+//!
+//! **What a run's end starts.** The terminal transition also writes, in its transaction, the chained follow-up
+//! runs (with their jobs and audit events), the webhook deliveries, and releases the job of a run that was
+//! queued behind this one (a schedule's `queue` overlap). The compare-and-set makes the terminal transition
+//! happen once, so each of these is created exactly once, whatever crashes around it; follow-ups are also unique
+//! on `(parent_run_id, chain_index)` in the table.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -18,6 +24,8 @@ use crate::audit::NewAuditEvent;
 use crate::error::StoreResult;
 use crate::ids::TenantId;
 use crate::queue::NewJob;
+
+use super::webhook::{AttemptRecord, Delivery, NewDelivery};
 
 /// Where a run is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -102,8 +110,14 @@ pub struct PipelineRun {
     /// The bound parameters (defaults applied).
     #[schema(value_type = Object)]
     pub parameters: Map<String, Value>,
-    /// Who asked for it: `admin`, `key:{key_id}`, `cli`, `schedule:{id}`.
+    /// Who asked for it: `admin`, `key:{key_id}`, `cli`, `schedule:{id}`, `chain:{parent_run_id}`.
     pub triggered_by: String,
+    /// The run whose ending started this one (a chained follow-up).
+    pub parent_run_id: Option<Uuid>,
+    /// 0 for a run started directly; a follow-up is one deeper than its parent.
+    pub chain_depth: u32,
+    /// The run this one waits for before it starts (a schedule's `queue` overlap).
+    pub waits_for_run_id: Option<Uuid>,
     /// 0.0 to 1.0.
     pub progress: f64,
     pub records_processed: u64,
@@ -126,7 +140,46 @@ pub struct NewRun {
     pub pipeline: String,
     pub parameters: Map<String, Value>,
     pub triggered_by: String,
+    pub parent_run_id: Option<Uuid>,
+    /// The follow-up's position in its parent's list (unique per parent).
+    pub chain_index: Option<u32>,
+    pub chain_depth: u32,
+    /// Hold the run's job until this run ends (released at once if it already has).
+    pub waits_for: Option<Uuid>,
 }
+
+impl NewRun {
+    pub fn new(
+        run_id: Uuid,
+        domain: impl Into<String>,
+        pipeline: impl Into<String>,
+        parameters: Map<String, Value>,
+        triggered_by: impl Into<String>,
+    ) -> Self {
+        NewRun {
+            run_id,
+            domain: domain.into(),
+            pipeline: pipeline.into(),
+            parameters,
+            triggered_by: triggered_by.into(),
+            parent_run_id: None,
+            chain_index: None,
+            chain_depth: 0,
+            waits_for: None,
+        }
+    }
+}
+
+/// A chained run created by its parent's terminal transition: the run, its job and its `PIPELINE_RUN_CREATED`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FollowUp {
+    pub run: NewRun,
+    pub job: NewJob,
+    pub audit: NewAuditEvent,
+}
+
+/// A job held until another run ends: due this far in the future until released.
+pub const HELD_FOR_YEARS: i64 = 100;
 
 /// A status change, with what to record alongside it.
 #[derive(Debug, Clone, PartialEq)]
@@ -137,11 +190,26 @@ pub struct RunTransition {
     pub progress: Option<f64>,
     /// Completes this job, leased to this worker, in the same transaction (`Conflict` if it no longer is).
     pub completes_job: Option<(Uuid, String)>,
+    /// Chained runs to create with a terminal transition.
+    pub follow_ups: Vec<FollowUp>,
+    /// Webhook deliveries to create with a terminal transition.
+    pub deliveries: Vec<NewDelivery>,
+    /// Further audit events to append with it (a refused follow-up, for one).
+    pub notes: Vec<NewAuditEvent>,
 }
 
 impl RunTransition {
     pub fn to(status: RunStatus) -> Self {
-        RunTransition { to: status, error_message: None, records_processed: None, progress: None, completes_job: None }
+        RunTransition {
+            to: status,
+            error_message: None,
+            records_processed: None,
+            progress: None,
+            completes_job: None,
+            follow_ups: Vec::new(),
+            deliveries: Vec::new(),
+            notes: Vec::new(),
+        }
     }
 
     pub fn error(mut self, message: impl Into<String>) -> Self {
@@ -215,7 +283,9 @@ pub trait RunStore: Send + Sync {
     async fn get_run(&self, tenant: &TenantId, run_id: Uuid) -> StoreResult<Option<PipelineRun>>;
     /// Newest first, at most `filter.limit`.
     async fn list_runs(&self, tenant: &TenantId, filter: &RunFilter) -> StoreResult<Vec<PipelineRun>>;
-    /// Applies a legal transition (`Conflict` naming both statuses otherwise) with its audit event.
+    /// Applies a legal transition (`Conflict` naming both statuses otherwise) with its audit event; a terminal one
+    /// also creates `change.follow_ups` and `change.deliveries`, appends `change.notes`, and releases the jobs of
+    /// pending runs waiting for this one, all in the same transaction.
     async fn transition_run(
         &self,
         tenant: &TenantId,
@@ -227,12 +297,43 @@ pub trait RunStore: Send + Sync {
     async fn record_progress(&self, tenant: &TenantId, run_id: Uuid, progress: f64, records: u64) -> StoreResult<()>;
     /// Asks for cancellation: a `pending` run is cancelled at once (its job completed), a `validating` or
     /// `running` one gets `cancel_requested` for its worker to act on; a terminal run is returned unchanged.
-    /// Audited (`PIPELINE_RUN_CANCEL_REQUESTED` or `PIPELINE_RUN_CANCELLED`).
-    async fn request_cancel(&self, tenant: &TenantId, run_id: Uuid, actor: &str) -> StoreResult<PipelineRun>;
+    /// Audited (`PIPELINE_RUN_CANCEL_REQUESTED` or `PIPELINE_RUN_CANCELLED`). When the run is cancelled at once,
+    /// `deliveries` are created and waiting runs released in the same transaction.
+    async fn request_cancel(
+        &self,
+        tenant: &TenantId,
+        run_id: Uuid,
+        actor: &str,
+        deliveries: Vec<NewDelivery>,
+    ) -> StoreResult<PipelineRun>;
     /// Runs the tenant created at or after `since` (for the daily quota).
     async fn count_runs_since(&self, tenant: &TenantId, since: DateTime<Utc>) -> StoreResult<u64>;
     /// Every tenant's runs that are not terminal, oldest first: start-up recovery.
     async fn unfinished_runs(&self) -> StoreResult<Vec<PipelineRun>>;
+    /// Runs chained from `parent`, in their list order.
+    async fn follow_ups(&self, tenant: &TenantId, parent: Uuid) -> StoreResult<Vec<PipelineRun>>;
+
+    /// Every tenant's `pending` deliveries due at `now`, oldest first, at most `limit` (no attempt log).
+    async fn due_deliveries(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Delivery>>;
+    /// Leases a due delivery to the caller: moves `next_attempt_at` from `expected` to `lease_until` if it is
+    /// still `expected` and the delivery pending. True for the one caller that won.
+    async fn claim_delivery(
+        &self,
+        tenant: &TenantId,
+        delivery_id: Uuid,
+        expected: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// Records an attempt (its row, the delivery's new status and due time) with its audit event.
+    async fn record_delivery_attempt(
+        &self,
+        tenant: &TenantId,
+        delivery_id: Uuid,
+        record: AttemptRecord,
+        audit: NewAuditEvent,
+    ) -> StoreResult<Delivery>;
+    /// A run's deliveries with their attempts, oldest first.
+    async fn list_deliveries(&self, tenant: &TenantId, run_id: Uuid) -> StoreResult<Vec<Delivery>>;
 }
 
 #[cfg(test)]

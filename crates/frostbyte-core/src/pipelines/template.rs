@@ -72,6 +72,11 @@ impl TemplateContext {
         TemplateContext::for_run("tenant", "env", Uuid::nil(), NaiveDate::from_ymd_opt(2026, 1, 2).expect("date"))
     }
 
+    /// Sets (or replaces) a variable, such as `parent.status` in a follow-up's context.
+    pub fn set_var(&mut self, name: &str, value: impl Into<String>) {
+        self.vars.insert(name.to_owned(), value.into());
+    }
+
     pub fn set_param(&mut self, name: &str, value: Value) {
         self.params.insert(name.to_owned(), scalar_text(&value));
     }

@@ -14,17 +14,17 @@ use crate::app::open_stores;
 use crate::cli::PipelineCommand;
 use crate::config::Config;
 
-fn explain(e: EngineError) -> anyhow::Error {
+pub(crate) fn explain(e: EngineError) -> anyhow::Error {
     match e {
         EngineError::Validation(problems) => {
             let lines: Vec<String> = problems.iter().map(|p| format!("  - {}: {}", p.field, p.constraint)).collect();
-            anyhow::anyhow!("invalid run request:\n{}", lines.join("\n"))
+            anyhow::anyhow!("invalid request:\n{}", lines.join("\n"))
         }
         e => anyhow::anyhow!("{e}"),
     }
 }
 
-fn parse_param(raw: &str) -> anyhow::Result<(String, Value)> {
+pub(crate) fn parse_param(raw: &str) -> anyhow::Result<(String, Value)> {
     let (name, value) = raw.split_once('=').with_context(|| format!("--param {raw:?} is not NAME=VALUE"))?;
     let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()));
     Ok((name.trim().to_owned(), value))
@@ -47,7 +47,7 @@ fn describe(run: &PipelineRun) -> String {
     s
 }
 
-fn emit(json_out: bool, value: Value, human: impl FnOnce() -> String) {
+pub(crate) fn emit(json_out: bool, value: Value, human: impl FnOnce() -> String) {
     if json_out {
         println!("{}", serde_json::to_string_pretty(&value).expect("json serialises"));
     } else {

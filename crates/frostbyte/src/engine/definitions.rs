@@ -1,7 +1,9 @@
 //! Loading pipeline definitions: the set shipped in the binary (`pipelines/` at the repository root, compiled in)
 //! and `{dir}/{domain}/{name}.yml` files from the configured directory (`[pipelines] dir`), which override a
 //! shipped definition with the same `domain/name`. A file that does not parse or validate is reported with its
-//! path and the field at fault, and is never loaded; the others still are.
+//! path and the field at fault, and is never loaded; the others still are. Once all are read, every follow-up
+//! (`on_success`, `on_failure`) must name a loaded pipeline and only parameters that pipeline declares; a
+//! definition whose follow-up does not is refused too (and so, in turn, are definitions chaining to it).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -34,6 +36,7 @@ impl Definitions {
         if let Some(dir) = dir {
             defs.load_dir(dir);
         }
+        defs.check_follow_ups();
         for e in &defs.errors {
             tracing::warn!(file = %e.file, field = %e.field, problem = %e.message, "pipeline definition refused");
         }
@@ -78,6 +81,47 @@ impl Definitions {
                 }
             }
             Err(errors) => self.errors.extend(errors),
+        }
+    }
+
+    /// Refuses definitions whose follow-ups name an unknown pipeline or undeclared parameters, until none does.
+    fn check_follow_ups(&mut self) {
+        loop {
+            let mut refused = Vec::new();
+            for def in self.by_key.values() {
+                let mut problems = Vec::new();
+                for (list, specs) in [("on_success", &def.on_success), ("on_failure", &def.on_failure)] {
+                    for (i, f) in specs.iter().enumerate() {
+                        let Some(target) = self.by_key.get(&f.pipeline) else {
+                            problems.push(DefinitionError::new(
+                                &def.origin,
+                                format!("{list}[{i}].pipeline"),
+                                format!("unknown pipeline {:?}", f.pipeline),
+                            ));
+                            continue;
+                        };
+                        for name in f.parameters.keys() {
+                            if !target.parameters.iter().any(|p| &p.name == name) {
+                                problems.push(DefinitionError::new(
+                                    &def.origin,
+                                    format!("{list}[{i}].parameters.{name}"),
+                                    format!("{} has no parameter {name:?}", f.pipeline),
+                                ));
+                            }
+                        }
+                    }
+                }
+                if !problems.is_empty() {
+                    refused.push((def.key(), problems));
+                }
+            }
+            if refused.is_empty() {
+                return;
+            }
+            for (key, problems) in refused {
+                self.by_key.remove(&key);
+                self.errors.extend(problems);
+            }
         }
     }
 
@@ -171,6 +215,38 @@ mod tests {
         assert!(find("extra.yml").message.contains("surprise"), "{:?}", find("extra.yml"));
         assert_eq!(find("loose.yml").field, "(path)");
         find("bad_yaml.yml");
+    }
+
+    #[test]
+    fn follow_ups_must_name_loaded_pipelines_and_their_parameters() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |rel: &str, text: &str| {
+            let p = dir.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        let base = "domain: ops\nprocessor: records.copy\n";
+        write(
+            "ops/good.yml",
+            &format!(
+                "name: good\n{base}on_success:\n  - pipeline: audit/export\n    parameters: {{event_types: \"{{{{parent.status}}}}\"}}\n"
+            ),
+        );
+        write("ops/ghost.yml", &format!("name: ghost\n{base}on_failure:\n  - pipeline: ops/nowhere\n"));
+        write(
+            "ops/typo.yml",
+            &format!("name: typo\n{base}on_success:\n  - pipeline: audit/export\n    parameters: {{evnt_types: x}}\n"),
+        );
+        write("ops/via.yml", &format!("name: via\n{base}on_success:\n  - pipeline: ops/ghost\n"));
+        let defs = Definitions::load(Some(dir.path()));
+        assert!(defs.get("ops", "good").is_some(), "{:?}", defs.errors);
+        for bad in ["ghost", "typo", "via"] {
+            assert!(defs.get("ops", bad).is_none(), "{bad} must not load");
+        }
+        let find = |file: &str| defs.errors.iter().find(|e| e.file.ends_with(file)).unwrap_or_else(|| panic!("{file}"));
+        assert_eq!(find("ghost.yml").field, "on_failure[0].pipeline");
+        assert_eq!(find("typo.yml").field, "on_success[0].parameters.evnt_types");
+        assert_eq!(find("via.yml").field, "on_success[0].pipeline", "refused in turn");
     }
 
     #[test]

@@ -15,15 +15,25 @@
 //! polled while it runs. A retryable failure with attempts left goes back to the queue on the definition's
 //! backoff (`PIPELINE_RUN_RETRYING`); the run stays `running` until a later attempt ends it.
 //!
+//! **Endings** ([`chain`], [`webhooks`]): the terminal transition writes, in its own transaction, the follow-up
+//! runs the definition declares (`on_success` / `on_failure`, `triggered_by: "chain:{run_id}"`, one level deeper,
+//! refused past `max_chain_depth`) and one webhook delivery per matching webhook; the delivery worker sends them
+//! with retries. A failing webhook never changes the run.
+//!
 //! **Crashes**: the job's lease lapses and another worker resumes the run from the start (processors write
 //! fixed target keys, so a rerun overwrites rather than duplicates). [`Engine::recover`] runs at start-up and
 //! fails runs whose job can no longer run them (dead, abandoned, finished or missing), so no run stays
 //! `running` forever.
 
+pub mod chain;
 pub mod command;
 pub mod definitions;
+#[cfg(test)]
+mod flow_tests;
 pub mod processors;
+pub mod schedule_command;
 pub mod schedules;
+pub mod webhooks;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -33,7 +43,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use frostbyte_core::audit::NewAuditEvent;
 use frostbyte_core::pipelines::{
-    NewRun, PipelineDefinition, PipelineRun, RunFilter, RunStatus, RunStore, RunTransition, TemplateContext,
+    FollowUp, NewRun, PipelineDefinition, PipelineRun, RunFilter, RunStatus, RunStore, RunTransition, TemplateContext,
 };
 use frostbyte_core::ports::{BlobStore, MetadataStore};
 use frostbyte_core::queue::{
@@ -63,6 +73,16 @@ pub struct EngineSettings {
     pub per_tenant_cap: u32,
     /// How often the scheduler looks for due schedules.
     pub schedule_poll: Duration,
+    /// How deep follow-ups may chain: a run at this depth starts no follow-ups (the refusal is audited).
+    pub max_chain_depth: u32,
+    /// How failed webhook deliveries are retried.
+    pub webhook_retry: frostbyte_core::pipelines::WebhookRetry,
+    /// How long one webhook request may take.
+    pub webhook_timeout: Duration,
+    /// How often the delivery worker looks for due deliveries.
+    pub webhook_poll: Duration,
+    /// Webhook HMAC secrets by name, used when no environment variable of that name is set.
+    pub webhook_secrets: std::collections::BTreeMap<String, secrecy::SecretString>,
 }
 
 impl Default for EngineSettings {
@@ -74,6 +94,11 @@ impl Default for EngineSettings {
             cancel_poll: Duration::from_millis(500),
             per_tenant_cap: 2,
             schedule_poll: Duration::from_secs(1),
+            max_chain_depth: 5,
+            webhook_retry: frostbyte_core::pipelines::WebhookRetry::default(),
+            webhook_timeout: Duration::from_secs(10),
+            webhook_poll: Duration::from_secs(1),
+            webhook_secrets: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -112,6 +137,8 @@ pub struct Engine {
     definitions: RwLock<Arc<Definitions>>,
     /// Tokens of the runs this process is executing, for prompt in-process cancellation.
     running: Mutex<HashMap<Uuid, CancelToken>>,
+    /// The webhook client, built on first use.
+    http: std::sync::OnceLock<reqwest_013::Client>,
 }
 
 /// What document-plane processors reach: intake (the same checks and writes as an upload), the chunk index and
@@ -182,6 +209,7 @@ impl Engine {
             documents: None,
             definitions: RwLock::new(Arc::new(defs)),
             running: Mutex::new(HashMap::new()),
+            http: std::sync::OnceLock::new(),
         }
     }
 
@@ -266,12 +294,38 @@ impl Engine {
         parameters: Map<String, Value>,
         triggered_by: &str,
     ) -> Result<PipelineRun, EngineError> {
+        self.create_run_after(tenant, domain, name, parameters, triggered_by, None).await
+    }
+
+    /// [`Engine::create_run`] for a run that starts only once `waits_for` has ended (a schedule's `queue`
+    /// overlap).
+    pub async fn create_run_after(
+        &self,
+        tenant: &TenantId,
+        domain: &str,
+        name: &str,
+        parameters: Map<String, Value>,
+        triggered_by: &str,
+        waits_for: Option<Uuid>,
+    ) -> Result<PipelineRun, EngineError> {
         let def = self.definition(domain, name).ok_or(EngineError::NotFound("pipeline"))?;
+        let now = frostbyte_core::now();
+        self.check_can_start(tenant, now).await?;
+        let mut prepared = self.prepare(&def, tenant, parameters, triggered_by, now)?;
+        prepared.run.waits_for = waits_for;
+        let run_id = prepared.run.run_id;
+        let run = self.runs.create_run(tenant, prepared.run, prepared.job, prepared.audit).await?;
+        self.publish(&run, "PIPELINE_RUN_CREATED", None);
+        tracing::info!(tenant = %tenant, run_id = %run_id, pipeline = %def.key(), "pipeline run created");
+        Ok(run)
+    }
+
+    /// The tenant must exist and be `ACTIVE`, and its `quotas.runs_per_day` must not be spent.
+    async fn check_can_start(&self, tenant: &TenantId, now: DateTime<Utc>) -> Result<(), EngineError> {
         let t = self.store.get_tenant(tenant).await?.ok_or(EngineError::NotFound("tenant"))?;
         if t.state != TenantState::Active {
             return Err(EngineError::TenantNotActive(tenant.clone(), t.state));
         }
-        let now = frostbyte_core::now();
         let limit = u64::from(t.config.quotas.runs_per_day);
         let used = self.runs.count_runs_since(tenant, start_of_day(now)).await?;
         if used >= limit {
@@ -285,31 +339,35 @@ impl Engine {
                 retry_after_secs,
             });
         }
+        Ok(())
+    }
+
+    /// Binds and resolves a run of `def` and builds what the store writes for it: the run, its job and
+    /// `PIPELINE_RUN_CREATED`.
+    fn prepare(
+        &self,
+        def: &Arc<PipelineDefinition>,
+        tenant: &TenantId,
+        parameters: Map<String, Value>,
+        triggered_by: &str,
+        now: DateTime<Utc>,
+    ) -> Result<FollowUp, EngineError> {
         let run_id = frostbyte_core::ids::new_id();
         let resolved = self
             .resolve(def.clone(), tenant, run_id, now.date_naive(), &parameters)
             .map_err(EngineError::Validation)?;
-        let new = NewRun {
-            run_id,
-            domain: def.domain.clone(),
-            pipeline: def.name.clone(),
-            parameters: resolved.parameters,
-            triggered_by: triggered_by.to_owned(),
-        };
+        let new = NewRun::new(run_id, def.domain.clone(), def.name.clone(), resolved.parameters, triggered_by);
         let job = NewJob::new(Stage::Pipeline, run_id.to_string(), json!({"domain": def.domain, "pipeline": def.name}))
             .dedupe_key(format!("run:{run_id}"));
         let audit = self.audit(
             "PIPELINE_RUN_CREATED",
             triggered_by,
             run_id,
-            &def,
+            def,
             json!({"status": "pending", "triggered_by": triggered_by,
                    "parameters": new.parameters.keys().collect::<Vec<_>>()}),
         );
-        let run = self.runs.create_run(tenant, new, job, audit).await?;
-        self.publish(&run, "PIPELINE_RUN_CREATED", None);
-        tracing::info!(tenant = %tenant, run_id = %run_id, pipeline = %def.key(), "pipeline run created");
-        Ok(run)
+        Ok(FollowUp { run: new, job, audit })
     }
 
     pub async fn get_run(&self, tenant: &TenantId, run_id: Uuid) -> Result<PipelineRun, EngineError> {
@@ -322,7 +380,11 @@ impl Engine {
 
     /// Cancels a run: at once when pending; otherwise flags it and signals the executing task if it is here.
     pub async fn cancel(&self, tenant: &TenantId, run_id: Uuid, actor: &str) -> Result<PipelineRun, EngineError> {
-        let run = self.runs.request_cancel(tenant, run_id, actor).await.map_err(|e| match e {
+        let deliveries = match self.runs.get_run(tenant, run_id).await? {
+            Some(r) => self.deliveries_for(&r, RunStatus::Cancelled),
+            None => Vec::new(),
+        };
+        let run = self.runs.request_cancel(tenant, run_id, actor, deliveries).await.map_err(|e| match e {
             StoreError::NotFound { .. } => EngineError::NotFound("pipeline run"),
             e => e.into(),
         })?;
@@ -389,8 +451,18 @@ impl Engine {
         }
         let audit = NewAuditEvent::new(event_type, ACTOR, "pipeline_run", run.run_id.to_string(), details);
         let code = (change.to == RunStatus::Failed).then_some("PIPELINE_RUN_FAILED");
+        let mut change = change;
+        if change.to.is_terminal() {
+            self.endings(run, &mut change).await;
+        }
+        let chained = change.follow_ups.len();
         let updated = self.runs.transition_run(&run.tenant_id, run.run_id, change, audit).await?;
         self.publish(&updated, event_type, code);
+        if chained > 0 {
+            for child in self.runs.follow_ups(&updated.tenant_id, updated.run_id).await.unwrap_or_default() {
+                self.publish(&child, "PIPELINE_RUN_CREATED", None);
+            }
+        }
         Ok(updated)
     }
 
@@ -769,6 +841,10 @@ pub fn spawn_workers(
                 if n == 0 && engine.schedules.is_some() {
                     let interval = engine.settings.schedule_poll;
                     tokio::spawn(schedules::run_scheduler(engine.clone(), interval, shutdown.clone()));
+                }
+                if n == 0 {
+                    let interval = engine.settings.webhook_poll;
+                    tokio::spawn(webhooks::run_deliveries(engine.clone(), interval, shutdown.clone()));
                 }
                 run_worker(engine, format!("engine-{host}-{n}"), poll, shutdown).await;
             })

@@ -1,5 +1,6 @@
 //! Schedules on the engine: create, list, update (enable/disable), delete, and [`Engine::fire_due`], which the
-//! scheduler loop calls. See `frostbyte_core::pipelines::schedule` for exactly-once firing and catch-up.
+//! scheduler loop calls. See `frostbyte_core::pipelines::schedule` for exactly-once firing, catch-up, the
+//! overlap policy and time zones.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use chrono::{DateTime, Utc};
 use frostbyte_core::TenantId;
 use frostbyte_core::audit::NewAuditEvent;
 use frostbyte_core::pipelines::schedule::{next_fire, parse_cron, parse_timezone};
-use frostbyte_core::pipelines::{Schedule, ScheduleChange, TemplateContext};
+use frostbyte_core::pipelines::{Overlap, PipelineRun, RunStatus, Schedule, ScheduleChange, TemplateContext};
 use frostbyte_core::tenant::FieldViolation;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -23,8 +24,10 @@ pub struct ScheduleRequest {
     pub pipeline: Option<String>,
     /// Five fields: minute hour day-of-month month day-of-week.
     pub cron_expression: Option<String>,
-    /// `UTC` (default) or a fixed offset such as `+02:00`.
+    /// `UTC` (default), a fixed offset such as `+02:00`, or an IANA zone such as `Europe/Berlin`.
     pub timezone: Option<String>,
+    /// `skip` (default) or `queue`: what an occurrence does while the previous run is unfinished.
+    pub overlap: Option<Overlap>,
     #[schema(value_type = Option<Object>)]
     pub parameters: Option<Map<String, Value>>,
     pub is_enabled: Option<bool>,
@@ -71,7 +74,8 @@ impl Engine {
             "pipeline_schedule",
             s.schedule_id.to_string(),
             json!({"component": "pipeline", "status": if s.is_enabled { "enabled" } else { "disabled" },
-                   "pipeline": s.pipeline, "cron_expression": s.cron_expression, "timezone": s.timezone}),
+                   "pipeline": s.pipeline, "cron_expression": s.cron_expression, "timezone": s.timezone,
+                   "overlap": s.overlap.as_str()}),
         )
     }
 
@@ -90,11 +94,14 @@ impl Engine {
             pipeline: req.pipeline.ok_or_else(|| invalid("pipeline", Value::Null, "required"))?,
             cron_expression: req.cron_expression.ok_or_else(|| invalid("cron_expression", Value::Null, "required"))?,
             timezone: req.timezone.unwrap_or_else(|| "UTC".into()),
+            overlap: req.overlap.unwrap_or_default(),
             parameters: req.parameters.unwrap_or_default(),
             is_enabled: req.is_enabled.unwrap_or(true),
             last_run_at: None,
             last_run_id: None,
             next_run_at: None,
+            last_skipped_at: None,
+            skipped_count: 0,
             created_at: now,
             updated_at: now,
         };
@@ -127,6 +134,7 @@ impl Engine {
         let change = ScheduleChange {
             cron_expression: req.cron_expression,
             timezone: req.timezone,
+            overlap: req.overlap,
             parameters: req.parameters,
             is_enabled: req.is_enabled,
             next_run_at: None,
@@ -150,8 +158,9 @@ impl Engine {
     }
 
     /// Fires every schedule due at `now` (once each, whichever process wins its compare-and-set); the next
-    /// firing is computed from `now`, so a long downtime fires one run, not one per missed occurrence. Returns
-    /// the runs this call created.
+    /// firing is computed from `now`, so a long downtime fires one run, not one per missed occurrence. While the
+    /// schedule's previous run is unfinished, its overlap policy decides (see [`Engine::overlap_decision`]).
+    /// Returns the runs this call created.
     pub async fn fire_due(&self, now: DateTime<Utc>) -> Result<Vec<Uuid>, EngineError> {
         let store = self.schedule_store()?;
         let mut created = Vec::new();
@@ -164,12 +173,30 @@ impl Engine {
                     continue;
                 }
             };
+            let waits_for = match self.overlap_decision(&s).await? {
+                Ok(waits_for) => waits_for,
+                Err((previous, reason)) => {
+                    let audit = NewAuditEvent::new(
+                        "PIPELINE_SCHEDULE_SKIPPED",
+                        super::ACTOR,
+                        "pipeline_schedule",
+                        s.schedule_id.to_string(),
+                        json!({"component": "pipeline", "status": "skipped", "pipeline": s.pipeline,
+                               "overlap": s.overlap.as_str(), "occurrence": expected,
+                               "previous_run_id": previous.to_string(), "reason": reason}),
+                    );
+                    if store.claim_skip(&s.tenant_id, s.schedule_id, expected, next, now, audit).await? {
+                        tracing::info!(schedule_id = %s.schedule_id, tenant = %s.tenant_id, %reason, "scheduled occurrence skipped");
+                    }
+                    continue;
+                }
+            };
             if !store.claim_fire(&s.tenant_id, s.schedule_id, expected, next, now).await? {
                 continue;
             }
             let Some((domain, name)) = s.pipeline.split_once('/') else { continue };
             let by = format!("schedule:{}", s.schedule_id);
-            match self.create_run(&s.tenant_id, domain, name, s.parameters.clone(), &by).await {
+            match self.create_run_after(&s.tenant_id, domain, name, s.parameters.clone(), &by, waits_for).await {
                 Ok(run) => {
                     store.record_fired_run(&s.tenant_id, s.schedule_id, run.run_id).await?;
                     created.push(run.run_id);
@@ -181,6 +208,29 @@ impl Engine {
         }
         Ok(created)
     }
+
+    /// What an occurrence of `s` does: `Ok(None)` starts a run now, `Ok(Some(previous))` queues one behind the
+    /// unfinished previous run, `Err((previous, reason))` skips it.
+    async fn overlap_decision(&self, s: &Schedule) -> Result<Result<Option<Uuid>, (Uuid, String)>, EngineError> {
+        let Some(previous) = s.last_run_id else { return Ok(Ok(None)) };
+        let Some(prev) = self.runs.get_run(&s.tenant_id, previous).await? else { return Ok(Ok(None)) };
+        if prev.status.is_terminal() {
+            return Ok(Ok(None));
+        }
+        Ok(match s.overlap {
+            Overlap::Skip => Err((previous, format!("the previous run {previous} is still {}", prev.status))),
+            Overlap::Queue if self.is_waiting(&prev).await? => {
+                Err((previous, format!("run {previous} is already queued behind the run before it")))
+            }
+            Overlap::Queue => Ok(Some(previous)),
+        })
+    }
+
+    /// Whether `run` is pending behind another run that has not ended.
+    async fn is_waiting(&self, run: &PipelineRun) -> Result<bool, EngineError> {
+        let (RunStatus::Pending, Some(waited)) = (run.status, run.waits_for_run_id) else { return Ok(false) };
+        Ok(self.runs.get_run(&run.tenant_id, waited).await?.is_some_and(|w| !w.status.is_terminal()))
+    }
 }
 
 /// The schedule as it would be after `change` (for validation before the write).
@@ -190,6 +240,9 @@ pub(crate) fn apply_preview(s: &mut Schedule, change: &ScheduleChange) {
     }
     if let Some(tz) = &change.timezone {
         s.timezone = tz.clone();
+    }
+    if let Some(o) = change.overlap {
+        s.overlap = o;
     }
     if let Some(p) = &change.parameters {
         s.parameters = p.clone();

@@ -716,6 +716,9 @@ impl TestApp {
     pub async fn cancel_run(&self, token: &str, tenant: &str, run_id: &str) -> Resp {
         self.send(Method::POST, &format!("/api/v1/pipelines/{tenant}/runs/{run_id}/cancel"), Some(token), None).await
     }
+    pub async fn list_deliveries(&self, token: &str, tenant: &str, run_id: &str) -> Resp {
+        self.get(&format!("/api/v1/pipelines/{tenant}/runs/{run_id}/deliveries"), Some(token)).await
+    }
     /// Executes queued pipeline runs in-process until none is left; returns how many jobs ran.
     pub async fn drive_runs(&self) -> usize {
         let mut ran = 0;

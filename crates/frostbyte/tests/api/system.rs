@@ -42,6 +42,7 @@ const IMPLEMENTED: &[(&str, &str)] = &[
     ("get", "/api/v1/pipelines/{tenant_id}/runs/{run_id}"),
     ("get", "/api/v1/pipelines/{tenant_id}/runs"),
     ("post", "/api/v1/pipelines/{tenant_id}/runs/{run_id}/cancel"),
+    ("get", "/api/v1/pipelines/{tenant_id}/runs/{run_id}/deliveries"),
     ("get", "/api/v1/pipelines/{tenant_id}/schedules"),
     ("post", "/api/v1/pipelines/{tenant_id}/schedules"),
     ("put", "/api/v1/pipelines/{tenant_id}/schedules/{schedule_id}"),

@@ -64,6 +64,7 @@ pub(crate) fn api_routes() -> OpenApiRouter<ApiContext> {
         .routes(routes!(pipelines::get_run))
         .routes(routes!(pipelines::list_runs))
         .routes(routes!(pipelines::cancel_run))
+        .routes(routes!(pipelines::list_deliveries))
         .routes(routes!(pipelines::list_schedules, pipelines::create_schedule))
         .routes(routes!(pipelines::update_schedule, pipelines::delete_schedule))
 }

@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::response::Response;
 use frostbyte_core::TenantId;
 use frostbyte_core::auth::Scope;
-use frostbyte_core::pipelines::{ParamSpec, PipelineRun, RunFilter, RunStatus, Schedule};
+use frostbyte_core::pipelines::{Delivery, ParamSpec, PipelineRun, RunFilter, RunStatus, Schedule};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
@@ -238,6 +238,27 @@ pub(crate) async fn cancel_run(
 }
 
 #[utoipa::path(
+    get, path = "/api/v1/pipelines/{tenant_id}/runs/{run_id}/deliveries", tag = TAG,
+    summary = "A run's webhook deliveries, each with every attempt's outcome (status code or error, time)",
+    params(("tenant_id" = String, Path, description = "Tenant id"), ("run_id" = Uuid, Path, description = "Run id")),
+    responses(
+        (status = 200, description = "OK", body = Envelope<Vec<Delivery>>),
+        (status = 401, description = "AUTHENTICATION_REQUIRED, TOKEN_EXPIRED or TOKEN_REVOKED", body = ErrorEnvelope),
+        (status = 403, description = "INSUFFICIENT_PERMISSIONS or TENANT_SUSPENDED", body = ErrorEnvelope),
+        (status = 404, description = "RESOURCE_NOT_FOUND", body = ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn list_deliveries(
+    State(ctx): State<ApiContext>,
+    principal: Principal,
+    Path((tenant_id, run_id)): Path<(TenantId, Uuid)>,
+) -> Result<Response, ApiError> {
+    authorize(&ctx, &principal, &tenant_id).await?;
+    Ok(envelope::ok(ctx.engine.list_deliveries(&tenant_id, run_id).await?))
+}
+
+#[utoipa::path(
     get, path = "/api/v1/pipelines/{tenant_id}/schedules", tag = TAG,
     summary = "The tenant's schedules with their next and last firing",
     params(("tenant_id" = String, Path, description = "Tenant id")),
@@ -260,7 +281,7 @@ pub(crate) async fn list_schedules(
 
 #[utoipa::path(
     post, path = "/api/v1/pipelines/{tenant_id}/schedules", tag = TAG,
-    summary = "Create a schedule: {pipeline, cron_expression, timezone?, parameters?, is_enabled?}",
+    summary = "Create a schedule: {pipeline, cron_expression, timezone?, overlap?, parameters?, is_enabled?}",
     params(("tenant_id" = String, Path, description = "Tenant id")),
     request_body = ScheduleRequest,
     responses(
@@ -285,7 +306,7 @@ pub(crate) async fn create_schedule(
 
 #[utoipa::path(
     put, path = "/api/v1/pipelines/{tenant_id}/schedules/{schedule_id}", tag = TAG,
-    summary = "Change a schedule's cron, time zone, parameters or enabled flag (next_run_at recomputed)",
+    summary = "Change a schedule's cron, time zone, overlap, parameters or enabled flag (next_run_at recomputed)",
     params(("tenant_id" = String, Path, description = "Tenant id"), ("schedule_id" = Uuid, Path, description = "Schedule id")),
     request_body = ScheduleRequest,
     responses(
