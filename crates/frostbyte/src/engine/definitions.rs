@@ -15,6 +15,8 @@ use super::processors;
 const BUILTIN: &[(&str, &str)] = &[
     ("audit/export.yml", include_str!("../../../../pipelines/audit/export.yml")),
     ("records/copy.yml", include_str!("../../../../pipelines/records/copy.yml")),
+    ("retention/sweep.yml", include_str!("../../../../pipelines/retention/sweep.yml")),
+    ("documents/reindex.yml", include_str!("../../../../pipelines/documents/reindex.yml")),
 ];
 
 /// The loaded definitions and the problems of the files that were refused.

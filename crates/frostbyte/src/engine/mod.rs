@@ -23,6 +23,8 @@
 pub mod command;
 pub mod definitions;
 pub mod processors;
+mod reindex;
+mod retention;
 pub mod schedules;
 
 use std::collections::HashMap;
@@ -121,6 +123,8 @@ pub struct DocumentPlane {
     pub intake: Arc<crate::intake::Intake>,
     pub index: Arc<dyn frostbyte_core::index::ChunkIndex>,
     pub embedders: Arc<frostbyte_core::embed::EmbedderRegistry>,
+    /// Shadow vectors of `documents.reindex` runs and their atomic swap.
+    pub shadow: Arc<dyn frostbyte_core::reindex::ShadowIndex>,
 }
 
 impl DocumentPlane {
