@@ -115,7 +115,8 @@ async fn shadow_vectors_stay_invisible_until_one_swap_moves_every_chunk(h: &Harn
     assert_eq!(s.swap_shadow(&t, &all, swap.clone()).await.unwrap(), SwapOutcome::Incomplete { missing: 1 });
     assert_eq!(models(h, &t, "doc-a").await, [(format!("hash-v1-{OLD}"), OLD), (format!("hash-v1-{OLD}"), OLD)]);
     assert_eq!(h.feed().generation(&t).await.unwrap(), generation, "no chunk row was touched");
-    let hits = h.index().vector_search(&t, &vector(OLD, "pumps and valves"), &SearchFilter::default(), 1).await.unwrap();
+    let hits =
+        h.index().vector_search(&t, &vector(OLD, "pumps and valves"), &SearchFilter::default(), 1).await.unwrap();
     assert_eq!(hits[0].chunk_id, chunks[0].chunk_id, "searches answer from the old vectors");
 
     // All embedded: one swap moves every chunk, updates the config and audits, all together.
@@ -131,7 +132,8 @@ async fn shadow_vectors_stay_invisible_until_one_swap_moves_every_chunk(h: &Harn
     assert_eq!(swapped.vector, vector(NEW, "relay inspection"));
     assert_eq!(swapped.text, chunks[1].text, "text and keyword entries stay");
     assert_eq!(h.index().keyword_search(&t, "relay", &SearchFilter::default(), 5).await.unwrap().len(), 1);
-    let hits = h.index().vector_search(&t, &vector(NEW, "pumps and valves"), &SearchFilter::default(), 1).await.unwrap();
+    let hits =
+        h.index().vector_search(&t, &vector(NEW, "pumps and valves"), &SearchFilter::default(), 1).await.unwrap();
     assert_eq!(hits[0].chunk_id, chunks[0].chunk_id);
     assert!(h.index().vector_search(&t, &vector(OLD, "pumps"), &SearchFilter::default(), 1).await.unwrap().is_empty());
     assert_eq!(s.shadow_count(&t, all.run_id).await.unwrap(), 0, "the run's shadow rows are gone");

@@ -99,7 +99,12 @@ pub trait ShadowIndex: Send + Sync + 'static {
     async fn shadow_count(&self, tenant: &TenantId, run_id: Uuid) -> StoreResult<u64>;
     /// The atomic swap; see the module documentation. `NotFound` for an unknown tenant, `Conflict` when the config
     /// compare-and-set fails (nothing changed).
-    async fn swap_shadow(&self, tenant: &TenantId, target: &ReindexTarget, swap: ShadowSwap) -> StoreResult<SwapOutcome>;
+    async fn swap_shadow(
+        &self,
+        tenant: &TenantId,
+        target: &ReindexTarget,
+        swap: ShadowSwap,
+    ) -> StoreResult<SwapOutcome>;
     /// Removes the run's shadow rows (a cancelled or failed run); returns how many.
     async fn discard_shadow(&self, tenant: &TenantId, run_id: Uuid) -> StoreResult<u64>;
     /// Removes the tenant's shadow rows of every run other than `keep` that is no longer pending, validating or

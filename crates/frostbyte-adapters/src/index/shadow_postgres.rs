@@ -137,7 +137,12 @@ impl ShadowIndex for PostgresStore {
         Ok(count(n))
     }
 
-    async fn swap_shadow(&self, tenant: &TenantId, target: &ReindexTarget, swap: ShadowSwap) -> StoreResult<SwapOutcome> {
+    async fn swap_shadow(
+        &self,
+        tenant: &TenantId,
+        target: &ReindexTarget,
+        swap: ShadowSwap,
+    ) -> StoreResult<SwapOutcome> {
         let now = frostbyte_core::now();
         let mut tx = self.begin().await?;
         let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM tenants WHERE tenant_id = $1")

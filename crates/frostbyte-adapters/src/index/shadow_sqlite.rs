@@ -41,12 +41,13 @@ async fn missing(conn: &mut SqliteConnection, tenant: &TenantId, target: &Reinde
 #[async_trait]
 impl ShadowIndex for SqliteStore {
     async fn reindex_scope(&self, tenant: &TenantId, target: &ReindexTarget) -> StoreResult<u64> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM chunks WHERE tenant_id = ?1 AND (?2 IS NULL OR collection = ?2)")
-            .bind(tenant.as_str())
-            .bind(target.collection.as_deref())
-            .fetch_one(self.pool())
-            .await
-            .map_err(err)?;
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM chunks WHERE tenant_id = ?1 AND (?2 IS NULL OR collection = ?2)")
+                .bind(tenant.as_str())
+                .bind(target.collection.as_deref())
+                .fetch_one(self.pool())
+                .await
+                .map_err(err)?;
         Ok(count(n))
     }
 
@@ -128,7 +129,12 @@ impl ShadowIndex for SqliteStore {
         Ok(count(n))
     }
 
-    async fn swap_shadow(&self, tenant: &TenantId, target: &ReindexTarget, swap: ShadowSwap) -> StoreResult<SwapOutcome> {
+    async fn swap_shadow(
+        &self,
+        tenant: &TenantId,
+        target: &ReindexTarget,
+        swap: ShadowSwap,
+    ) -> StoreResult<SwapOutcome> {
         let now = frostbyte_core::now();
         let mut tx = self.begin_write().await?;
         let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM tenants WHERE tenant_id = ?")

@@ -117,7 +117,9 @@ pub(super) async fn documents_reindex(ctx: RunContext) -> Result<Outcome, Proces
         && !matches!(e, ProcessorError::Failed { retryable: true, .. })
     {
         match plane.shadow.discard_shadow(&ctx.tenant, ctx.run_id).await {
-            Ok(rows) => tracing::info!(run_id = %ctx.run_id, rows, "reindex stopped before the swap; shadow vectors removed"),
+            Ok(rows) => {
+                tracing::info!(run_id = %ctx.run_id, rows, "reindex stopped before the swap; shadow vectors removed")
+            }
             Err(error) => tracing::warn!(%error, run_id = %ctx.run_id, "cannot remove the run's shadow vectors"),
         }
     }
@@ -161,7 +163,11 @@ impl Reindex<'_> {
             let rows: Vec<ShadowVector> = page
                 .iter()
                 .zip(vectors)
-                .map(|(c, vector)| ShadowVector { chunk_id: c.chunk_id.clone(), text_hash: c.text_hash.clone(), vector })
+                .map(|(c, vector)| ShadowVector {
+                    chunk_id: c.chunk_id.clone(),
+                    text_hash: c.text_hash.clone(),
+                    vector,
+                })
                 .collect();
             self.shadow.put_shadow_vectors(self.tenant(), &self.target, &rows).await?;
             embedded += rows.len() as u64;

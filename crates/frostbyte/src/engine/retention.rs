@@ -112,7 +112,9 @@ async fn erased_by_run(ctx: &RunContext, since: DateTime<Utc>) -> Result<Vec<Uui
     for page in 1.. {
         let events = ctx.store.list_audit(&ctx.tenant, &filter, PageRequest::new(page, PAGE)).await?;
         let n = events.items.len();
-        out.extend(events.items.into_iter().filter(|e| e.actor == actor).filter_map(|e| Uuid::parse_str(&e.resource_id).ok()));
+        out.extend(
+            events.items.into_iter().filter(|e| e.actor == actor).filter_map(|e| Uuid::parse_str(&e.resource_id).ok()),
+        );
         if n < PAGE as usize {
             break;
         }
@@ -248,8 +250,8 @@ fn counts(erased: u64, kept: u64, failed: u64, unverified: u64) -> Map<String, V
 }
 
 pub(super) async fn put_json(ctx: &RunContext, key: &str, value: &Value) -> Result<(), ProcessorError> {
-    let bytes = serde_json::to_vec_pretty(value)
-        .map_err(|e| ProcessorError::permanent(format!("cannot encode {key}: {e}")))?;
+    let bytes =
+        serde_json::to_vec_pretty(value).map_err(|e| ProcessorError::permanent(format!("cannot encode {key}: {e}")))?;
     ctx.blobs.put(&ctx.tenant, key, Bytes::from(bytes)).await?;
     Ok(())
 }

@@ -91,7 +91,10 @@ async fn retention_sweep_erases_only_the_tenants_old_documents_with_receipts() {
     assert_eq!(run["status"], "completed", "{run}");
     assert_eq!(run["records_processed"], 2);
     let counts = completed_counts(&app, &acme.key, "acme", &run_id).await;
-    assert_eq!((counts["erased"].clone(), counts["kept"].clone(), counts["failed"].clone()), (json!(2), json!(1), json!(0)));
+    assert_eq!(
+        (counts["erased"].clone(), counts["kept"].clone(), counts["failed"].clone()),
+        (json!(2), json!(1), json!(0))
+    );
 
     // The old documents are gone the way DELETE erases them; the young one and the other tenant's stay.
     for id in [&old1, &old2] {
@@ -119,7 +122,12 @@ async fn retention_sweep_erases_only_the_tenants_old_documents_with_receipts() {
     let mut expected = [old1.as_str(), old2.as_str()];
     expected.sort_unstable();
     assert_eq!(ids, expected);
-    assert!(receipts.iter().all(|r| r["verified"] == true && r["run_id"] == json!(run_id) && r["removed"]["chunks"].as_u64().unwrap() > 0), "{receipts:?}");
+    assert!(
+        receipts.iter().all(|r| r["verified"] == true
+            && r["run_id"] == json!(run_id)
+            && r["removed"]["chunks"].as_u64().unwrap() > 0),
+        "{receipts:?}"
+    );
     let manifest: Value =
         serde_json::from_slice(&app.blobs.get(&tenant, &format!("{target}.manifest.json")).await.unwrap()).unwrap();
     assert_eq!((manifest["erased"].clone(), manifest["kept"].clone()), (json!(2), json!(1)));
@@ -184,7 +192,8 @@ async fn reindex_app(gate: Arc<Semaphore>) -> (TestApp, String, String) {
 
 /// `(embed models of the hits, model_version_match)` of a vector search.
 async fn search_models(app: &TestApp, key: &str, tenant: &str) -> (Vec<String>, bool) {
-    let r = app.search(key, tenant, &json!({"query_text": "relay station valves", "mode": "vector", "top_k": 10})).await;
+    let r =
+        app.search(key, tenant, &json!({"query_text": "relay station valves", "mode": "vector", "top_k": 10})).await;
     r.expect(200);
     let chunks = r.data()["chunks"].as_array().unwrap();
     assert!(!chunks.is_empty(), "{}", r.text);
@@ -220,7 +229,8 @@ async fn reindex_serves_old_vectors_until_one_atomic_swap_then_the_new_model() {
     assert!(matched && models.iter().all(|m| m == "hash-v1-384"), "{models:?}");
     let before = tenant_config(&app, "acme").await;
 
-    let r = app.start_run(&acme, "acme", "documents/reindex", &json!({"embedding_model": "small", "batch_size": 2})).await;
+    let r =
+        app.start_run(&acme, "acme", "documents/reindex", &json!({"embedding_model": "small", "batch_size": 2})).await;
     r.expect(202);
     let run_id = r.data()["run_id"].as_str().unwrap().to_owned();
     let engine = app.state.engine.clone();
@@ -276,7 +286,8 @@ async fn cancelling_a_reindex_before_the_swap_leaves_everything_as_it_was() {
     let gate = Arc::new(Semaphore::new(1));
     let (app, acme, _) = reindex_app(gate.clone()).await;
     let before = tenant_config(&app, "acme").await;
-    let r = app.start_run(&acme, "acme", "documents/reindex", &json!({"embedding_model": "small", "batch_size": 2})).await;
+    let r =
+        app.start_run(&acme, "acme", "documents/reindex", &json!({"embedding_model": "small", "batch_size": 2})).await;
     let run_id = r.data()["run_id"].as_str().unwrap().to_owned();
     let engine = app.state.engine.clone();
     let worker = tokio::spawn(async move { engine.try_run_one("reindexer").await.unwrap() });
@@ -310,6 +321,13 @@ async fn reindex_with_an_unknown_model_fails_clearly_and_changes_nothing() {
     assert_eq!(tenant_config(&app, "acme").await["config"]["embedding_model"], "hash");
 
     // A collection with no chunks swaps nothing but still records the tenant's model.
-    let run = run_to_end(&app, &acme, "acme", "documents/reindex", &json!({"embedding_model": "small", "collection": "none"})).await;
+    let run = run_to_end(
+        &app,
+        &acme,
+        "acme",
+        "documents/reindex",
+        &json!({"embedding_model": "small", "collection": "none"}),
+    )
+    .await;
     assert_eq!((run["status"].clone(), run["records_processed"].clone()), (json!("completed"), json!(0)));
 }
