@@ -331,3 +331,53 @@ async fn reindex_with_an_unknown_model_fails_clearly_and_changes_nothing() {
     .await;
     assert_eq!((run["status"].clone(), run["records_processed"].clone()), (json!("completed"), json!(0)));
 }
+
+/// A sweep attempt that crashed after erasing a document but before flushing its receipt: the resumed attempt
+/// keeps the receipt lines it wrote, recovers the missing receipt from its own `DOCUMENT_ERASED` event, and
+/// erases each document once.
+#[tokio::test]
+async fn a_resumed_retention_sweep_neither_loses_nor_duplicates_receipts() {
+    let app = spawn_app().await;
+    let acme = app.tenant("acme").await;
+    let flushed = upload(&app, &acme.key, "acme", "a.md", "pumps", 2).await;
+    let unflushed = upload(&app, &acme.key, "acme", "b.md", "valves", 2).await;
+    let left = upload(&app, &acme.key, "acme", "c.md", "relays", 2).await;
+    drain(&app.pipeline("w")).await;
+    app.patch_tenant("acme", &json!({"config": {"retention_days": 30}})).await.expect(200);
+    backdate(&app, &[&flushed, &unflushed, &left], 40).await;
+
+    let r = app.start_run(&acme.key, "acme", "retention/sweep", &json!({})).await;
+    let run_id = r.data()["run_id"].as_str().unwrap().to_owned();
+    let run_uuid = uuid::Uuid::parse_str(&run_id).unwrap();
+    // What the first attempt did: erased two documents, flushed the receipt of one, then the process died.
+    let tenant = TenantId::parse("acme").unwrap();
+    let plane = app.state.engine.documents.clone().expect("document plane");
+    let actor = frostbyte_core::service::tenants::Actor::Pipeline(run_uuid);
+    let first = plane.lifecycle().erase(&tenant, flushed.parse().unwrap(), &actor).await.unwrap();
+    plane.lifecycle().erase(&tenant, unflushed.parse().unwrap(), &actor).await.unwrap();
+    let target = format!("retention/{}/{run_id}.receipts.jsonl", chrono::Utc::now().format("%Y-%m-%d"));
+    let mut line = serde_json::to_value(&first).unwrap();
+    line["run_id"] = json!(run_id);
+    let foreign = json!({"run_id": "another-run", "doc_id": left});
+    app.blobs.put(&tenant, &target, bytes::Bytes::from(format!("{line}\n{foreign}\n"))).await.unwrap();
+
+    app.drive_runs().await;
+    let run = app.get_run(&acme.key, "acme", &run_id).await.data().clone();
+    assert_eq!((run["status"].clone(), run["records_processed"].clone()), (json!("completed"), json!(3)), "{run}");
+    let receipts = jsonl(&app.blobs.get(&tenant, &target).await.unwrap());
+    let mut ids: Vec<&str> = receipts.iter().map(|r| r["doc_id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    let mut expected = [flushed.as_str(), unflushed.as_str(), left.as_str()];
+    expected.sort_unstable();
+    assert_eq!(ids, expected, "each erased document once, the other run's line dropped");
+    let recovered = receipts.iter().find(|r| r["doc_id"] == json!(unflushed)).unwrap();
+    assert_eq!((recovered["already_erased"].clone(), recovered["verified"].clone()), (json!(true), json!(true)));
+    let fresh = receipts.iter().find(|r| r["doc_id"] == json!(left)).unwrap();
+    assert_eq!(fresh["already_erased"], json!(false));
+    for id in [&flushed, &unflushed, &left] {
+        let chain = app.audit_chain(&acme.key, "acme", id).await;
+        let erased =
+            chain.data()["events"].as_array().unwrap().iter().filter(|e| e["event_type"] == "DOCUMENT_ERASED").count();
+        assert_eq!(erased, 1, "{id} erased exactly once");
+    }
+}
