@@ -141,6 +141,8 @@ mod tests {
         assert!(defs.errors.is_empty(), "{:?}", defs.errors);
         assert!(defs.get("audit", "export").is_some());
         assert!(defs.get("records", "copy").is_some());
+        assert!(defs.get("retention", "sweep").is_some());
+        assert!(defs.get("documents", "reindex").is_some());
     }
 
     #[test]
@@ -179,6 +181,6 @@ mod tests {
     fn a_missing_directory_is_fine() {
         let defs = Definitions::load(Some(Path::new("/nonexistent/frostbyte/pipelines")));
         assert!(defs.errors.is_empty());
-        assert_eq!(defs.all().count(), 2);
+        assert_eq!(defs.all().count(), BUILTIN.len());
     }
 }
