@@ -381,3 +381,75 @@ async fn a_resumed_retention_sweep_neither_loses_nor_duplicates_receipts() {
         assert_eq!(erased, 1, "{id} erased exactly once");
     }
 }
+
+/// The 256-dimension hash embedder, counting the texts it embeds.
+struct Counting {
+    inner: HashEmbedder,
+    texts: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[async_trait]
+impl Embedder for Counting {
+    fn model_id(&self) -> &str {
+        self.inner.model_id()
+    }
+    fn dimension(&self) -> usize {
+        self.inner.dimension()
+    }
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.texts.fetch_add(texts.len(), std::sync::atomic::Ordering::SeqCst);
+        self.inner.embed_batch(texts)
+    }
+}
+
+/// A reindex resumed after a crash (its shadow rows already hold some vectors) embeds only the chunks left, and
+/// the shadow rows a dead run left behind are removed.
+#[tokio::test]
+async fn a_resumed_reindex_embeds_only_what_is_left_and_clears_dead_runs_rows() {
+    use frostbyte_core::reindex::{ReindexTarget, ShadowVector};
+    let texts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut registry = EmbedderRegistry::default();
+    let counting = Counting { inner: HashEmbedder::new(256).unwrap(), texts: texts.clone() };
+    registry.register("small", Arc::new(counting)).unwrap();
+    let app = spawn_app_with(TestConfig { embedders: Some(registry), ..TestConfig::default() }).await;
+    let acme = app.tenant("acme").await.key;
+    upload(&app, &acme, "acme", "pumps.md", "pumps", 8).await;
+    upload(&app, &acme, "acme", "valves.md", "valves", 8).await;
+    drain(&app.pipeline("w")).await;
+
+    let r =
+        app.start_run(&acme, "acme", "documents/reindex", &json!({"embedding_model": "small", "batch_size": 2})).await;
+    let run_id = r.data()["run_id"].as_str().unwrap().to_owned();
+    let tenant = TenantId::parse("acme").unwrap();
+    let shadow = app.state.engine.documents.clone().expect("document plane").shadow.clone();
+    let hash = HashEmbedder::new(256).unwrap();
+    let vectors = |cands: &[frostbyte_core::reindex::ReindexCandidate]| -> Vec<ShadowVector> {
+        cands
+            .iter()
+            .map(|c| ShadowVector {
+                chunk_id: c.chunk_id.clone(),
+                text_hash: c.text_hash.clone(),
+                vector: hash.embed_text(&c.text).unwrap(),
+            })
+            .collect()
+    };
+    // The interrupted first attempt of this run embedded three chunks; a run that died left rows for all.
+    let this = ReindexTarget { run_id: run_id.parse().unwrap(), embed_model: NEW_MODEL.into(), collection: None };
+    let scope = shadow.reindex_scope(&tenant, &this).await.unwrap() as usize;
+    assert!(scope > 3);
+    let done = shadow.reindex_pending(&tenant, &this, None, 3).await.unwrap();
+    shadow.put_shadow_vectors(&tenant, &this, &vectors(&done)).await.unwrap();
+    let dead = ReindexTarget { run_id: frostbyte_core::ids::new_id(), ..this.clone() };
+    let all = shadow.reindex_pending(&tenant, &dead, None, 1_000).await.unwrap();
+    shadow.put_shadow_vectors(&tenant, &dead, &vectors(&all)).await.unwrap();
+    assert_eq!(shadow_rows(&app).await as usize, 3 + scope);
+
+    app.drive_runs().await;
+    let run = app.get_run(&acme, "acme", &run_id).await.data().clone();
+    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(run["records_processed"].as_u64().unwrap() as usize, scope);
+    assert_eq!(texts.load(std::sync::atomic::Ordering::SeqCst), scope - 3, "only what was left was embedded");
+    assert_eq!(shadow_rows(&app).await, 0, "the dead run's rows are gone too");
+    let (models, matched) = search_models(&app, &acme, "acme").await;
+    assert!(matched && models.iter().all(|m| m == NEW_MODEL), "{models:?}");
+}
