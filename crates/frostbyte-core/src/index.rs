@@ -142,6 +142,9 @@ pub trait ChunkIndex: Send + Sync + 'static {
     ) -> StoreResult<Vec<Hit>>;
     /// One chunk, quarantined or not (callers that show text must check `quarantined`).
     async fn get_chunk(&self, tenant: &TenantId, chunk_id: &str) -> StoreResult<Option<IndexedChunk>>;
+    /// The chunks among `chunk_ids` that exist, quarantined ones included, in any order: one read for a page of
+    /// search hits instead of one per hit.
+    async fn get_chunks(&self, tenant: &TenantId, chunk_ids: &[String]) -> StoreResult<Vec<IndexedChunk>>;
     /// A document's chunks by position, quarantined ones included.
     async fn document_chunks(&self, tenant: &TenantId, doc_id: &str) -> StoreResult<Vec<IndexedChunk>>;
     async fn count(&self, tenant: &TenantId) -> StoreResult<ChunkCounts>;

@@ -330,6 +330,22 @@ impl ChunkIndex for PostgresStore {
             .transpose()
     }
 
+    async fn get_chunks(&self, tenant: &TenantId, chunk_ids: &[String]) -> StoreResult<Vec<IndexedChunk>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            chunk_columns!(),
+            " FROM chunks c WHERE c.tenant_id = $1 AND c.chunk_id = ANY($2)"
+        ))
+        .bind(tenant.as_str())
+        .bind(chunk_ids)
+        .fetch_all(self.pool())
+        .await
+        .map_err(err("chunk"))?
+        .iter()
+        .map(chunk_from_row)
+        .collect()
+    }
+
     async fn document_chunks(&self, tenant: &TenantId, doc_id: &str) -> StoreResult<Vec<IndexedChunk>> {
         sqlx::query(concat!(
             "SELECT ",

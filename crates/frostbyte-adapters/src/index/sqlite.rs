@@ -28,6 +28,9 @@ macro_rules! chunk_columns {
     };
 }
 
+/// Ids per `IN (…)` list: far below SQLite's bound-parameter limit.
+const GET_CHUNKS_BATCH: usize = 500;
+
 fn err(resource: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
     move |e| db_error::map(Dialect::Sqlite, resource, e)
 }
@@ -338,6 +341,27 @@ impl ChunkIndex for SqliteStore {
             .as_ref()
             .map(chunk_from_row)
             .transpose()
+    }
+
+    async fn get_chunks(&self, tenant: &TenantId, chunk_ids: &[String]) -> StoreResult<Vec<IndexedChunk>> {
+        let mut chunks = Vec::with_capacity(chunk_ids.len());
+        for ids in chunk_ids.chunks(GET_CHUNKS_BATCH) {
+            let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(concat!(
+                "SELECT ",
+                chunk_columns!(),
+                " FROM chunks c WHERE c.tenant_id = "
+            ));
+            query.push_bind(tenant.as_str()).push(" AND c.chunk_id IN (");
+            let mut list = query.separated(", ");
+            for id in ids {
+                list.push_bind(id.as_str());
+            }
+            query.push(")");
+            for row in query.build().fetch_all(self.pool()).await.map_err(err("chunk"))? {
+                chunks.push(chunk_from_row(&row)?);
+            }
+        }
+        Ok(chunks)
     }
 
     async fn document_chunks(&self, tenant: &TenantId, doc_id: &str) -> StoreResult<Vec<IndexedChunk>> {

@@ -224,6 +224,10 @@ impl ChunkIndex for MemoryIndex {
         self.inner.get_chunk(tenant, chunk_id).await
     }
 
+    async fn get_chunks(&self, tenant: &TenantId, chunk_ids: &[String]) -> StoreResult<Vec<IndexedChunk>> {
+        self.inner.get_chunks(tenant, chunk_ids).await
+    }
+
     async fn document_chunks(&self, tenant: &TenantId, doc_id: &str) -> StoreResult<Vec<IndexedChunk>> {
         self.inner.document_chunks(tenant, doc_id).await
     }

@@ -360,34 +360,82 @@ impl TenantIndex {
     }
 
     /// BM25 search for chunks containing any term of `query`, best first (ties by chunk id).
+    ///
+    /// Exact, with MaxScore pruning: terms are taken in decreasing order of their largest possible contribution
+    /// (`idf · (k1 + 1)`). Once the terms still to come could not, even together, lift an untouched chunk to the
+    /// current k-th score, the remaining (common, low-idf) terms are only looked up for the chunks that can still
+    /// reach it, by binary search in their postings (sorted by slot) instead of a walk over the whole list.
     pub(crate) fn keyword(&self, query: &str, filter: &SearchFilter, top_k: usize) -> Vec<Hit> {
-        let ids: Vec<u32> = keyword_terms(query).iter().filter_map(|t| self.vocab.get(t).copied()).collect();
-        if ids.is_empty() || top_k == 0 || self.live == 0 {
+        if top_k == 0 || self.live == 0 {
             return Vec::new();
         }
-        let mask = self.mask(filter);
         let n = self.live as f64;
+        // (term, idf, upper bound), best bound first; terms no live chunk holds drop out.
+        let mut terms: Vec<(u32, f64, f64)> = keyword_terms(query)
+            .iter()
+            .filter_map(|t| self.vocab.get(t).copied())
+            .filter(|&id| self.df[id as usize] > 0)
+            .map(|id| {
+                let df = f64::from(self.df[id as usize]);
+                let idf = (1.0 + (n - df + 0.5) / (df + 0.5)).ln();
+                (id, idf, idf * (K1 + 1.0))
+            })
+            .collect();
+        if terms.is_empty() {
+            return Vec::new();
+        }
+        terms.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)));
+        // rest[j]: the most the terms from j on can add to any chunk.
+        let mut rest = vec![0.0f64; terms.len() + 1];
+        for j in (0..terms.len()).rev() {
+            rest[j] = rest[j + 1] + terms[j].2;
+        }
+        let mask = self.mask(filter);
         let avgdl = (self.total_len as f64 / n).max(1.0);
+        let weight = |idf: f64, tf: u32, i: usize| {
+            let tf = f64::from(tf);
+            idf * tf * (K1 + 1.0) / (tf + K1 * (1.0 - B + B * f64::from(self.lens[i]) / avgdl))
+        };
         let mut scores = vec![0.0f64; self.slots.len()];
         let mut touched: Vec<u32> = Vec::new();
-        for id in ids {
-            let df = f64::from(self.df[id as usize]);
-            if df == 0.0 {
-                continue;
-            }
-            let idf = (1.0 + (n - df + 0.5) / (df + 0.5)).ln();
+        let mut j = 0;
+        // Exhaustive phase: every chunk holding one of these terms is scored.
+        while j < terms.len() {
+            let (id, idf, _) = terms[j];
             for &(s, tf) in &self.postings[id as usize] {
                 let i = s as usize;
                 if !self.allowed(mask.as_deref(), i) {
                     continue;
                 }
-                let tf = f64::from(tf);
-                let len = f64::from(self.lens[i]);
                 if scores[i] == 0.0 {
                     touched.push(s);
                 }
-                scores[i] += idf * tf * (K1 + 1.0) / (tf + K1 * (1.0 - B + B * len / avgdl));
+                scores[i] += weight(idf, tf, i);
             }
+            j += 1;
+            if j < terms.len() && touched.len() >= top_k {
+                let threshold = kth_largest(&touched, &scores, top_k);
+                if rest[j] < threshold {
+                    break;
+                }
+            }
+        }
+        if j < terms.len() {
+            // Pruned phase: an untouched chunk now stays below the k-th score, and so does a touched one whose
+            // score plus everything still to come is below it. Only the others get the remaining terms.
+            let threshold = kth_largest(&touched, &scores, top_k);
+            let mut live: Vec<u32> =
+                touched.iter().copied().filter(|&s| scores[s as usize] + rest[j] >= threshold).collect();
+            live.sort_unstable();
+            for &(id, idf, _) in &terms[j..] {
+                let postings = &self.postings[id as usize];
+                for &s in &live {
+                    if let Ok(p) = postings.binary_search_by_key(&s, |&(slot, _)| slot) {
+                        scores[s as usize] += weight(idf, postings[p].1, s as usize);
+                    }
+                }
+            }
+            touched = live;
         }
         let mut heap: BinaryHeap<Cand<'_>> = BinaryHeap::with_capacity(top_k + 1);
         for s in touched {
@@ -509,6 +557,13 @@ impl TenantIndex {
     }
 }
 
+/// The `k`-th largest score among `slots` (`k <= slots.len()`).
+fn kth_largest(slots: &[u32], scores: &[f64], k: usize) -> f64 {
+    let mut values: Vec<f64> = slots.iter().map(|&s| scores[s as usize]).collect();
+    let (_, kth, _) = values.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+    *kth
+}
+
 fn attrs_match(attrs: &Attrs, filter: &SearchFilter) -> bool {
     if let Some(c) = &filter.collection
         && attrs.collection.as_deref() != Some(c.as_str())
@@ -616,6 +671,78 @@ mod tests {
         let wide = idx.vector(&[0.0, 1.0, 0.0, 0.0, 0.0], &SearchFilter::default(), 10);
         assert_eq!(wide.iter().map(|h| h.chunk_id.as_str()).collect::<Vec<_>>(), ["wide"]);
         assert!((wide[0].score - 1.0).abs() < 1e-6);
+    }
+
+    /// Plain BM25 over every chunk with no pruning: the oracle for [`TenantIndex::keyword`].
+    fn flat_bm25(entries: &[IndexEntry], query: &str, k: usize) -> Vec<(String, f64)> {
+        let docs: Vec<Vec<String>> = entries.iter().map(|e| tokens(&e.text).collect()).collect();
+        let n = docs.len() as f64;
+        let avgdl = docs.iter().map(Vec::len).sum::<usize>() as f64 / n;
+        let terms = keyword_terms(query);
+        let dfs: Vec<f64> = terms.iter().map(|t| docs.iter().filter(|d| d.contains(t)).count() as f64).collect();
+        let mut scored: Vec<(String, f64)> = Vec::new();
+        for (e, doc) in entries.iter().zip(&docs) {
+            let mut score = 0.0;
+            for (term, &df) in terms.iter().zip(&dfs) {
+                let tf = doc.iter().filter(|t| *t == term).count() as f64;
+                if tf > 0.0 {
+                    let idf = (1.0 + (n - df + 0.5) / (df + 0.5)).ln();
+                    score += idf * tf * (K1 + 1.0) / (tf + K1 * (1.0 - B + B * doc.len() as f64 / avgdl));
+                }
+            }
+            if score > 0.0 {
+                scored.push((e.chunk_id.clone(), score));
+            }
+        }
+        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        scored.truncate(k);
+        scored
+    }
+
+    #[test]
+    fn pruned_bm25_returns_what_an_exhaustive_scan_returns() {
+        // Zipf-like word frequencies, so that queries mix very common and rare terms as real questions do.
+        let words: Vec<String> = (0..400).map(|w| format!("w{w}")).collect();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let pick = |next: &mut dyn FnMut() -> u64| {
+            let r = (next() % 1_000_000) as f64 / 1_000_000.0;
+            &words[((r * r * r) * 400.0) as usize]
+        };
+        let entries: Vec<IndexEntry> = (0..2_000)
+            .map(|i| {
+                let len = 5 + (next() % 40) as usize;
+                let text: Vec<&str> = (0..len).map(|_| pick(&mut next).as_str()).collect();
+                entry(&format!("c{i:05}"), &format!("d{i}"), &text.join(" "), vec![1.0])
+            })
+            .collect();
+        let mut idx = TenantIndex::new(1);
+        idx.insert_all(entries.clone());
+        for q in 0..40 {
+            let terms = 1 + q % 8;
+            let query: Vec<&str> = (0..terms).map(|_| pick(&mut next).as_str()).collect();
+            let query = query.join(" ");
+            let all = flat_bm25(&entries, &query, usize::MAX);
+            for k in [1, 10, 50] {
+                let got = idx.keyword(&query, &SearchFilter::default(), k);
+                let want = &all[..k.min(all.len())];
+                assert_eq!(got.len(), want.len(), "{query:?} k={k}");
+                for (g, (id, score)) in got.iter().zip(want) {
+                    assert!(
+                        (g.score - score).abs() < 1e-9,
+                        "{query:?} k={k}: {} {} vs {id} {score}",
+                        g.chunk_id,
+                        g.score
+                    );
+                    assert_eq!(&g.chunk_id, id, "{query:?} k={k}");
+                }
+            }
+        }
     }
 
     #[test]

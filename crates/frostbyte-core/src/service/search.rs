@@ -3,6 +3,7 @@
 //! index with its filters applied inside the search, attaches each hit's provenance, and audits
 //! `RETRIEVAL_EXECUTED` with ids and counts only (never the query text).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -273,7 +274,6 @@ pub fn parse_request(body: &Value, config: &TenantConfig) -> Result<SearchQuery,
 /// one found by vector alone), then by chunk id. Without this, ties (common when each list ranks a different hit
 /// at the same position) would be ordered by chunk id, which is arbitrary.
 pub fn fuse(keyword: &[Hit], vector: &[Hit], fusion: &FusionSettings, top_k: usize) -> Vec<Hit> {
-    use std::collections::HashMap;
     fn rank_of(hits: &[Hit]) -> HashMap<&str, usize> {
         hits.iter().enumerate().map(|(i, h)| (h.chunk_id.as_str(), i + 1)).collect()
     }
@@ -344,9 +344,13 @@ impl SearchService {
             }
             SearchMode::Vector => self.vector(tenant, query, query.top_k).await,
             SearchMode::Hybrid => {
-                let keyword = self.index.keyword_search(tenant, &query.text, &query.filter, depth).await?;
-                let vector = self.vector(tenant, query, depth).await?;
-                Ok(fuse(&keyword, &vector, &self.fusion, query.top_k))
+                // The two rankings are independent: run them at the same time.
+                let (keyword, vector) = futures::future::join(
+                    self.index.keyword_search(tenant, &query.text, &query.filter, depth),
+                    self.vector(tenant, query, depth),
+                )
+                .await;
+                Ok(fuse(&keyword?, &vector?, &self.fusion, query.top_k))
             }
         }
     }
@@ -371,15 +375,15 @@ impl SearchService {
     ) -> Result<SearchOutcome, SearchError> {
         let started = Instant::now();
         let ranked = self.rank(tenant, query).await?;
-        let mut hits = Vec::with_capacity(ranked.len());
-        for hit in ranked {
-            // A chunk erased between ranking and reading is skipped; quarantine is checked again defensively.
-            if let Some(chunk) = self.index.get_chunk(tenant, &hit.chunk_id).await?
-                && !chunk.quarantined
-            {
-                hits.push(SearchHit { chunk, score: hit.score });
-            }
-        }
+        let ids: Vec<String> = ranked.iter().map(|h| h.chunk_id.clone()).collect();
+        let mut chunks: HashMap<String, IndexedChunk> =
+            self.index.get_chunks(tenant, &ids).await?.into_iter().map(|c| (c.chunk_id.clone(), c)).collect();
+        // A chunk erased between ranking and reading is skipped; quarantine is checked again defensively.
+        let hits: Vec<SearchHit> = ranked
+            .into_iter()
+            .filter_map(|hit| chunks.remove(&hit.chunk_id).map(|chunk| SearchHit { chunk, score: hit.score }))
+            .filter(|h| !h.chunk.quarantined)
+            .collect();
         let query_model = self.embedder.model_id().to_owned();
         let model_version_match = hits.iter().all(|h| h.chunk.embed_model == query_model);
         let query_id = Uuid::now_v7();
