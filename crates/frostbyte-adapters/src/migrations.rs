@@ -23,6 +23,7 @@ const SQLITE: &[(i64, &str, &str)] = &[
     (10, "documents_by_filename", include_str!("../migrations/sqlite/0010_documents_by_filename.sql")),
     (11, "pipeline_runs", include_str!("../migrations/sqlite/0011_pipeline_runs.sql")),
     (12, "pipeline_flow", include_str!("../migrations/sqlite/0012_pipeline_flow.sql")),
+    (14, "chunk_vectors_shadow", include_str!("../migrations/sqlite/0014_chunk_vectors_shadow.sql")),
 ];
 
 /// `(version, description, sql)` for PostgreSQL, in order.
@@ -38,6 +39,7 @@ const POSTGRES: &[(i64, &str, &str)] = &[
     (10, "documents_by_filename", include_str!("../migrations/postgres/0010_documents_by_filename.sql")),
     (11, "pipeline_runs", include_str!("../migrations/postgres/0011_pipeline_runs.sql")),
     (12, "pipeline_flow", include_str!("../migrations/postgres/0012_pipeline_flow.sql")),
+    (14, "chunk_vectors_shadow", include_str!("../migrations/postgres/0014_chunk_vectors_shadow.sql")),
 ];
 
 fn build(list: &'static [(i64, &'static str, &'static str)]) -> Migrator {

@@ -94,6 +94,8 @@ pub struct MetadataPorts {
     pub runs: Arc<dyn frostbyte_core::pipelines::RunStore>,
     /// Pipeline schedules.
     pub schedules: Arc<dyn frostbyte_core::pipelines::ScheduleStore>,
+    /// Shadow vectors of reindex runs and their swap onto the chunk index.
+    pub shadow: Arc<dyn frostbyte_core::reindex::ShadowIndex>,
 }
 
 /// Opens the metadata store a URL names, with at most `max_connections` pooled connections. Does not run
@@ -139,7 +141,8 @@ pub async fn metadata_ports(url: &str, max_connections: u32) -> Result<MetadataP
                 batches: store.clone(),
                 signals: store.clone(),
                 runs: store.clone(),
-                schedules: store,
+                schedules: store.clone(),
+                shadow: store,
                 index,
             })
         }
@@ -153,7 +156,8 @@ pub async fn metadata_ports(url: &str, max_connections: u32) -> Result<MetadataP
                 batches: store.clone(),
                 signals: store.clone(),
                 runs: store.clone(),
-                schedules: store,
+                schedules: store.clone(),
+                shadow: store,
                 index,
             })
         }

@@ -219,17 +219,17 @@ async fn transition_is_compare_and_set_on_state(h: &Harness) {
 async fn config_update_is_compare_and_set_on_version(h: &Harness) {
     let id = tid("config");
     create(h, &id).await;
-    let mut config = TenantConfig { retention_days: 30, pii_types: vec!["EMAIL".into()], ..Default::default() };
+    let mut config = TenantConfig { retention_days: Some(30), pii_types: vec!["EMAIL".into()], ..Default::default() };
     let updated = h.store.update_tenant_config(&id, 1, &config, event("C", id.as_str())).await.unwrap();
     assert_eq!(updated.config_version, 2);
     assert_eq!(updated.config, config);
     assert_eq!(h.store.get_tenant(&id).await.unwrap().unwrap(), updated);
 
-    config.retention_days = 60;
+    config.retention_days = Some(60);
     assert_kind(h.store.update_tenant_config(&id, 1, &config, event("C", id.as_str())).await, "conflict");
-    assert_eq!(h.store.get_tenant(&id).await.unwrap().unwrap().config.retention_days, 30, "stale write refused");
+    assert_eq!(h.store.get_tenant(&id).await.unwrap().unwrap().config.retention_days, Some(30), "stale write refused");
     let again = h.store.update_tenant_config(&id, 2, &config, event("C", id.as_str())).await.unwrap();
-    assert_eq!((again.config_version, again.config.retention_days), (3, 60));
+    assert_eq!((again.config_version, again.config.retention_days), (3, Some(60)));
 
     assert_kind(h.store.update_tenant_config(&tid("absent"), 1, &config, event("C", "x")).await, "not_found");
     assert_eq!(all_events(h, &id).await.len(), 3);

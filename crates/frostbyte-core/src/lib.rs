@@ -21,6 +21,7 @@ pub mod pipelines;
 pub mod policy;
 pub mod ports;
 pub mod queue;
+pub mod reindex;
 pub mod scan;
 pub mod search;
 pub mod service;

@@ -177,7 +177,9 @@ pub struct TenantConfig {
     pub mime_allowlist: Vec<String>,
     pub retrieval_top_k_default: u32,
     pub retrieval_top_k_max: u32,
-    pub retention_days: u32,
+    /// Days a document is kept before `retention.sweep` erases it; `null` keeps documents until they are erased
+    /// one by one.
+    pub retention_days: Option<u32>,
     pub embedding_model: String,
     pub quotas: Quotas,
 }
@@ -196,7 +198,7 @@ impl Default for TenantConfig {
             mime_allowlist: PLATFORM_MIME_TYPES.iter().map(|s| s.to_string()).collect(),
             retrieval_top_k_default: 5,
             retrieval_top_k_max: 50,
-            retention_days: 2_555,
+            retention_days: Some(2_555),
             embedding_model: "hash".to_owned(),
             quotas: Quotas::default(),
         }
@@ -273,7 +275,9 @@ impl TenantConfig {
                 "between 1 and retrieval_top_k_max",
             ));
         }
-        check_range(&mut out, "retention_days", self.retention_days, 1, 36_500, "between 1 and 36500");
+        if let Some(days) = self.retention_days {
+            check_range(&mut out, "retention_days", days, 1, 36_500, "between 1 and 36500 (or null: no retention)");
+        }
         for t in &self.pii_types {
             if !PII_TYPES.contains(&t.as_str()) {
                 out.push(FieldViolation::new("pii_types", t.as_str(), format!("one of {}", PII_TYPES.join(", "))));
@@ -320,7 +324,8 @@ impl TenantConfig {
         TenantConfig::default().apply_patch(value).map(|(config, _)| config)
     }
 
-    /// Applies a JSON merge patch (RFC 7396, without `null` deletes: a `null` is a type error) and returns the
+    /// Applies a JSON merge patch (RFC 7396, without `null` deletes: a `null` is a type error, except for the
+    /// optional `retention_days`, where it means no retention) and returns the
     /// new config with the list of changed leaves, or every problem found.
     pub fn apply_patch(&self, patch: &Value) -> Result<(TenantConfig, Vec<ConfigChange>), Vec<FieldViolation>> {
         let Value::Object(patch) = patch else {
@@ -509,6 +514,16 @@ mod tests {
     fn patch_with_same_values_changes_nothing() {
         let (_, changes) = TenantConfig::default().apply_patch(&json!({"retention_days": 2555})).unwrap();
         assert!(changes.is_empty());
+    }
+
+    #[test]
+    fn retention_may_be_switched_off_with_null_and_on_again() {
+        let (off, changes) = TenantConfig::default().apply_patch(&json!({"retention_days": null})).unwrap();
+        assert_eq!(off.retention_days, None);
+        assert_eq!(changes[0].new_value, Value::Null);
+        let (on, _) = off.apply_patch(&json!({"retention_days": 30})).unwrap();
+        assert_eq!(on.retention_days, Some(30));
+        assert!(off.apply_patch(&json!({"retention_days": 0})).is_err());
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub struct Stores {
     pub signals: Arc<dyn frostbyte_core::signals::store::SignalStore>,
     pub runs: Arc<dyn frostbyte_core::pipelines::RunStore>,
     pub schedules: Arc<dyn frostbyte_core::pipelines::ScheduleStore>,
+    /// Shadow vectors of reindex runs.
+    pub shadow: Arc<dyn frostbyte_core::reindex::ShadowIndex>,
 }
 
 /// Resolves and migrates the configured stores. Creates the data directory for the embedded default.
@@ -50,11 +52,12 @@ pub async fn open_stores(config: &Config) -> anyhow::Result<Stores> {
     let batches = ports.batches.clone();
     let runs = ports.runs.clone();
     let schedules = ports.schedules.clone();
+    let shadow = ports.shadow.clone();
     let (metadata, queue, documents, index) = (ports.store, ports.queue, ports.documents, ports.index);
     metadata.migrate().await.context("cannot migrate the metadata store")?;
     let blobs = frostbyte_adapters::resolve::blob_store(&config.blob_url())
         .with_context(|| format!("cannot open blob store {}", crate::config::redact_url(&config.blob_url())))?;
-    Ok(Stores { metadata, queue, documents, index, blobs, batches, signals: ports.signals, runs, schedules })
+    Ok(Stores { metadata, queue, documents, index, blobs, batches, signals: ports.signals, runs, schedules, shadow })
 }
 
 /// A secret read from configuration or from a file in the data directory.
@@ -148,6 +151,7 @@ pub async fn build(config: &Config) -> anyhow::Result<App> {
             }),
             index: stores.index.clone(),
             embedders: embedders.clone(),
+            shadow: stores.shadow.clone(),
         }),
     );
     let state = Arc::new(AppState {

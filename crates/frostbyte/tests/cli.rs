@@ -282,6 +282,22 @@ async fn cli_lists_runs_waits_for_and_cancels_pipeline_runs() {
     )
     .unwrap();
     assert_eq!(only_failed.as_array().unwrap().len(), 1);
+
+    // The document processors run in the CLI's process too: a sweep of a tenant without old documents.
+    let swept: serde_json::Value = serde_json::from_slice(
+        &in_dir(&["--json", "pipeline", "run", "retention/sweep", "--tenant", "acme", "--wait"]).stdout,
+    )
+    .unwrap();
+    assert_eq!(
+        (swept["status"].clone(), swept["records_processed"].clone()),
+        (serde_json::json!("completed"), serde_json::json!(0)),
+        "{swept}"
+    );
+    let manifest = data.join(format!(
+        "blobs/tenants/acme/retention/{day}/{}.receipts.jsonl.manifest.json",
+        swept["run_id"].as_str().unwrap()
+    ));
+    assert!(manifest.is_file(), "{} written", manifest.display());
 }
 
 #[tokio::test]

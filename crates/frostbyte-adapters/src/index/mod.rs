@@ -5,8 +5,13 @@
 //! keyword terms of a query ([`keyword_terms`](frostbyte_core::index::keyword_terms)) and the exact vector search:
 //! filtered rows of the query's dimension are read in keyset-paged batches and scored in Rust, keeping the best
 //! `top_k` in a heap. Filters are SQL predicates, so they apply before any cut to `top_k`.
+//!
+//! `shadow_{sqlite,postgres}.rs` implement [`ShadowIndex`](frostbyte_core::reindex::ShadowIndex), the shadow
+//! vectors of a reindex run and their atomic swap onto `chunks` (`migrations/*/0014_chunk_vectors_shadow.sql`).
 
 pub(crate) mod postgres;
+mod shadow_postgres;
+mod shadow_sqlite;
 pub(crate) mod sqlite;
 
 use std::cmp::Ordering;

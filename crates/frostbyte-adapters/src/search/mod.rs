@@ -30,6 +30,8 @@ use tenant::TenantIndex;
 const LOAD_BATCH: usize = 2_048;
 /// Documents reloaded per query of an incremental refresh.
 const REFRESH_BATCH: usize = 256;
+/// A refresh that touches at least this many documents, and more than half of those loaded, rebuilds the index.
+const FULL_RELOAD_MIN: usize = 32;
 
 /// One tenant's slot: the index (absent until first loaded) and a lock that lets one refresh run at a time.
 #[derive(Default)]
@@ -116,9 +118,15 @@ impl MemoryIndex {
         Ok(())
     }
 
-    /// Reloads the documents changed after generation `since`.
+    /// Reloads the documents changed after generation `since`; when most of the tenant's documents changed (a
+    /// reindex swap moves every chunk to another model, possibly of another dimension), rebuilds the whole index
+    /// instead, so the contiguous vector block takes the new dimension.
     async fn refresh(&self, tenant: &TenantId, slot: &Arc<TenantSlot>, since: u64) -> StoreResult<()> {
         let changes = self.feed.changed_documents(tenant, since).await?;
+        let known = slot.index.read().unwrap_or_else(|e| e.into_inner()).as_ref().map_or(0, |i| i.document_count());
+        if changes.len() >= FULL_RELOAD_MIN && changes.len() * 2 > known {
+            return self.load(tenant, slot).await;
+        }
         let Some(generation) = changes.iter().map(|c| c.generation).max() else { return Ok(()) };
         let doc_ids: Vec<String> = changes.into_iter().map(|c| c.doc_id).collect();
         let mut entries = Vec::new();

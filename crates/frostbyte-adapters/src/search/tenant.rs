@@ -160,6 +160,11 @@ impl TenantIndex {
         self.live
     }
 
+    /// How many documents have chunks here.
+    pub(crate) fn document_count(&self) -> usize {
+        self.docs.len()
+    }
+
     /// Removes every chunk of the document (tombstones; see [`Self::maybe_compact`]).
     pub(crate) fn remove_document(&mut self, doc_id: &str) {
         let Some(slots) = self.docs.remove(doc_id) else { return };

@@ -216,3 +216,13 @@ impl Harness {
         }
     }
 }
+
+impl Harness {
+    /// The shadow-vector store of reindex runs ([`frostbyte_core::reindex::ShadowIndex`]) on the same database.
+    pub fn shadow(&self) -> Arc<dyn frostbyte_core::reindex::ShadowIndex> {
+        match &self.backend {
+            Backend::Sqlite { store, .. } => Arc::new(store.clone()),
+            Backend::Postgres { store, .. } => Arc::new(store.clone()),
+        }
+    }
+}

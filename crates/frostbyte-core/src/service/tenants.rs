@@ -30,6 +30,8 @@ pub enum Actor {
     Cli,
     /// Frostbyte itself (provisioning, recovery).
     System,
+    /// A pipeline run acting on the tenant's data (`retention.sweep`, `documents.reindex`).
+    Pipeline(Uuid),
 }
 
 impl fmt::Display for Actor {
@@ -39,6 +41,7 @@ impl fmt::Display for Actor {
             Actor::Key(id) => write!(f, "key:{id}"),
             Actor::Cli => f.write_str("cli"),
             Actor::System => f.write_str("system"),
+            Actor::Pipeline(run_id) => write!(f, "pipeline:{run_id}"),
         }
     }
 }

@@ -55,8 +55,31 @@ pub(crate) fn emit(json_out: bool, value: Value, human: impl FnOnce() -> String)
     }
 }
 
+/// The engine over the configured stores, with the document plane, so `run --wait` can execute the document
+/// processors (`retention.sweep`, `documents.reindex`) as a worker would.
 async fn engine(config: &Config) -> anyhow::Result<Engine> {
     let stores = open_stores(config).await?;
+    let embedders = Arc::new(
+        frostbyte_adapters::embed::registry(&config.embedding.settings())
+            .context("cannot set up the embedders ([embedding] config)")?,
+    );
+    let scanner = frostbyte_adapters::resolve::scanner(
+        &config.scan.scanner,
+        std::time::Duration::from_secs(config.scan.timeout_secs),
+    )
+    .context("cannot set up the malware scanner")?;
+    let plane = super::DocumentPlane {
+        intake: Arc::new(crate::intake::Intake {
+            store: stores.metadata.clone(),
+            documents: stores.documents.clone(),
+            batches: stores.batches.clone(),
+            blobs: stores.blobs.clone(),
+            scanner,
+        }),
+        index: stores.index.clone(),
+        embedders,
+        shadow: stores.shadow.clone(),
+    };
     Ok(Engine::new(
         stores.runs,
         stores.metadata,
@@ -64,7 +87,8 @@ async fn engine(config: &Config) -> anyhow::Result<Engine> {
         stores.blobs,
         Arc::new(crate::events::EventBus::default()),
         config.pipelines.settings(),
-    ))
+    )
+    .with_documents(plane))
 }
 
 /// Runs one `pipeline` subcommand; the exit code is 1 when a waited-for run did not complete.

@@ -17,6 +17,8 @@ use super::processors;
 const BUILTIN: &[(&str, &str)] = &[
     ("audit/export.yml", include_str!("../../../../pipelines/audit/export.yml")),
     ("records/copy.yml", include_str!("../../../../pipelines/records/copy.yml")),
+    ("retention/sweep.yml", include_str!("../../../../pipelines/retention/sweep.yml")),
+    ("documents/reindex.yml", include_str!("../../../../pipelines/documents/reindex.yml")),
 ];
 
 /// The loaded definitions and the problems of the files that were refused.
@@ -183,6 +185,8 @@ mod tests {
         assert!(defs.errors.is_empty(), "{:?}", defs.errors);
         assert!(defs.get("audit", "export").is_some());
         assert!(defs.get("records", "copy").is_some());
+        assert!(defs.get("retention", "sweep").is_some());
+        assert!(defs.get("documents", "reindex").is_some());
     }
 
     #[test]
@@ -253,6 +257,6 @@ mod tests {
     fn a_missing_directory_is_fine() {
         let defs = Definitions::load(Some(Path::new("/nonexistent/frostbyte/pipelines")));
         assert!(defs.errors.is_empty());
-        assert_eq!(defs.all().count(), 2);
+        assert_eq!(defs.all().count(), BUILTIN.len());
     }
 }

@@ -32,6 +32,8 @@ pub mod definitions;
 mod flow_tests;
 pub mod processors;
 pub mod schedule_command;
+mod reindex;
+mod retention;
 pub mod schedules;
 pub mod webhooks;
 
@@ -148,6 +150,8 @@ pub struct DocumentPlane {
     pub intake: Arc<crate::intake::Intake>,
     pub index: Arc<dyn frostbyte_core::index::ChunkIndex>,
     pub embedders: Arc<frostbyte_core::embed::EmbedderRegistry>,
+    /// Shadow vectors of `documents.reindex` runs and their atomic swap.
+    pub shadow: Arc<dyn frostbyte_core::reindex::ShadowIndex>,
 }
 
 impl DocumentPlane {

@@ -26,7 +26,7 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 /// The names the registry knows.
-pub const NAMES: &[&str] = &["audit.export", "records.copy"];
+pub const NAMES: &[&str] = &["audit.export", "records.copy", "retention.sweep", "documents.reindex"];
 
 /// A processor: an async function of the run's context.
 pub type ProcessorFn = fn(RunContext) -> BoxFuture<'static, Result<Outcome, ProcessorError>>;
@@ -36,6 +36,8 @@ pub fn lookup(name: &str) -> Option<ProcessorFn> {
     match name {
         "audit.export" => Some(|ctx| Box::pin(audit_export(ctx))),
         "records.copy" => Some(|ctx| Box::pin(records_copy(ctx))),
+        "retention.sweep" => Some(|ctx| Box::pin(super::retention::retention_sweep(ctx))),
+        "documents.reindex" => Some(|ctx| Box::pin(super::reindex::documents_reindex(ctx))),
         _ => None,
     }
 }

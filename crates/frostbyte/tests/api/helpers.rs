@@ -113,6 +113,20 @@ pub async fn spawn_app_with(config: TestConfig) -> TestApp {
         None => frostbyte_adapters::resolve::blob_store("memory://").expect("memory blob store"),
     };
     let events = Arc::new(frostbyte::events::EventBus::default());
+    let embedders = Arc::new(config.embedders.unwrap_or_default());
+    let scanner = config.scanner.unwrap_or_else(|| Arc::new(frostbyte_core::scan::NoScanner));
+    let plane = frostbyte::engine::DocumentPlane {
+        intake: Arc::new(frostbyte::intake::Intake {
+            store: Arc::clone(&store),
+            documents: Arc::clone(&documents),
+            batches: batches.clone(),
+            blobs: Arc::clone(&blobs),
+            scanner: scanner.clone(),
+        }),
+        index: Arc::clone(&index),
+        embedders: embedders.clone(),
+        shadow: ports.shadow.clone(),
+    };
     let engine = frostbyte::engine::Engine::new(
         ports.runs.clone(),
         Arc::clone(&store),
@@ -121,7 +135,8 @@ pub async fn spawn_app_with(config: TestConfig) -> TestApp {
         events.clone(),
         frostbyte::engine::EngineSettings { cancel_poll: Duration::from_millis(50), ..Default::default() },
     )
-    .with_schedules(ports.schedules.clone());
+    .with_schedules(ports.schedules.clone())
+    .with_documents(plane);
     let state = AppState {
         store: Arc::clone(&store),
         blobs: Arc::clone(&blobs),
@@ -139,10 +154,10 @@ pub async fn spawn_app_with(config: TestConfig) -> TestApp {
         },
         started_at: Instant::now(),
         metrics: install_metrics_recorder(),
-        embedders: Arc::new(config.embedders.unwrap_or_default()),
+        embedders,
         events,
         batches,
-        scanner: config.scanner.unwrap_or_else(|| Arc::new(frostbyte_core::scan::NoScanner)),
+        scanner,
         signals: frostbyte::signals::SignalsRuntime::new(ports.signals, signal_settings()),
         engine: Arc::new(engine),
     };

@@ -10,6 +10,7 @@ mod helpers;
 mod lifecycle;
 mod pipeline;
 mod pipelines;
+mod reindex;
 mod search;
 mod signals;
 mod stream;
