@@ -22,6 +22,7 @@ const SQLITE: &[(i64, &str, &str)] = &[
     (9, "signals", include_str!("../migrations/sqlite/0009_signals.sql")),
     (10, "documents_by_filename", include_str!("../migrations/sqlite/0010_documents_by_filename.sql")),
     (11, "pipeline_runs", include_str!("../migrations/sqlite/0011_pipeline_runs.sql")),
+    (13, "document_sync", include_str!("../migrations/sqlite/0013_document_sync.sql")),
 ];
 
 /// `(version, description, sql)` for PostgreSQL, in order.
@@ -36,6 +37,7 @@ const POSTGRES: &[(i64, &str, &str)] = &[
     (9, "signals", include_str!("../migrations/postgres/0009_signals.sql")),
     (10, "documents_by_filename", include_str!("../migrations/postgres/0010_documents_by_filename.sql")),
     (11, "pipeline_runs", include_str!("../migrations/postgres/0011_pipeline_runs.sql")),
+    (13, "document_sync", include_str!("../migrations/postgres/0013_document_sync.sql")),
 ];
 
 fn build(list: &'static [(i64, &'static str, &'static str)]) -> Migrator {

@@ -1,11 +1,15 @@
 //! Pipeline runs ([`RunStore`](frostbyte_core::pipelines::RunStore)) on both SQL stores: the `pipeline_runs`
 //! table (`migrations/*/0011_pipeline_runs.sql`). A run, its job and its audit event commit together; every
-//! status change is a compare-and-set checked by [`RunStatus::can_transition_to`].
+//! status change is a compare-and-set checked by [`RunStatus::can_transition_to`]. Beside them: schedules, and
+//! the `documents.sync` state ([`SyncStore`](frostbyte_core::pipelines::SyncStore), `sync_files`,
+//! `0013_document_sync.sql`).
 
 pub(crate) mod postgres;
 mod schedule_postgres;
 mod schedule_sqlite;
 pub(crate) mod sqlite;
+mod sync_postgres;
+mod sync_sqlite;
 
 use frostbyte_core::audit::NewAuditEvent;
 use frostbyte_core::pipelines::{PipelineRun, RunStatus};
@@ -18,7 +22,7 @@ use crate::codec::corrupt;
 macro_rules! run_columns {
     () => {
         "run_id, domain, pipeline, status, parameters, triggered_by, progress, records_processed, error_message, \
-         job_id, cancel_requested, created_at, started_at, completed_at, updated_at, tenant_id"
+         job_id, cancel_requested, created_at, started_at, completed_at, updated_at, tenant_id, counts"
     };
 }
 pub(crate) use run_columns;

@@ -7,9 +7,11 @@
 pub mod definition;
 pub mod run;
 pub mod schedule;
+pub mod sync;
 pub mod template;
 
 pub use definition::{DefinitionError, ParamSpec, ParamType, PipelineDefinition, RawDefinition, RetrySpec};
 pub use run::{NewRun, PipelineRun, RunFilter, RunStatus, RunStore, RunTransition};
 pub use schedule::{Schedule, ScheduleChange, ScheduleError, ScheduleStore};
+pub use sync::{SyncStore, SyncedFile, SyncedFileState};
 pub use template::{TemplateContext, TemplateError};

@@ -107,6 +107,10 @@ pub struct PipelineRun {
     /// 0.0 to 1.0.
     pub progress: f64,
     pub records_processed: u64,
+    /// What the processor reported when it completed (`added`, `unchanged`, `rows_rejected`, ...); empty until
+    /// then.
+    #[schema(value_type = Object)]
+    pub counts: Map<String, Value>,
     pub error_message: Option<String>,
     /// The queue job that executes it.
     pub job_id: Uuid,
@@ -135,13 +139,27 @@ pub struct RunTransition {
     pub error_message: Option<String>,
     pub records_processed: Option<u64>,
     pub progress: Option<f64>,
+    /// The processor's counts, recorded with the run.
+    pub counts: Option<Map<String, Value>>,
     /// Completes this job, leased to this worker, in the same transaction (`Conflict` if it no longer is).
     pub completes_job: Option<(Uuid, String)>,
 }
 
 impl RunTransition {
     pub fn to(status: RunStatus) -> Self {
-        RunTransition { to: status, error_message: None, records_processed: None, progress: None, completes_job: None }
+        RunTransition {
+            to: status,
+            error_message: None,
+            records_processed: None,
+            progress: None,
+            counts: None,
+            completes_job: None,
+        }
+    }
+
+    pub fn counts(mut self, counts: Map<String, Value>) -> Self {
+        self.counts = Some(counts);
+        self
     }
 
     pub fn error(mut self, message: impl Into<String>) -> Self {
@@ -176,6 +194,9 @@ impl RunTransition {
         }
         if let Some(p) = self.progress {
             run.progress = p;
+        }
+        if let Some(c) = &self.counts {
+            run.counts = c.clone();
         }
         if self.to == RunStatus::Running && run.started_at.is_none() {
             run.started_at = Some(now);
