@@ -55,16 +55,22 @@ fn emit(json_out: bool, value: Value, human: impl FnOnce() -> String) {
     }
 }
 
+/// The engine over the configured stores, with schedules and the document plane (so `run --wait` can execute
+/// every processor, `documents.sync` included).
 async fn engine(config: &Config) -> anyhow::Result<Engine> {
     let stores = open_stores(config).await?;
+    let (embedders, scanner) = crate::app::embedders_and_scanner(config)?;
+    let plane = crate::app::document_plane(config, &stores, scanner, embedders);
     Ok(Engine::new(
-        stores.runs,
-        stores.metadata,
-        stores.queue,
-        stores.blobs,
+        stores.runs.clone(),
+        stores.metadata.clone(),
+        stores.queue.clone(),
+        stores.blobs.clone(),
         Arc::new(crate::events::EventBus::default()),
         config.pipelines.settings(),
-    ))
+    )
+    .with_schedules(stores.schedules.clone())
+    .with_documents(plane))
 }
 
 /// Runs one `pipeline` subcommand; the exit code is 1 when a waited-for run did not complete.

@@ -14,6 +14,7 @@ use super::processors;
 /// The definitions shipped with the binary, as `(domain/name.yml, text)`.
 const BUILTIN: &[(&str, &str)] = &[
     ("audit/export.yml", include_str!("../../../../pipelines/audit/export.yml")),
+    ("documents/sync.yml", include_str!("../../../../pipelines/documents/sync.yml")),
     ("records/copy.yml", include_str!("../../../../pipelines/records/copy.yml")),
 ];
 
@@ -139,6 +140,7 @@ mod tests {
         assert!(defs.errors.is_empty(), "{:?}", defs.errors);
         assert!(defs.get("audit", "export").is_some());
         assert!(defs.get("records", "copy").is_some());
+        assert!(defs.get("documents", "sync").is_some());
     }
 
     #[test]
@@ -177,6 +179,6 @@ mod tests {
     fn a_missing_directory_is_fine() {
         let defs = Definitions::load(Some(Path::new("/nonexistent/frostbyte/pipelines")));
         assert!(defs.errors.is_empty());
-        assert_eq!(defs.all().count(), 2);
+        assert_eq!(defs.all().count(), BUILTIN.len());
     }
 }

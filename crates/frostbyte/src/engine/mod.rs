@@ -24,6 +24,7 @@ pub mod command;
 pub mod definitions;
 pub mod processors;
 pub mod schedules;
+pub mod sync;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -93,6 +94,9 @@ pub enum EngineError {
     Store(#[from] StoreError),
 }
 
+/// Processors that take documents in, whose runs are refused while the tenant's intake quotas are spent.
+pub const INGESTING: &[&str] = &[sync::PROCESSOR];
+
 /// The actor of audit events the engine records on its own behalf.
 const ACTOR: &str = "system:pipeline-engine";
 
@@ -121,6 +125,10 @@ pub struct DocumentPlane {
     pub intake: Arc<crate::intake::Intake>,
     pub index: Arc<dyn frostbyte_core::index::ChunkIndex>,
     pub embedders: Arc<frostbyte_core::embed::EmbedderRegistry>,
+    /// What `documents.sync` took in from each source file.
+    pub sync_state: Arc<dyn frostbyte_core::pipelines::SyncStore>,
+    /// Where `documents.sync` may read (`[pipelines] sync_roots`).
+    pub sync_settings: sync::SyncSettings,
 }
 
 impl DocumentPlane {
@@ -285,10 +293,19 @@ impl Engine {
                 retry_after_secs,
             });
         }
+        if INGESTING.contains(&def.processor.as_str()) {
+            self.check_intake_quotas(tenant, &t.config).await?;
+        }
         let run_id = frostbyte_core::ids::new_id();
         let resolved = self
             .resolve(def.clone(), tenant, run_id, now.date_naive(), &parameters)
             .map_err(EngineError::Validation)?;
+        if def.processor == sync::PROCESSOR {
+            let settings = self.documents.as_ref().map(|p| p.sync_settings.clone()).unwrap_or_default();
+            if let Some(problem) = sync::check_source(resolved.source.as_deref(), tenant, &settings) {
+                return Err(EngineError::Validation(violations(vec![("parameters.source".into(), problem)])));
+            }
+        }
         let new = NewRun {
             run_id,
             domain: def.domain.clone(),
@@ -310,6 +327,26 @@ impl Engine {
         self.publish(&run, "PIPELINE_RUN_CREATED", None);
         tracing::info!(tenant = %tenant, run_id = %run_id, pipeline = %def.key(), "pipeline run created");
         Ok(run)
+    }
+
+    /// Refuses a run of an ingesting processor when the tenant's intake quotas are already spent: its
+    /// `quotas.documents_per_day` (UTC day) or its `storage_quota_gb`, counted as intake counts them. A run that
+    /// starts with room left rejects, file by file, what would pass them (`QUOTA_EXCEEDED` in its counts).
+    async fn check_intake_quotas(
+        &self,
+        tenant: &TenantId,
+        config: &frostbyte_core::tenant::TenantConfig,
+    ) -> Result<(), EngineError> {
+        let Some(plane) = &self.documents else { return Ok(()) };
+        match plane.intake.quota_spent(tenant, config).await {
+            Ok(None) => Ok(()),
+            Ok(Some(q)) => Err(EngineError::QuotaExceeded {
+                message: format!("this pipeline takes in documents, but {}", q.message),
+                retry_after_secs: q.retry_after_secs,
+            }),
+            Err(crate::intake::IntakeError::Store(e)) => Err(e.into()),
+            Err(e) => Err(EngineError::Store(StoreError::Unavailable(e.to_string()))),
+        }
     }
 
     pub async fn get_run(&self, tenant: &TenantId, run_id: Uuid) -> Result<PipelineRun, EngineError> {
@@ -514,7 +551,7 @@ impl Engine {
 
         let (change, event_type, extra) = match ending {
             Ending::Done(outcome) => (
-                RunTransition::to(RunStatus::Completed).records(outcome.records),
+                RunTransition::to(RunStatus::Completed).records(outcome.records).counts(outcome.counts.clone()),
                 "PIPELINE_RUN_COMPLETED",
                 json!({"records_processed": outcome.records, "counts": outcome.counts}),
             ),
