@@ -29,11 +29,13 @@ pub struct TestConfig {
     pub embedders: Option<frostbyte_core::embed::EmbedderRegistry>,
     /// Replaces the `none` malware scanner.
     pub scanner: Option<Arc<dyn frostbyte_core::scan::Scanner>>,
+    /// Where `documents.sync` may read (none by default).
+    pub sync: frostbyte::engine::sync::SyncSettings,
 }
 
 impl Default for TestConfig {
     fn default() -> Self {
-        TestConfig { metrics_public: true, blobs: None, embedders: None, scanner: None }
+        TestConfig { metrics_public: true, blobs: None, embedders: None, scanner: None, sync: Default::default() }
     }
 }
 
@@ -113,6 +115,21 @@ pub async fn spawn_app_with(config: TestConfig) -> TestApp {
         None => frostbyte_adapters::resolve::blob_store("memory://").expect("memory blob store"),
     };
     let events = Arc::new(frostbyte::events::EventBus::default());
+    let embedders = Arc::new(config.embedders.unwrap_or_default());
+    let scanner = config.scanner.unwrap_or_else(|| Arc::new(frostbyte_core::scan::NoScanner));
+    let plane = frostbyte::engine::DocumentPlane {
+        intake: Arc::new(frostbyte::intake::Intake {
+            store: Arc::clone(&store),
+            documents: Arc::clone(&documents),
+            batches: batches.clone(),
+            blobs: Arc::clone(&blobs),
+            scanner: scanner.clone(),
+        }),
+        index: Arc::clone(&index),
+        embedders: embedders.clone(),
+        sync_state: ports.sync.clone(),
+        sync_settings: config.sync,
+    };
     let engine = frostbyte::engine::Engine::new(
         ports.runs.clone(),
         Arc::clone(&store),
@@ -121,7 +138,8 @@ pub async fn spawn_app_with(config: TestConfig) -> TestApp {
         events.clone(),
         frostbyte::engine::EngineSettings { cancel_poll: Duration::from_millis(50), ..Default::default() },
     )
-    .with_schedules(ports.schedules.clone());
+    .with_schedules(ports.schedules.clone())
+    .with_documents(plane);
     let state = AppState {
         store: Arc::clone(&store),
         blobs: Arc::clone(&blobs),
@@ -139,10 +157,10 @@ pub async fn spawn_app_with(config: TestConfig) -> TestApp {
         },
         started_at: Instant::now(),
         metrics: install_metrics_recorder(),
-        embedders: Arc::new(config.embedders.unwrap_or_default()),
+        embedders,
         events,
         batches,
-        scanner: config.scanner.unwrap_or_else(|| Arc::new(frostbyte_core::scan::NoScanner)),
+        scanner,
         signals: frostbyte::signals::SignalsRuntime::new(ports.signals, signal_settings()),
         engine: Arc::new(engine),
     };

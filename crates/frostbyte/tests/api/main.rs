@@ -13,5 +13,6 @@ mod pipelines;
 mod search;
 mod signals;
 mod stream;
+mod sync;
 mod system;
 mod tenants;
