@@ -645,6 +645,76 @@ mod tests {
         TenantId::parse("acme").unwrap()
     }
 
+    /// A processor context over a scratch SQLite store with tenant `acme`, syncing `root/acme/...`.
+    async fn context(root: &Path, cancel: super::super::processors::CancelToken) -> (RunContext, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("fb.db").display());
+        let ports = frostbyte_adapters::resolve::metadata_ports(&url, 4).await.unwrap();
+        ports.store.migrate().await.unwrap();
+        let blobs = frostbyte_adapters::resolve::blob_store("memory://").unwrap();
+        let tenants =
+            frostbyte_core::service::TenantService::new(ports.store.clone(), blobs.clone(), ports.documents.clone());
+        let req = frostbyte_core::service::tenants::CreateTenant {
+            tenant_id: "acme".into(),
+            tenant_name: "Acme".into(),
+            contact_email: "ops@acme.test".into(),
+            tier: None,
+            config: None,
+        };
+        tenants.create(req, &Actor::Cli).await.unwrap();
+        let plane = DocumentPlane {
+            intake: Arc::new(crate::intake::Intake {
+                store: ports.store.clone(),
+                documents: ports.documents.clone(),
+                batches: ports.batches.clone(),
+                blobs: blobs.clone(),
+                scanner: Arc::new(frostbyte_core::scan::NoScanner),
+            }),
+            index: ports.index.clone(),
+            embedders: Arc::new(frostbyte_core::embed::EmbedderRegistry::default()),
+            sync_state: ports.sync.clone(),
+            sync_settings: SyncSettings::new(vec![format!("{}/{{tenant}}", root.display())]),
+        };
+        let definition = super::super::definitions::Definitions::load(None).get("documents", "sync").unwrap();
+        let source = root.join("acme").display().to_string();
+        let mut parameters = Map::new();
+        parameters.insert("source".into(), json!(source));
+        let ctx = RunContext {
+            tenant: tenant(),
+            run_id: frostbyte_core::ids::new_id(),
+            definition,
+            parameters,
+            source: Some(source),
+            target: None,
+            options: Map::new(),
+            store: ports.store.clone(),
+            blobs,
+            runs: ports.runs.clone(),
+            documents: Some(Arc::new(plane)),
+            cancel,
+        };
+        (ctx, dir)
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_sync_stops_before_the_next_file_and_keeps_what_it_did() {
+        let root = tempfile::tempdir().unwrap();
+        for i in 0..5 {
+            std::fs::create_dir_all(root.path().join("acme")).unwrap();
+            std::fs::write(root.path().join(format!("acme/{i}.txt")), format!("file number {i}")).unwrap();
+        }
+        let token = super::super::processors::CancelToken::default();
+        token.cancel();
+        let (ctx, _db) = context(root.path(), token).await;
+        assert_eq!(documents_sync(ctx.clone()).await.unwrap_err(), ProcessorError::Cancelled);
+        // The same tenant and store again, not cancelled: every file is still new, so none was taken in.
+        let again = RunContext { cancel: super::super::processors::CancelToken::default(), ..ctx.clone() };
+        let outcome = documents_sync(again).await.unwrap();
+        assert_eq!((outcome.records, outcome.counts["added"].clone()), (5, json!(5)));
+        let run = ctx.runs.get_run(&ctx.tenant, ctx.run_id).await.unwrap();
+        assert!(run.is_none(), "a processor outside a stored run records progress best effort, without failing");
+    }
+
     #[test]
     fn sources_are_absolute_paths_or_s3_prefixes_without_dot_segments() {
         assert!(Location::parse("relative/dir").is_err());
