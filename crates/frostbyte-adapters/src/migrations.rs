@@ -23,6 +23,7 @@ const SQLITE: &[(i64, &str, &str)] = &[
     (10, "documents_by_filename", include_str!("../migrations/sqlite/0010_documents_by_filename.sql")),
     (11, "pipeline_runs", include_str!("../migrations/sqlite/0011_pipeline_runs.sql")),
     (12, "pipeline_flow", include_str!("../migrations/sqlite/0012_pipeline_flow.sql")),
+    (13, "document_sync", include_str!("../migrations/sqlite/0013_document_sync.sql")),
     (14, "chunk_vectors_shadow", include_str!("../migrations/sqlite/0014_chunk_vectors_shadow.sql")),
 ];
 
@@ -39,6 +40,7 @@ const POSTGRES: &[(i64, &str, &str)] = &[
     (10, "documents_by_filename", include_str!("../migrations/postgres/0010_documents_by_filename.sql")),
     (11, "pipeline_runs", include_str!("../migrations/postgres/0011_pipeline_runs.sql")),
     (12, "pipeline_flow", include_str!("../migrations/postgres/0012_pipeline_flow.sql")),
+    (13, "document_sync", include_str!("../migrations/postgres/0013_document_sync.sql")),
     (14, "chunk_vectors_shadow", include_str!("../migrations/postgres/0014_chunk_vectors_shadow.sql")),
 ];
 

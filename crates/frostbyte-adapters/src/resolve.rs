@@ -7,6 +7,7 @@
 //! | blobs | `file:///abs/dir`, `file:relative/dir` | [`ObjectBlobStore::local`] |
 //! | blobs | `memory://` | [`ObjectBlobStore::memory`] |
 //! | blobs | `s3://bucket[/prefix]` (feature `s3`) | `object_store`'s S3 client, configured from `AWS_*` |
+//! | sync sources | `s3://bucket/prefix` (feature `s3`) | [`s3_bucket`]: the same client, for `documents.sync` |
 //! | scan | `none`, `clamd://host:port`, `clamd+unix:///path` | [`NoScanner`], [`crate::scan::ClamdScanner`] |
 //!
 //! An unknown scheme, or one compiled out of this build, fails with a message naming what is supported. URLs in
@@ -96,6 +97,8 @@ pub struct MetadataPorts {
     pub schedules: Arc<dyn frostbyte_core::pipelines::ScheduleStore>,
     /// Shadow vectors of reindex runs and their swap onto the chunk index.
     pub shadow: Arc<dyn frostbyte_core::reindex::ShadowIndex>,
+    /// What `documents.sync` took in, per source file.
+    pub sync: Arc<dyn frostbyte_core::pipelines::SyncStore>,
 }
 
 /// Opens the metadata store a URL names, with at most `max_connections` pooled connections. Does not run
@@ -142,7 +145,8 @@ pub async fn metadata_ports(url: &str, max_connections: u32) -> Result<MetadataP
                 signals: store.clone(),
                 runs: store.clone(),
                 schedules: store.clone(),
-                shadow: store,
+                shadow: store.clone(),
+                sync: store,
                 index,
             })
         }
@@ -157,7 +161,8 @@ pub async fn metadata_ports(url: &str, max_connections: u32) -> Result<MetadataP
                 signals: store.clone(),
                 runs: store.clone(),
                 schedules: store.clone(),
-                shadow: store,
+                shadow: store.clone(),
+                sync: store,
                 index,
             })
         }
@@ -245,6 +250,22 @@ fn s3(url: &str) -> Result<Arc<dyn BlobStore>, ResolveError> {
 #[cfg(not(feature = "s3"))]
 fn s3(_url: &str) -> Result<Arc<dyn BlobStore>, ResolveError> {
     Err(ResolveError::FeatureDisabled { what: "S3 blob storage", feature: "s3" })
+}
+
+/// An S3 client for one bucket, configured from the environment like the S3 blob store (`AWS_ACCESS_KEY_ID`,
+/// `AWS_REGION`, `AWS_ENDPOINT`, ...): what `documents.sync` lists and reads an `s3://bucket/prefix` source with.
+#[cfg(feature = "s3")]
+pub fn s3_bucket(bucket: &str) -> Result<Arc<dyn object_store::ObjectStore>, ResolveError> {
+    let s3 = object_store::aws::AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .build()
+        .map_err(|e| ResolveError::Blob { url: format!("s3://{bucket}"), message: e.to_string() })?;
+    Ok(Arc::new(s3))
+}
+
+#[cfg(not(feature = "s3"))]
+pub fn s3_bucket(_bucket: &str) -> Result<Arc<dyn object_store::ObjectStore>, ResolveError> {
+    Err(ResolveError::FeatureDisabled { what: "S3 sources", feature: "s3" })
 }
 
 /// The malware scanner `[scan] scanner` names: `none`, `clamd://host:port` or `clamd+unix:///path`, each scan

@@ -35,6 +35,7 @@ pub struct Stores {
     pub schedules: Arc<dyn frostbyte_core::pipelines::ScheduleStore>,
     /// Shadow vectors of reindex runs.
     pub shadow: Arc<dyn frostbyte_core::reindex::ShadowIndex>,
+    pub sync: Arc<dyn frostbyte_core::pipelines::SyncStore>,
 }
 
 /// Resolves and migrates the configured stores. Creates the data directory for the embedded default.
@@ -53,11 +54,24 @@ pub async fn open_stores(config: &Config) -> anyhow::Result<Stores> {
     let runs = ports.runs.clone();
     let schedules = ports.schedules.clone();
     let shadow = ports.shadow.clone();
+    let sync = ports.sync.clone();
     let (metadata, queue, documents, index) = (ports.store, ports.queue, ports.documents, ports.index);
     metadata.migrate().await.context("cannot migrate the metadata store")?;
     let blobs = frostbyte_adapters::resolve::blob_store(&config.blob_url())
         .with_context(|| format!("cannot open blob store {}", crate::config::redact_url(&config.blob_url())))?;
-    Ok(Stores { metadata, queue, documents, index, blobs, batches, signals: ports.signals, runs, schedules, shadow })
+    Ok(Stores {
+        metadata,
+        queue,
+        documents,
+        index,
+        blobs,
+        batches,
+        signals: ports.signals,
+        runs,
+        schedules,
+        shadow,
+        sync,
+    })
 }
 
 /// A secret read from configuration or from a file in the data directory.
@@ -116,13 +130,10 @@ pub struct App {
     pub generated_admin_key: Option<String>,
 }
 
-/// Builds the application state from config.
-pub async fn build(config: &Config) -> anyhow::Result<App> {
-    let stores = open_stores(config).await?;
-    let admin =
-        load_or_generate_secret(config.auth.admin_api_key.as_ref(), &config.storage.data_dir, "admin.key", "fba_")?;
-    let jwt = load_or_generate_secret(config.auth.jwt_secret.as_ref(), &config.storage.data_dir, "jwt.secret", "")?;
-    let tenants = TenantService::new(stores.metadata.clone(), stores.blobs.clone(), stores.documents.clone());
+/// The embedders and the malware scanner `[embedding]` and `[scan]` configure.
+pub fn embedders_and_scanner(
+    config: &Config,
+) -> anyhow::Result<(Arc<frostbyte_core::embed::EmbedderRegistry>, Arc<dyn frostbyte_core::scan::Scanner>)> {
     let embedders = Arc::new(
         frostbyte_adapters::embed::registry(&config.embedding.settings())
             .context("cannot set up the embedders ([embedding] config)")?,
@@ -130,6 +141,41 @@ pub async fn build(config: &Config) -> anyhow::Result<App> {
     let scanner =
         frostbyte_adapters::resolve::scanner(&config.scan.scanner, Duration::from_secs(config.scan.timeout_secs))
             .context("cannot set up the malware scanner")?;
+    Ok((embedders, scanner))
+}
+
+/// What the pipeline engine's document processors reach over these stores: intake with the configured scanner,
+/// the chunk index, the embedders, and the `documents.sync` state and allowed roots.
+pub fn document_plane(
+    config: &Config,
+    stores: &Stores,
+    scanner: Arc<dyn frostbyte_core::scan::Scanner>,
+    embedders: Arc<frostbyte_core::embed::EmbedderRegistry>,
+) -> crate::engine::DocumentPlane {
+    crate::engine::DocumentPlane {
+        intake: Arc::new(crate::intake::Intake {
+            store: stores.metadata.clone(),
+            documents: stores.documents.clone(),
+            batches: stores.batches.clone(),
+            blobs: stores.blobs.clone(),
+            scanner,
+        }),
+        index: stores.index.clone(),
+        embedders,
+        shadow: stores.shadow.clone(),
+        sync_state: stores.sync.clone(),
+        sync_settings: config.pipelines.sync_settings(),
+    }
+}
+
+/// Builds the application state from config.
+pub async fn build(config: &Config) -> anyhow::Result<App> {
+    let stores = open_stores(config).await?;
+    let admin =
+        load_or_generate_secret(config.auth.admin_api_key.as_ref(), &config.storage.data_dir, "admin.key", "fba_")?;
+    let jwt = load_or_generate_secret(config.auth.jwt_secret.as_ref(), &config.storage.data_dir, "jwt.secret", "")?;
+    let tenants = TenantService::new(stores.metadata.clone(), stores.blobs.clone(), stores.documents.clone());
+    let (embedders, scanner) = embedders_and_scanner(config)?;
     let events = Arc::new(crate::events::EventBus::default());
     let engine = Arc::new(
         crate::engine::Engine::new(
@@ -141,18 +187,7 @@ pub async fn build(config: &Config) -> anyhow::Result<App> {
             config.pipelines.settings(),
         )
         .with_schedules(stores.schedules.clone())
-        .with_documents(crate::engine::DocumentPlane {
-            intake: Arc::new(crate::intake::Intake {
-                store: stores.metadata.clone(),
-                documents: stores.documents.clone(),
-                batches: stores.batches.clone(),
-                blobs: stores.blobs.clone(),
-                scanner: scanner.clone(),
-            }),
-            index: stores.index.clone(),
-            embedders: embedders.clone(),
-            shadow: stores.shadow.clone(),
-        }),
+        .with_documents(document_plane(config, &stores, scanner.clone(), embedders.clone())),
     );
     let state = Arc::new(AppState {
         store: stores.metadata,

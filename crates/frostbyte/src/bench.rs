@@ -7,6 +7,10 @@
 //! - **search** — writes synthetic chunks (sentences of the bundled corpus, hash-embedded) through the real chunk
 //!   index of a scratch SQLite store, then times the search use-case per mode (p50, p99) and measures queries/s
 //!   with concurrent clients.
+//! - **sync** — generates a corpus of small text files in a scratch directory, takes it in with one
+//!   `documents.sync` run through the real engine (intake only; the document pipeline is not run), then times
+//!   runs over the unchanged corpus end to end (run created → completed), which is listing and comparing with
+//!   the sync state.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -491,8 +495,133 @@ pub async fn bench(config: &Config, cmd: BenchCommand, json_out: bool) -> anyhow
                 }
             }
         }
+        BenchCommand::Sync { files, runs } => {
+            if files == 0 || runs == 0 {
+                bail!("--files and --runs must be at least 1");
+            }
+            let r = sync_unchanged(files, runs).await?;
+            if json_out {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "{} files ({:.1} MB): first sync added {} in {:.2} s ({:.0} files/s, intake only)",
+                    r.files,
+                    r.corpus_bytes as f64 / 1_048_576.0,
+                    r.initial_added,
+                    r.initial_secs,
+                    r.files as f64 / r.initial_secs.max(1e-9)
+                );
+                let shown: Vec<String> = r.unchanged_secs.iter().map(|s| format!("{s:.3}")).collect();
+                println!(
+                    "unchanged corpus, {} runs: median {:.3} s, best {:.3} s, worst {:.3} s (run created → completed: {} s)",
+                    r.unchanged_secs.len(),
+                    r.median_secs,
+                    r.best_secs,
+                    r.worst_secs,
+                    shown.join(", ")
+                );
+            }
+        }
     }
     Ok(())
+}
+
+/// `frostbyte bench sync`.
+#[derive(Debug, Serialize)]
+pub struct SyncBench {
+    pub files: usize,
+    pub corpus_bytes: u64,
+    pub initial_added: u64,
+    pub initial_secs: f64,
+    /// Each run over the unchanged corpus, from creating the run to its completion.
+    pub unchanged_secs: Vec<f64>,
+    pub median_secs: f64,
+    pub best_secs: f64,
+    pub worst_secs: f64,
+    pub cpus: usize,
+}
+
+async fn sync_unchanged(files: usize, runs: usize) -> anyhow::Result<SyncBench> {
+    let s = scratch(None).await?;
+    let corpus = s._dir.path().join("corpus");
+    let mut corpus_bytes = 0u64;
+    for i in 0..files {
+        let path = corpus.join(format!("d{:03}/note-{i:06}.txt", i / 100));
+        if i % 100 == 0 {
+            std::fs::create_dir_all(path.parent().expect("a parent"))?;
+        }
+        let text = format!("Note {i}: the quarterly figures for region {} were filed on day {}.\n", i % 37, i % 365);
+        corpus_bytes += text.len() as u64;
+        std::fs::write(&path, text)?;
+    }
+    let ports = &s.ports;
+    let plane = crate::engine::DocumentPlane {
+        intake: Arc::new(Intake {
+            store: ports.store.clone(),
+            documents: ports.documents.clone(),
+            batches: ports.batches.clone(),
+            blobs: s.blobs.clone(),
+            scanner: Arc::new(frostbyte_core::scan::NoScanner),
+        }),
+        index: ports.index.clone(),
+        embedders: Arc::new(frostbyte_core::embed::EmbedderRegistry::default()),
+        shadow: ports.shadow.clone(),
+        sync_state: ports.sync.clone(),
+        sync_settings: crate::engine::sync::SyncSettings::new(vec![corpus.display().to_string()]),
+    };
+    let engine = crate::engine::Engine::new(
+        ports.runs.clone(),
+        ports.store.clone(),
+        ports.queue.clone(),
+        s.blobs.clone(),
+        Arc::new(crate::events::EventBus::default()),
+        crate::engine::EngineSettings::default(),
+    )
+    .with_documents(plane);
+    let mut params = serde_json::Map::new();
+    params.insert("source".into(), json!(corpus.display().to_string()));
+    let once = |expect: &'static str| {
+        let (engine, params, tenant) = (&engine, params.clone(), s.tenant.clone());
+        async move {
+            let started = Instant::now();
+            let run = engine
+                .create_run(&tenant, "documents", "sync", params, "bench")
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot start the sync: {e}"))?;
+            let done = engine.drive_until_finished(&tenant, run.run_id, "bench").await?;
+            let secs = started.elapsed().as_secs_f64();
+            if done.status != frostbyte_core::pipelines::RunStatus::Completed {
+                bail!("the sync ended {}: {}", done.status, done.error_message.unwrap_or_default());
+            }
+            let count = done.counts.get(expect).and_then(Value::as_u64).unwrap_or(0);
+            anyhow::Ok((secs, count, done.counts))
+        }
+    };
+    let (initial_secs, initial_added, counts) = once("added").await?;
+    if initial_added != files as u64 {
+        bail!("the first sync added {initial_added} of {files} files: {}", Value::Object(counts));
+    }
+    let mut unchanged_secs = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let (secs, unchanged, counts) = once("unchanged").await?;
+        if unchanged != files as u64 {
+            bail!("a sync of the unchanged corpus found {unchanged} of {files} unchanged: {}", Value::Object(counts));
+        }
+        unchanged_secs.push(secs);
+    }
+    let mut sorted = unchanged_secs.clone();
+    sorted.sort_by(f64::total_cmp);
+    Ok(SyncBench {
+        files,
+        corpus_bytes,
+        initial_added,
+        initial_secs,
+        median_secs: sorted[sorted.len() / 2],
+        best_secs: sorted[0],
+        worst_secs: sorted[sorted.len() - 1],
+        unchanged_secs,
+        cpus: std::thread::available_parallelism().map_or(1, usize::from),
+    })
 }
 
 #[cfg(test)]
@@ -515,5 +644,11 @@ mod tests {
         assert_eq!(recall_at(&ranked(&["a", "x", "b"]), &set(&["a", "b"]), 2), 0.5);
         let late: Vec<String> = (0..10).map(|i| format!("x{i}")).chain(["a".to_owned()]).collect();
         assert_eq!(recall_at(&late, &set(&["a"]), 10), 0.0);
+    }
+
+    #[tokio::test]
+    async fn the_sync_benchmark_runs_and_checks_its_counts() {
+        let r = sync_unchanged(30, 2).await.unwrap();
+        assert_eq!((r.files, r.initial_added, r.unchanged_secs.len()), (30, 30, 2));
     }
 }

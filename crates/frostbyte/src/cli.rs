@@ -129,6 +129,16 @@ pub enum BenchCommand {
         #[arg(long, value_name = "DIR")]
         data: Option<PathBuf>,
     },
+    /// Generate a corpus of small text files in a scratch directory, take it in with one `documents.sync` run,
+    /// then time further runs over the unchanged corpus (listing and comparison only: nothing is read).
+    Sync {
+        /// How many files the corpus has.
+        #[arg(long, default_value_t = 10_000)]
+        files: usize,
+        /// Timed runs over the unchanged corpus.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -295,6 +295,9 @@ pub struct PipelinesConfig {
     /// that name is set.
     #[serde(default)]
     pub webhook_secrets: std::collections::BTreeMap<String, SecretString>,
+    /// Where `documents.sync` may read: absolute directories and `s3://bucket[/prefix]` URLs, `{tenant}` standing
+    /// for the run's tenant id. Empty: no source is allowed.
+    pub sync_roots: Vec<String>,
 }
 
 impl Default for PipelinesConfig {
@@ -313,11 +316,17 @@ impl Default for PipelinesConfig {
             webhook_timeout_ms: 10_000,
             webhook_poll_ms: 1_000,
             webhook_secrets: std::collections::BTreeMap::new(),
+            sync_roots: Vec::new(),
         }
     }
 }
 
 impl PipelinesConfig {
+    /// Where `documents.sync` may read.
+    pub fn sync_settings(&self) -> crate::engine::sync::SyncSettings {
+        crate::engine::sync::SyncSettings::new(self.sync_roots.clone())
+    }
+
     /// The engine's settings.
     pub fn settings(&self) -> crate::engine::EngineSettings {
         crate::engine::EngineSettings {
@@ -531,6 +540,7 @@ impl Config {
                 self.workers.per_tenant_cap
             ));
         }
+        out.extend(crate::engine::sync::check_roots(&self.pipelines.sync_roots));
         let s = &self.search;
         if !(s.rrf_k.is_finite() && (1.0..=1000.0).contains(&s.rrf_k)) {
             out.push(format!("search.rrf_k must be between 1 and 1000 (got {})", s.rrf_k));
@@ -684,6 +694,7 @@ impl Config {
             ("scan.scanner", self.scan.scanner.clone()),
             ("pipelines.dir", self.pipelines.dir.display().to_string()),
             ("pipelines.workers", self.pipelines.workers.to_string()),
+            ("pipelines.sync_roots", self.pipelines.sync_roots.join(", ")),
         ])
     }
 }

@@ -177,17 +177,8 @@ fn walk(paths: &[PathBuf]) -> anyhow::Result<Vec<Found>> {
             continue;
         }
         let base = root.parent().unwrap_or(Path::new(""));
-        let walker = walkdir::WalkDir::new(root).follow_links(false).sort_by_file_name().into_iter();
-        for entry in walker.filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.')) {
-            let entry = entry.with_context(|| format!("cannot walk {}", root.display()))?;
-            if !entry.file_type().is_file() {
-                continue;
-            }
-            let rel = entry.path().strip_prefix(base).unwrap_or(entry.path());
-            let name = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
-            let size = entry.metadata().with_context(|| format!("cannot read {}", entry.path().display()))?.len();
-            found.push(Found { path: entry.path().to_path_buf(), name, size });
-        }
+        let files = crate::corpus::walk_dir(root, base).with_context(|| format!("cannot walk {}", root.display()))?;
+        found.extend(files.into_iter().map(|f| Found { path: f.path, name: f.name, size: f.size }));
     }
     Ok(found)
 }
@@ -222,8 +213,7 @@ async fn take_in(
     }
     let bytes = tokio::fs::read(&file.path).await.with_context(|| format!("cannot read {}", file.path.display()))?;
     let sha256 = hex::encode(Sha256::digest(&bytes));
-    let existing = state.documents.find_by_filename(tenant, &file.name).await?;
-    if let Some(existing) = existing.filter(|d| d.raw_sha256 == sha256) {
+    if let Some(existing) = crate::corpus::already_taken_in(&*state.documents, tenant, &file.name, &sha256).await? {
         outcome.status = "unchanged".into();
         outcome.doc_id = Some(existing.doc_id);
         outcome.mime_type = Some(existing.mime_type);
@@ -243,20 +233,20 @@ async fn take_in(
             outcome.doc_id = Some(doc.doc_id);
             outcome.mime_type = Some(doc.mime_type);
         }
-        Err(IntakeError::UnsupportedFormat { sniffed, .. }) => {
-            outcome.mime_type = sniffed.map(str::to_owned);
-            outcome.reason = Some("UNSUPPORTED_FORMAT".into());
-        }
-        Err(IntakeError::SchemaViolation(_)) => outcome.reason = Some("SCHEMA_VIOLATION".into()),
-        Err(IntakeError::Quota(q)) => {
-            outcome.reason = Some("QUOTA_EXCEEDED".into());
-            tracing::warn!(file = %file.name, message = %q.message, "quota exceeded");
-        }
         Err(IntakeError::MalwareDetected { signature }) => {
             outcome.status = "quarantined".into();
             outcome.reason = Some(format!("MALWARE_DETECTED: {signature}"));
         }
-        Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot take in {}", file.name))),
+        Err(e) => match crate::corpus::refusal(&e) {
+            Some(refused) => {
+                if matches!(e, IntakeError::Quota(_)) {
+                    tracing::warn!(file = %file.name, message = %refused.message, "quota exceeded");
+                }
+                outcome.reason = Some(refused.reason.into());
+                outcome.mime_type = refused.sniffed.map(str::to_owned);
+            }
+            None => return Err(anyhow::Error::new(e).context(format!("cannot take in {}", file.name))),
+        },
     }
     Ok(outcome)
 }

@@ -344,6 +344,41 @@ impl Intake {
         Ok(())
     }
 
+    /// Whether the tenant's intake quotas are already spent (before any new file): no document may be added today
+    /// (`quotas.documents_per_day`, UTC day) or no byte may be stored (`storage_quota_gb`). What pipelines that
+    /// take documents in check before they start.
+    pub async fn quota_spent(
+        &self,
+        tenant: &TenantId,
+        config: &TenantConfig,
+    ) -> Result<Option<QuotaExceeded>, IntakeError> {
+        let (day_start, until_tomorrow) = utc_day(frostbyte_core::now());
+        let usage = self.batches.intake_usage(tenant, day_start).await?;
+        let per_day = u64::from(config.quotas.documents_per_day);
+        if usage.documents_today >= per_day {
+            return Ok(Some(QuotaExceeded {
+                message: format!(
+                    "tenant {tenant} has taken in {} documents today, its quotas.documents_per_day limit of {per_day}; \
+                     the count resets at 00:00 UTC",
+                    usage.documents_today
+                ),
+                retry_after_secs: until_tomorrow,
+            }));
+        }
+        let quota = config.storage_quota_gb.saturating_mul(1024 * 1024 * 1024);
+        if usage.raw_bytes >= quota {
+            return Ok(Some(QuotaExceeded {
+                message: format!(
+                    "tenant {tenant} stores {} bytes, its storage quota of {} GB; erase documents or ask an \
+                     administrator to raise storage_quota_gb",
+                    usage.raw_bytes, config.storage_quota_gb
+                ),
+                retry_after_secs: STORAGE_QUOTA_RETRY_SECS,
+            }));
+        }
+        Ok(None)
+    }
+
     async fn put_raw(&self, tenant: &TenantId, sha256: &str, bytes: &Bytes) -> Result<(), BlobError> {
         let key = raw_blob_key(sha256);
         if !self.blobs.exists(tenant, &key).await? {

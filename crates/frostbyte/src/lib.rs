@@ -6,6 +6,7 @@ pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod corpus;
 pub mod engine;
 pub mod events;
 pub mod http;

@@ -391,3 +391,42 @@ async fn cli_creates_lists_disables_enables_and_deletes_schedules() {
     // Every change was appended to the audit chain, which still verifies.
     ok(data, &["audit", "verify", "--tenant", "acme"]);
 }
+
+#[tokio::test]
+async fn pipeline_run_wait_syncs_a_directory_in_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let corpus = dir.path().join("corpus");
+    std::fs::create_dir_all(corpus.join("sub")).unwrap();
+    std::fs::write(corpus.join("a.md"), "# Alpha\n\nThe alpha notes.\n").unwrap();
+    std::fs::write(corpus.join("sub/b.txt"), "The bravo notes.\n").unwrap();
+    let config = dir.path().join("frostbyte.toml");
+    std::fs::write(&config, format!("[pipelines]\nsync_roots = [{:?}]\n", corpus.display().to_string())).unwrap();
+    ok(&data, &["tenant", "create", "acme", "--name", "Acme", "--email", "ops@acme.example"]);
+    let source = format!("source={}", corpus.display());
+    let sync = || {
+        let out = frostbyte(&data)
+            .arg("--config")
+            .arg(&config)
+            .args(["--json", "pipeline", "run", "documents/sync", "--tenant", "acme", "-p", &source, "--wait"])
+            .output()
+            .expect("frostbyte runs");
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let first = sync();
+    assert_eq!(first["status"], "completed", "{first}");
+    assert_eq!((first["counts"]["added"].as_u64(), first["counts"]["unchanged"].as_u64()), (Some(2), Some(0)));
+    let second = sync();
+    assert_eq!((second["counts"]["added"].as_u64(), second["counts"]["unchanged"].as_u64()), (Some(0), Some(2)));
+
+    // Without the root in the configuration the same source is refused before anything is stored.
+    let refused = run(&data, &["pipeline", "run", "documents/sync", "--tenant", "acme", "-p", &source]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("parameters.source"));
+}

@@ -267,6 +267,7 @@ pub(crate) async fn purge_tenant(
     exec(&mut tx, tenant, "DELETE FROM pipeline_webhook_deliveries WHERE tenant_id = ?").await?;
     exec(&mut tx, tenant, "DELETE FROM pipeline_schedules WHERE tenant_id = ?").await?;
     exec(&mut tx, tenant, "DELETE FROM pipeline_runs WHERE tenant_id = ?").await?;
+    exec(&mut tx, tenant, "DELETE FROM sync_files WHERE tenant_id = ?").await?;
     let removed = TenantDocumentRows { documents, tombstones, chunks, jobs };
     append_in_tx(&mut tx, tenant, audit(&removed), now).await?;
     tx.commit().await.map_err(err("transaction"))?;

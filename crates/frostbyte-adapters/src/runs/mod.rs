@@ -3,12 +3,15 @@
 //! its audit event commit together; every status change is a compare-and-set checked by
 //! [`RunStatus::can_transition_to`]. A terminal transition also writes the follow-up runs and webhook deliveries
 //! (`pipeline_webhook_deliveries`, `pipeline_webhook_attempts`) and releases runs waiting for it, in the same
-//! transaction.
+//! transaction. Beside them: schedules, and the `documents.sync` state
+//! ([`SyncStore`](frostbyte_core::pipelines::SyncStore), `sync_files`, `0013_document_sync.sql`).
 
 pub(crate) mod postgres;
 mod schedule_postgres;
 mod schedule_sqlite;
 pub(crate) mod sqlite;
+mod sync_postgres;
+mod sync_sqlite;
 
 use frostbyte_core::audit::NewAuditEvent;
 use frostbyte_core::pipelines::{DeliveryStatus, PipelineRun, RunStatus, WebhookEvent};
@@ -22,7 +25,7 @@ macro_rules! run_columns {
     () => {
         "run_id, domain, pipeline, status, parameters, triggered_by, progress, records_processed, error_message, \
          job_id, cancel_requested, created_at, started_at, completed_at, updated_at, tenant_id, parent_run_id, \
-         chain_depth, waits_for_run_id"
+         chain_depth, waits_for_run_id, counts"
     };
 }
 pub(crate) use run_columns;

@@ -31,6 +31,10 @@ fn run_from_row(row: &PgRow) -> StoreResult<PipelineRun> {
         Value::Object(m) => m,
         _ => return Err(codec::corrupt("pipeline_runs.parameters")),
     };
+    let counts = match column::<_, Value>(row, "counts")? {
+        Value::Object(m) => m,
+        _ => return Err(codec::corrupt("pipeline_runs.counts")),
+    };
     Ok(PipelineRun {
         run_id: codec::decode_uuid(&column::<_, String>(row, "run_id")?, "pipeline_runs.run_id")?,
         tenant_id: codec::decode_tenant_id(&column::<_, String>(row, "tenant_id")?, "pipeline_runs.tenant_id")?,
@@ -42,6 +46,7 @@ fn run_from_row(row: &PgRow) -> StoreResult<PipelineRun> {
         progress: column(row, "progress")?,
         records_processed: u64::try_from(column::<_, i64>(row, "records_processed")?)
             .map_err(|_| codec::corrupt("pipeline_runs.records_processed"))?,
+        counts,
         error_message: column(row, "error_message")?,
         job_id: codec::decode_uuid(&column::<_, String>(row, "job_id")?, "pipeline_runs.job_id")?,
         cancel_requested: column(row, "cancel_requested")?,
@@ -121,6 +126,7 @@ async fn insert_run(
         triggered_by: run.triggered_by,
         progress: 0.0,
         records_processed: 0,
+        counts: serde_json::Map::new(),
         error_message: None,
         job_id: job.job_id,
         cancel_requested: false,
@@ -135,7 +141,7 @@ async fn insert_run(
     sqlx::query(concat!(
         "INSERT INTO pipeline_runs (",
         run_columns!(),
-        ", chain_index) VALUES ($1, $2, $3, $4, $5, $6, 0, 0, NULL, $7, FALSE, $8, NULL, NULL, $9, $10, $11, $12, $13, $14)"
+        ", chain_index) VALUES ($1, $2, $3, $4, $5, $6, 0, 0, NULL, $7, FALSE, $8, NULL, NULL, $9, $10, $11, $12, $13, '{}'::jsonb, $14)"
     ))
     .bind(stored.run_id.to_string())
     .bind(&stored.domain)
@@ -230,7 +236,8 @@ async fn select_run(
 async fn write_run(conn: &mut PgConnection, run: &PipelineRun) -> StoreResult<()> {
     sqlx::query(
         "UPDATE pipeline_runs SET status = $1, progress = $2, records_processed = $3, error_message = $4, \
-         cancel_requested = $5, started_at = $6, completed_at = $7, updated_at = $8 WHERE tenant_id = $9 AND run_id = $10",
+         cancel_requested = $5, started_at = $6, completed_at = $7, updated_at = $8, counts = $11 \
+         WHERE tenant_id = $9 AND run_id = $10",
     )
     .bind(run.status.as_str())
     .bind(run.progress)
@@ -242,6 +249,7 @@ async fn write_run(conn: &mut PgConnection, run: &PipelineRun) -> StoreResult<()
     .bind(run.updated_at)
     .bind(run.tenant_id.as_str())
     .bind(run.run_id.to_string())
+    .bind(Value::Object(run.counts.clone()))
     .execute(&mut *conn)
     .await
     .map_err(err("pipeline run"))?;

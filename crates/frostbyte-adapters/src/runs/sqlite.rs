@@ -35,6 +35,10 @@ fn run_from_row(row: &SqliteRow) -> StoreResult<PipelineRun> {
         Ok(Value::Object(m)) => m,
         _ => return Err(codec::corrupt("pipeline_runs.parameters")),
     };
+    let counts = match serde_json::from_str(&column::<_, String>(row, "counts")?) {
+        Ok(Value::Object(m)) => m,
+        _ => return Err(codec::corrupt("pipeline_runs.counts")),
+    };
     Ok(PipelineRun {
         run_id: codec::decode_uuid(&column::<_, String>(row, "run_id")?, "pipeline_runs.run_id")?,
         tenant_id: codec::decode_tenant_id(&column::<_, String>(row, "tenant_id")?, "pipeline_runs.tenant_id")?,
@@ -46,6 +50,7 @@ fn run_from_row(row: &SqliteRow) -> StoreResult<PipelineRun> {
         progress: column(row, "progress")?,
         records_processed: u64::try_from(column::<_, i64>(row, "records_processed")?)
             .map_err(|_| codec::corrupt("pipeline_runs.records_processed"))?,
+        counts,
         error_message: column(row, "error_message")?,
         job_id: codec::decode_uuid(&column::<_, String>(row, "job_id")?, "pipeline_runs.job_id")?,
         cancel_requested: column::<_, i64>(row, "cancel_requested")? != 0,
@@ -124,6 +129,7 @@ async fn insert_run(
         triggered_by: run.triggered_by,
         progress: 0.0,
         records_processed: 0,
+        counts: serde_json::Map::new(),
         error_message: None,
         job_id: job.job_id,
         cancel_requested: false,
@@ -138,7 +144,7 @@ async fn insert_run(
     sqlx::query(concat!(
         "INSERT INTO pipeline_runs (",
         run_columns!(),
-        ", chain_index) VALUES (?, ?, ?, ?, ?, ?, 0, 0, NULL, ?, 0, ?, NULL, NULL, ?, ?, ?, ?, ?, ?)"
+        ", chain_index) VALUES (?, ?, ?, ?, ?, ?, 0, 0, NULL, ?, 0, ?, NULL, NULL, ?, ?, ?, ?, ?, '{}', ?)"
     ))
     .bind(stored.run_id.to_string())
     .bind(&stored.domain)
@@ -222,12 +228,13 @@ async fn select_run(conn: &mut SqliteConnection, tenant: &TenantId, run_id: Uuid
 
 async fn write_run(conn: &mut SqliteConnection, run: &PipelineRun) -> StoreResult<()> {
     sqlx::query(
-        "UPDATE pipeline_runs SET status = ?, progress = ?, records_processed = ?, error_message = ?, \
+        "UPDATE pipeline_runs SET status = ?, progress = ?, records_processed = ?, counts = ?, error_message = ?, \
          cancel_requested = ?, started_at = ?, completed_at = ?, updated_at = ? WHERE tenant_id = ? AND run_id = ?",
     )
     .bind(run.status.as_str())
     .bind(run.progress)
     .bind(i64::try_from(run.records_processed).unwrap_or(i64::MAX))
+    .bind(Value::Object(run.counts.clone()).to_string())
     .bind(run.error_message.as_deref())
     .bind(i64::from(run.cancel_requested))
     .bind(run.started_at.as_ref().map(ts))

@@ -225,4 +225,12 @@ impl Harness {
             Backend::Postgres { store, .. } => Arc::new(store.clone()),
         }
     }
+
+    /// The `documents.sync` state store on the same database.
+    pub fn sync(&self) -> Arc<dyn frostbyte_core::pipelines::SyncStore> {
+        match &self.backend {
+            Backend::Sqlite { store, .. } => Arc::new(store.clone()),
+            Backend::Postgres { store, .. } => Arc::new(store.clone()),
+        }
+    }
 }

@@ -8,6 +8,7 @@
 pub mod definition;
 pub mod run;
 pub mod schedule;
+pub mod sync;
 pub mod template;
 pub mod webhook;
 
@@ -16,6 +17,7 @@ pub use definition::{
 };
 pub use run::{FollowUp, NewRun, PipelineRun, RunFilter, RunStatus, RunStore, RunTransition};
 pub use schedule::{Overlap, Schedule, ScheduleChange, ScheduleError, ScheduleStore};
+pub use sync::{SyncStore, SyncedFile, SyncedFileState};
 pub use template::{TemplateContext, TemplateError};
 pub use webhook::{
     AttemptRecord, Delivery, DeliveryAttempt, DeliveryStatus, NewDelivery, WebhookEvent, WebhookRetry, WebhookSpec,

@@ -121,6 +121,10 @@ pub struct PipelineRun {
     /// 0.0 to 1.0.
     pub progress: f64,
     pub records_processed: u64,
+    /// What the processor reported when it completed (`added`, `unchanged`, `rows_rejected`, ...); empty until
+    /// then.
+    #[schema(value_type = Object)]
+    pub counts: Map<String, Value>,
     pub error_message: Option<String>,
     /// The queue job that executes it.
     pub job_id: Uuid,
@@ -188,6 +192,8 @@ pub struct RunTransition {
     pub error_message: Option<String>,
     pub records_processed: Option<u64>,
     pub progress: Option<f64>,
+    /// The processor's counts, recorded with the run.
+    pub counts: Option<Map<String, Value>>,
     /// Completes this job, leased to this worker, in the same transaction (`Conflict` if it no longer is).
     pub completes_job: Option<(Uuid, String)>,
     /// Chained runs to create with a terminal transition.
@@ -205,11 +211,17 @@ impl RunTransition {
             error_message: None,
             records_processed: None,
             progress: None,
+            counts: None,
             completes_job: None,
             follow_ups: Vec::new(),
             deliveries: Vec::new(),
             notes: Vec::new(),
         }
+    }
+
+    pub fn counts(mut self, counts: Map<String, Value>) -> Self {
+        self.counts = Some(counts);
+        self
     }
 
     pub fn error(mut self, message: impl Into<String>) -> Self {
@@ -244,6 +256,9 @@ impl RunTransition {
         }
         if let Some(p) = self.progress {
             run.progress = p;
+        }
+        if let Some(c) = &self.counts {
+            run.counts = c.clone();
         }
         if self.to == RunStatus::Running && run.started_at.is_none() {
             run.started_at = Some(now);

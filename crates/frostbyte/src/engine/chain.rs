@@ -94,7 +94,7 @@ impl Engine {
             supplied.insert(k.clone(), value);
         }
         let now = frostbyte_core::now();
-        self.check_can_start(&parent.tenant_id, now).await.map_err(|e| match e {
+        self.check_can_start(&parent.tenant_id, &def, now).await.map_err(|e| match e {
             EngineError::QuotaExceeded { message, .. } => message,
             e => e.to_string(),
         })?;

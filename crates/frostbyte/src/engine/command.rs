@@ -55,39 +55,21 @@ pub(crate) fn emit(json_out: bool, value: Value, human: impl FnOnce() -> String)
     }
 }
 
-/// The engine over the configured stores, with the document plane, so `run --wait` can execute the document
-/// processors (`retention.sweep`, `documents.reindex`) as a worker would.
+/// The engine over the configured stores, with schedules and the document plane (so `run --wait` can execute
+/// every processor, `documents.sync` included).
 async fn engine(config: &Config) -> anyhow::Result<Engine> {
     let stores = open_stores(config).await?;
-    let embedders = Arc::new(
-        frostbyte_adapters::embed::registry(&config.embedding.settings())
-            .context("cannot set up the embedders ([embedding] config)")?,
-    );
-    let scanner = frostbyte_adapters::resolve::scanner(
-        &config.scan.scanner,
-        std::time::Duration::from_secs(config.scan.timeout_secs),
-    )
-    .context("cannot set up the malware scanner")?;
-    let plane = super::DocumentPlane {
-        intake: Arc::new(crate::intake::Intake {
-            store: stores.metadata.clone(),
-            documents: stores.documents.clone(),
-            batches: stores.batches.clone(),
-            blobs: stores.blobs.clone(),
-            scanner,
-        }),
-        index: stores.index.clone(),
-        embedders,
-        shadow: stores.shadow.clone(),
-    };
+    let (embedders, scanner) = crate::app::embedders_and_scanner(config)?;
+    let plane = crate::app::document_plane(config, &stores, scanner, embedders);
     Ok(Engine::new(
-        stores.runs,
-        stores.metadata,
-        stores.queue,
-        stores.blobs,
+        stores.runs.clone(),
+        stores.metadata.clone(),
+        stores.queue.clone(),
+        stores.blobs.clone(),
         Arc::new(crate::events::EventBus::default()),
         config.pipelines.settings(),
     )
+    .with_schedules(stores.schedules.clone())
     .with_documents(plane))
 }
 

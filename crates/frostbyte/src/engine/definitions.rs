@@ -16,6 +16,7 @@ use super::processors;
 /// The definitions shipped with the binary, as `(domain/name.yml, text)`.
 const BUILTIN: &[(&str, &str)] = &[
     ("audit/export.yml", include_str!("../../../../pipelines/audit/export.yml")),
+    ("documents/sync.yml", include_str!("../../../../pipelines/documents/sync.yml")),
     ("records/copy.yml", include_str!("../../../../pipelines/records/copy.yml")),
     ("retention/sweep.yml", include_str!("../../../../pipelines/retention/sweep.yml")),
     ("documents/reindex.yml", include_str!("../../../../pipelines/documents/reindex.yml")),
@@ -187,6 +188,7 @@ mod tests {
         assert!(defs.get("records", "copy").is_some());
         assert!(defs.get("retention", "sweep").is_some());
         assert!(defs.get("documents", "reindex").is_some());
+        assert!(defs.get("documents", "sync").is_some());
     }
 
     #[test]

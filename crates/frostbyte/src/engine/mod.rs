@@ -36,6 +36,7 @@ mod reindex;
 mod retention;
 pub mod schedules;
 pub mod webhooks;
+pub mod sync;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -120,6 +121,9 @@ pub enum EngineError {
     Store(#[from] StoreError),
 }
 
+/// Processors that take documents in, whose runs are refused while the tenant's intake quotas are spent.
+pub const INGESTING: &[&str] = &[sync::PROCESSOR];
+
 /// The actor of audit events the engine records on its own behalf.
 const ACTOR: &str = "system:pipeline-engine";
 
@@ -152,6 +156,10 @@ pub struct DocumentPlane {
     pub embedders: Arc<frostbyte_core::embed::EmbedderRegistry>,
     /// Shadow vectors of `documents.reindex` runs and their atomic swap.
     pub shadow: Arc<dyn frostbyte_core::reindex::ShadowIndex>,
+    /// What `documents.sync` took in from each source file.
+    pub sync_state: Arc<dyn frostbyte_core::pipelines::SyncStore>,
+    /// Where `documents.sync` may read (`[pipelines] sync_roots`).
+    pub sync_settings: sync::SyncSettings,
 }
 
 impl DocumentPlane {
@@ -314,7 +322,7 @@ impl Engine {
     ) -> Result<PipelineRun, EngineError> {
         let def = self.definition(domain, name).ok_or(EngineError::NotFound("pipeline"))?;
         let now = frostbyte_core::now();
-        self.check_can_start(tenant, now).await?;
+        self.check_can_start(tenant, &def, now).await?;
         let mut prepared = self.prepare(&def, tenant, parameters, triggered_by, now)?;
         prepared.run.waits_for = waits_for;
         let run_id = prepared.run.run_id;
@@ -324,8 +332,14 @@ impl Engine {
         Ok(run)
     }
 
-    /// The tenant must exist and be `ACTIVE`, and its `quotas.runs_per_day` must not be spent.
-    async fn check_can_start(&self, tenant: &TenantId, now: DateTime<Utc>) -> Result<(), EngineError> {
+    /// The tenant must exist and be `ACTIVE`, and its `quotas.runs_per_day` must not be spent; a run of an
+    /// ingesting processor also needs room in the intake quotas.
+    async fn check_can_start(
+        &self,
+        tenant: &TenantId,
+        def: &PipelineDefinition,
+        now: DateTime<Utc>,
+    ) -> Result<(), EngineError> {
         let t = self.store.get_tenant(tenant).await?.ok_or(EngineError::NotFound("tenant"))?;
         if t.state != TenantState::Active {
             return Err(EngineError::TenantNotActive(tenant.clone(), t.state));
@@ -342,6 +356,9 @@ impl Engine {
                 ),
                 retry_after_secs,
             });
+        }
+        if INGESTING.contains(&def.processor.as_str()) {
+            self.check_intake_quotas(tenant, &t.config).await?;
         }
         Ok(())
     }
@@ -360,6 +377,12 @@ impl Engine {
         let resolved = self
             .resolve(def.clone(), tenant, run_id, now.date_naive(), &parameters)
             .map_err(EngineError::Validation)?;
+        if def.processor == sync::PROCESSOR {
+            let settings = self.documents.as_ref().map(|p| p.sync_settings.clone()).unwrap_or_default();
+            if let Some(problem) = sync::check_source(resolved.source.as_deref(), tenant, &settings) {
+                return Err(EngineError::Validation(violations(vec![("parameters.source".into(), problem)])));
+            }
+        }
         let new = NewRun::new(run_id, def.domain.clone(), def.name.clone(), resolved.parameters, triggered_by);
         let job = NewJob::new(Stage::Pipeline, run_id.to_string(), json!({"domain": def.domain, "pipeline": def.name}))
             .dedupe_key(format!("run:{run_id}"));
@@ -372,6 +395,26 @@ impl Engine {
                    "parameters": new.parameters.keys().collect::<Vec<_>>()}),
         );
         Ok(FollowUp { run: new, job, audit })
+    }
+
+    /// Refuses a run of an ingesting processor when the tenant's intake quotas are already spent: its
+    /// `quotas.documents_per_day` (UTC day) or its `storage_quota_gb`, counted as intake counts them. A run that
+    /// starts with room left rejects, file by file, what would pass them (`QUOTA_EXCEEDED` in its counts).
+    async fn check_intake_quotas(
+        &self,
+        tenant: &TenantId,
+        config: &frostbyte_core::tenant::TenantConfig,
+    ) -> Result<(), EngineError> {
+        let Some(plane) = &self.documents else { return Ok(()) };
+        match plane.intake.quota_spent(tenant, config).await {
+            Ok(None) => Ok(()),
+            Ok(Some(q)) => Err(EngineError::QuotaExceeded {
+                message: format!("this pipeline takes in documents, but {}", q.message),
+                retry_after_secs: q.retry_after_secs,
+            }),
+            Err(crate::intake::IntakeError::Store(e)) => Err(e.into()),
+            Err(e) => Err(EngineError::Store(StoreError::Unavailable(e.to_string()))),
+        }
     }
 
     pub async fn get_run(&self, tenant: &TenantId, run_id: Uuid) -> Result<PipelineRun, EngineError> {
@@ -590,7 +633,7 @@ impl Engine {
 
         let (change, event_type, extra) = match ending {
             Ending::Done(outcome) => (
-                RunTransition::to(RunStatus::Completed).records(outcome.records),
+                RunTransition::to(RunStatus::Completed).records(outcome.records).counts(outcome.counts.clone()),
                 "PIPELINE_RUN_COMPLETED",
                 json!({"records_processed": outcome.records, "counts": outcome.counts}),
             ),

@@ -3,6 +3,7 @@
 //! - `audit.export`: the tenant's audit events from `start_date` to `end_date` (inclusive, UTC days; optionally
 //!   only the comma-separated `event_types`) as JSON Lines at the run's `target` blob key, with a manifest
 //!   (`{target}.manifest.json`: event count, file sha256) beside it. Reuses [`export_jsonl`].
+//! - `documents.sync`: incremental ingest from a directory or S3 prefix ([`super::sync`]).
 //! - `records.copy`: rows from the `source` blob (CSV with a header row, or JSON Lines) to the `target` blob (CSV
 //!   or JSON Lines, by extension), through the `columns` mapping (`from:to:type`, types `string`, `integer`,
 //!   `float`, `boolean`, `date`). A row that cannot be coerced is written to the reject file (option
@@ -26,7 +27,8 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 /// The names the registry knows.
-pub const NAMES: &[&str] = &["audit.export", "records.copy", "retention.sweep", "documents.reindex"];
+pub const NAMES: &[&str] =
+    &["audit.export", "documents.sync", "records.copy", "retention.sweep", "documents.reindex"];
 
 /// A processor: an async function of the run's context.
 pub type ProcessorFn = fn(RunContext) -> BoxFuture<'static, Result<Outcome, ProcessorError>>;
@@ -35,6 +37,7 @@ pub type ProcessorFn = fn(RunContext) -> BoxFuture<'static, Result<Outcome, Proc
 pub fn lookup(name: &str) -> Option<ProcessorFn> {
     match name {
         "audit.export" => Some(|ctx| Box::pin(audit_export(ctx))),
+        "documents.sync" => Some(|ctx| Box::pin(super::sync::documents_sync(ctx))),
         "records.copy" => Some(|ctx| Box::pin(records_copy(ctx))),
         "retention.sweep" => Some(|ctx| Box::pin(super::retention::retention_sweep(ctx))),
         "documents.reindex" => Some(|ctx| Box::pin(super::reindex::documents_reindex(ctx))),
@@ -89,22 +92,22 @@ pub struct RunContext {
 }
 
 impl RunContext {
-    fn param_str(&self, name: &str) -> Option<&str> {
+    pub(crate) fn param_str(&self, name: &str) -> Option<&str> {
         self.parameters.get(name).and_then(Value::as_str)
     }
 
-    fn check_cancelled(&self) -> Result<(), ProcessorError> {
+    pub(crate) fn check_cancelled(&self) -> Result<(), ProcessorError> {
         if self.cancel.is_cancelled() { Err(ProcessorError::Cancelled) } else { Ok(()) }
     }
 
     /// Records progress (best effort: a failure to record it does not fail the run).
-    async fn progress(&self, progress: f64, records: u64) {
+    pub(crate) async fn progress(&self, progress: f64, records: u64) {
         if let Err(error) = self.runs.record_progress(&self.tenant, self.run_id, progress, records).await {
             tracing::warn!(%error, run_id = %self.run_id, "cannot record run progress");
         }
     }
 
-    fn required(&self, value: &Option<String>, what: &str) -> Result<String, ProcessorError> {
+    pub(crate) fn required(&self, value: &Option<String>, what: &str) -> Result<String, ProcessorError> {
         value
             .clone()
             .filter(|s| !s.is_empty())

@@ -29,11 +29,13 @@ pub struct TestConfig {
     pub embedders: Option<frostbyte_core::embed::EmbedderRegistry>,
     /// Replaces the `none` malware scanner.
     pub scanner: Option<Arc<dyn frostbyte_core::scan::Scanner>>,
+    /// Where `documents.sync` may read (none by default).
+    pub sync: frostbyte::engine::sync::SyncSettings,
 }
 
 impl Default for TestConfig {
     fn default() -> Self {
-        TestConfig { metrics_public: true, blobs: None, embedders: None, scanner: None }
+        TestConfig { metrics_public: true, blobs: None, embedders: None, scanner: None, sync: Default::default() }
     }
 }
 
@@ -126,6 +128,8 @@ pub async fn spawn_app_with(config: TestConfig) -> TestApp {
         index: Arc::clone(&index),
         embedders: embedders.clone(),
         shadow: ports.shadow.clone(),
+        sync_state: ports.sync.clone(),
+        sync_settings: config.sync,
     };
     let engine = frostbyte::engine::Engine::new(
         ports.runs.clone(),

@@ -14,5 +14,6 @@ mod reindex;
 mod search;
 mod signals;
 mod stream;
+mod sync;
 mod system;
 mod tenants;
