@@ -278,9 +278,10 @@ impl NatsConfig {
             out.push("signals.nats.url is set but this build has no NATS support (feature `nats`)".into());
         }
         let prefix_ok = !self.subject_prefix.is_empty()
-            && self.subject_prefix.split('.').all(|t| {
-                !t.is_empty() && t != "*" && t != ">" && t.chars().all(|c| c.is_ascii_graphic())
-            });
+            && self
+                .subject_prefix
+                .split('.')
+                .all(|t| !t.is_empty() && t != "*" && t != ">" && t.chars().all(|c| c.is_ascii_graphic()));
         if !prefix_ok {
             out.push(format!(
                 "signals.nats.subject_prefix must be dot-separated tokens without wildcards or spaces (got {:?})",
@@ -288,10 +289,16 @@ impl NatsConfig {
             ));
         }
         if !valid_nats_name(&self.stream) {
-            out.push(format!("signals.nats.stream must be a name without spaces, `.`, `*`, `>` (got {:?})", self.stream));
+            out.push(format!(
+                "signals.nats.stream must be a name without spaces, `.`, `*`, `>` (got {:?})",
+                self.stream
+            ));
         }
         if !valid_nats_name(&self.durable) {
-            out.push(format!("signals.nats.durable must be a name without spaces, `.`, `*`, `>` (got {:?})", self.durable));
+            out.push(format!(
+                "signals.nats.durable must be a name without spaces, `.`, `*`, `>` (got {:?})",
+                self.durable
+            ));
         }
         if !(1..=10_000).contains(&self.batch_size) {
             out.push(format!("signals.nats.batch_size must be between 1 and 10000 (got {})", self.batch_size));

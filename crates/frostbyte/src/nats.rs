@@ -64,8 +64,7 @@ pub struct NatsSettings {
 impl NatsSettings {
     /// The settings `[signals.nats]` gives, or `None` when its `url` is empty.
     pub fn from_config(c: &NatsConfig) -> Option<NatsSettings> {
-        let urls: Vec<String> =
-            c.url.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect();
+        let urls: Vec<String> = c.url.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect();
         if urls.is_empty() {
             return None;
         }
@@ -249,7 +248,11 @@ impl SignalConsumer {
     }
 
     /// Gets or creates the stream and the durable pull consumer, retrying until it works or shutdown.
-    async fn open_consumer(&self, js: &jetstream::Context, shutdown: &mut watch::Receiver<bool>) -> Option<PullConsumer> {
+    async fn open_consumer(
+        &self,
+        js: &jetstream::Context,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Option<PullConsumer> {
         let mut backoff = Duration::from_millis(200);
         loop {
             match self.try_open_consumer(js).await {

@@ -128,14 +128,8 @@ impl Server {
 
     /// The server's `frostbyte_signals_events_total{outcome="accepted"}`.
     async fn accepted(&self) -> anyhow::Result<u64> {
-        let text = self
-            .http
-            .get(format!("{}/metrics", self.base))
-            .bearer_auth(&self.admin_key)
-            .send()
-            .await?
-            .text()
-            .await?;
+        let text =
+            self.http.get(format!("{}/metrics", self.base)).bearer_auth(&self.admin_key).send().await?.text().await?;
         Ok(text
             .lines()
             .find(|l| l.starts_with("frostbyte_signals_events_total{outcome=\"accepted\"}"))
@@ -155,7 +149,7 @@ impl Server {
 /// (inside the feature set's 5 s lateness), like the in-process bench.
 fn event_line(i: u64, entities: u64) -> String {
     let tick = (i / entities) as i64;
-    let jitter_ms = if i % 3 == 0 { -((i % 5) as i64) * 800 } else { 0 };
+    let jitter_ms = if i.is_multiple_of(3) { -((i % 5) as i64) * 800 } else { 0 };
     let t = chrono::DateTime::from_timestamp_millis((BASE_SECS + tick) * 1000 + jitter_ms).expect("in range");
     format!(
         "{{\"entity_id\":\"device-{}\",\"event_time\":\"{}\",\"sequence\":{i},\"payload\":{{\"t\":{:.1},\"unit\":\"C\"}},\"source\":\"bench\"}}\n",

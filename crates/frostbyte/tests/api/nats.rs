@@ -343,8 +343,7 @@ impl SignalStore for FaultyStore {
     async fn commit_batch(&self, tenant: &TenantId, batch: &SignalBatch) -> StoreResult<()> {
         self.commits_started.fetch_add(1, Ordering::SeqCst);
         self.gate.acquire().await.expect("gate").forget();
-        let failing =
-            self.fail_commits.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+        let failing = self.fail_commits.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
         if failing {
             return Err(StoreError::Unavailable("injected commit failure".into()));
         }
