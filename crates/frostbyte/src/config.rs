@@ -810,6 +810,40 @@ mod tests {
     }
 
     #[test]
+    fn the_nats_consumer_is_off_by_default_and_its_settings_are_checked() {
+        let c = Config::load_from(None, env(&[]), &Overrides::default()).unwrap();
+        assert!(c.signals.nats.url.is_empty());
+        assert_eq!(c.signals.nats.subject_prefix, "frostbyte.signals");
+        let c = Config::load_from(
+            None,
+            env(&[
+                ("FROSTBYTE_SIGNALS__NATS__URL", "nats://127.0.0.1:4222"),
+                ("FROSTBYTE_SIGNALS__NATS__STREAM", "S1"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!((c.signals.nats.url.as_str(), c.signals.nats.stream.as_str()), ("nats://127.0.0.1:4222", "S1"));
+        let errs = Config::load_from(
+            None,
+            env(&[
+                ("FROSTBYTE_SIGNALS__NATS__URL", "nats://127.0.0.1:4222"),
+                ("FROSTBYTE_SIGNALS__NATS__SUBJECT_PREFIX", "a.*"),
+                ("FROSTBYTE_SIGNALS__NATS__STREAM", "has.dot"),
+                ("FROSTBYTE_SIGNALS__NATS__DURABLE", "has space"),
+                ("FROSTBYTE_SIGNALS__NATS__BATCH_SIZE", "0"),
+                ("FROSTBYTE_SIGNALS__NATS__ACK_WAIT_SECS", "0"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        let text = errs.to_string();
+        for needle in ["subject_prefix", "nats.stream", "nats.durable", "batch_size", "ack_wait_secs"] {
+            assert!(text.contains(needle), "missing {needle} in:\n{text}");
+        }
+    }
+
+    #[test]
     fn every_problem_is_reported_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("f.toml");

@@ -127,6 +127,7 @@ impl Server {
     }
 
     /// The server's `frostbyte_signals_events_total{outcome="accepted"}`.
+    #[cfg(feature = "nats")]
     async fn accepted(&self) -> anyhow::Result<u64> {
         let text =
             self.http.get(format!("{}/metrics", self.base)).bearer_auth(&self.admin_key).send().await?.text().await?;
