@@ -1,7 +1,7 @@
 //! End-to-end signal benchmarks: `frostbyte signals bench-http` and `frostbyte signals bench-nats`.
 //!
 //! Each starts a real `frostbyte serve` (this executable) on the embedded default (SQLite and local files in a
-//! temporary directory), creates a tenant, a key and the benchmark's feature set (tumbling + sliding + EWMA,
+//! temporary directory; document and pipeline workers off, so only signals use the database), creates a tenant, a key and the benchmark's feature set (tumbling + sliding + EWMA,
 //! [`BENCH_FEATURE_SET`]) over the API, then times events from the wire to committed feature rows:
 //! - `bench-http`: several clients `POST …/events` NDJSON batches concurrently; each entity is sent by one
 //!   client, in time order; the clock stops when the last response (sent after the commit) arrives;
@@ -65,6 +65,9 @@ impl Server {
             .env("FROSTBYTE_PORT", port.to_string())
             .env("FROSTBYTE_ADMIN_API_KEY", &admin_key)
             .env("FROSTBYTE_LOG", "warn")
+            // Signals only: no document or pipeline workers polling the same SQLite file.
+            .env("FROSTBYTE_WORKERS__COUNT", "0")
+            .env("FROSTBYTE_PIPELINES__WORKERS", "0")
             .env("FROSTBYTE_SIGNALS__MAX_EVENTS_PER_REQUEST", "1000000")
             .env("FROSTBYTE_SIGNALS__MAX_BODY_BYTES", "268435456")
             .stdout(Stdio::null())
