@@ -281,6 +281,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let mut workers = spawn_workers(&app.state, &config.workers, &signal_rx);
     let engine_poll = Duration::from_millis(config.pipelines.poll_interval_ms);
     workers.extend(crate::engine::spawn_workers(&app.state.engine, config.pipelines.workers, engine_poll, &signal_rx));
+    workers.extend(crate::signals::spawn_consumer(&app.state, &config, &signal_rx));
     let server = axum::serve(listener, router).with_graceful_shutdown({
         let mut rx = signal_rx.clone();
         async move {
@@ -322,6 +323,7 @@ pub async fn work(config: Config) -> anyhow::Result<()> {
     let mut handles = spawn_workers(&app.state, &workers, &signal_rx);
     let engine_poll = Duration::from_millis(config.pipelines.poll_interval_ms);
     handles.extend(crate::engine::spawn_workers(&app.state.engine, config.pipelines.workers, engine_poll, &signal_rx));
+    handles.extend(crate::signals::spawn_consumer(&app.state, &config, &signal_rx));
     info!(
         workers = workers.count,
         metadata = app.state.store.backend(),

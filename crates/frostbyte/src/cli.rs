@@ -283,6 +283,38 @@ pub enum SignalsCommand {
         #[arg(long, default_value_t = 1)]
         threads: u32,
     },
+    /// End to end over HTTP: start `frostbyte serve` on the embedded default in a scratch directory, then
+    /// several clients POST NDJSON batches concurrently; events per second until the last batch committed.
+    BenchHttp {
+        /// Events to send.
+        #[arg(long, default_value_t = 200_000)]
+        events: u64,
+        /// Distinct entities.
+        #[arg(long, default_value_t = 1_000)]
+        entities: u64,
+        /// Concurrent clients (each sends the entities of one partition, in time order).
+        #[arg(long, default_value_t = 4)]
+        clients: u32,
+        /// Events per request.
+        #[arg(long, default_value_t = 5_000)]
+        batch: u64,
+    },
+    /// End to end from NATS JetStream: start `frostbyte serve` with its consumer on a fresh stream, publish the
+    /// events as NDJSON messages, and measure until the server has committed all of them.
+    BenchNats {
+        /// NATS server URL.
+        #[arg(long, default_value = "nats://127.0.0.1:4222")]
+        url: String,
+        /// Events to publish.
+        #[arg(long, default_value_t = 200_000)]
+        events: u64,
+        /// Distinct entities.
+        #[arg(long, default_value_t = 1_000)]
+        entities: u64,
+        /// Events per message.
+        #[arg(long, default_value_t = 100)]
+        per_message: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]

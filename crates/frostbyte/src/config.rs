@@ -37,6 +37,10 @@ const STRING_KEYS: &[&str] = &[
     "storage.metadata_url",
     "storage.blob_url",
     "signals.offline_dir",
+    "signals.nats.url",
+    "signals.nats.subject_prefix",
+    "signals.nats.stream",
+    "signals.nats.durable",
     "pipelines.dir",
     "pipelines.env",
     "auth.admin_api_key",
@@ -221,6 +225,89 @@ pub struct SignalsConfig {
     pub future_horizon_secs: u64,
     /// Directory of the offline (Parquet) feature store; empty means `<data_dir>/offline`, `off` disables it.
     pub offline_dir: String,
+    /// The NATS JetStream consumer (`[signals.nats]`).
+    pub nats: NatsConfig,
+}
+
+/// The NATS JetStream consumer of signal events (`[signals.nats]`): a durable pull consumer on
+/// `{subject_prefix}.{tenant_id}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    /// Server URL (`nats://host:4222`, several separated by commas); empty: no consumer.
+    pub url: String,
+    /// Events for tenant T are published on `{subject_prefix}.T`.
+    pub subject_prefix: String,
+    /// The JetStream stream holding those subjects (created with `{subject_prefix}.*` if missing).
+    pub stream: String,
+    /// The durable consumer's name; every process with the same name shares its messages.
+    pub durable: String,
+    /// Most messages pulled and ingested together (one ingest per tenant per batch).
+    pub batch_size: usize,
+    /// Seconds a delivered message may stay unacknowledged before JetStream redelivers it.
+    pub ack_wait_secs: u64,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            url: String::new(),
+            subject_prefix: "frostbyte.signals".into(),
+            stream: "FROSTBYTE_SIGNALS".into(),
+            durable: "frostbyte-signals".into(),
+            batch_size: 256,
+            ack_wait_secs: 30,
+        }
+    }
+}
+
+/// A JetStream stream or consumer name: printable, no whitespace, `.`, `*`, `>` or path separators.
+fn valid_nats_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name.chars().all(|c| c.is_ascii_graphic() && !matches!(c, '.' | '*' | '>' | '/' | '\\'))
+}
+
+impl NatsConfig {
+    fn validate(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.url.trim().is_empty() {
+            return out;
+        }
+        if !cfg!(feature = "nats") {
+            out.push("signals.nats.url is set but this build has no NATS support (feature `nats`)".into());
+        }
+        let prefix_ok = !self.subject_prefix.is_empty()
+            && self
+                .subject_prefix
+                .split('.')
+                .all(|t| !t.is_empty() && t != "*" && t != ">" && t.chars().all(|c| c.is_ascii_graphic()));
+        if !prefix_ok {
+            out.push(format!(
+                "signals.nats.subject_prefix must be dot-separated tokens without wildcards or spaces (got {:?})",
+                self.subject_prefix
+            ));
+        }
+        if !valid_nats_name(&self.stream) {
+            out.push(format!(
+                "signals.nats.stream must be a name without spaces, `.`, `*`, `>` (got {:?})",
+                self.stream
+            ));
+        }
+        if !valid_nats_name(&self.durable) {
+            out.push(format!(
+                "signals.nats.durable must be a name without spaces, `.`, `*`, `>` (got {:?})",
+                self.durable
+            ));
+        }
+        if !(1..=10_000).contains(&self.batch_size) {
+            out.push(format!("signals.nats.batch_size must be between 1 and 10000 (got {})", self.batch_size));
+        }
+        if !(1..=3_600).contains(&self.ack_wait_secs) {
+            out.push(format!("signals.nats.ack_wait_secs must be between 1 and 3600 (got {})", self.ack_wait_secs));
+        }
+        out
+    }
 }
 
 impl Default for SignalsConfig {
@@ -230,6 +317,7 @@ impl Default for SignalsConfig {
             max_events_per_request: 100_000,
             future_horizon_secs: 300,
             offline_dir: String::new(),
+            nats: NatsConfig::default(),
         }
     }
 }
@@ -252,6 +340,7 @@ impl SignalsConfig {
         if self.future_horizon_secs > 30 * 86_400 {
             out.push(format!("signals.future_horizon_secs must be at most 2592000 (got {})", self.future_horizon_secs));
         }
+        out.extend(self.nats.validate());
         out
     }
 }
@@ -786,6 +875,40 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.server.port, 9003, "flags beat env");
+    }
+
+    #[test]
+    fn the_nats_consumer_is_off_by_default_and_its_settings_are_checked() {
+        let c = Config::load_from(None, env(&[]), &Overrides::default()).unwrap();
+        assert!(c.signals.nats.url.is_empty());
+        assert_eq!(c.signals.nats.subject_prefix, "frostbyte.signals");
+        let c = Config::load_from(
+            None,
+            env(&[
+                ("FROSTBYTE_SIGNALS__NATS__URL", "nats://127.0.0.1:4222"),
+                ("FROSTBYTE_SIGNALS__NATS__STREAM", "S1"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!((c.signals.nats.url.as_str(), c.signals.nats.stream.as_str()), ("nats://127.0.0.1:4222", "S1"));
+        let errs = Config::load_from(
+            None,
+            env(&[
+                ("FROSTBYTE_SIGNALS__NATS__URL", "nats://127.0.0.1:4222"),
+                ("FROSTBYTE_SIGNALS__NATS__SUBJECT_PREFIX", "a.*"),
+                ("FROSTBYTE_SIGNALS__NATS__STREAM", "has.dot"),
+                ("FROSTBYTE_SIGNALS__NATS__DURABLE", "has space"),
+                ("FROSTBYTE_SIGNALS__NATS__BATCH_SIZE", "0"),
+                ("FROSTBYTE_SIGNALS__NATS__ACK_WAIT_SECS", "0"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        let text = errs.to_string();
+        for needle in ["subject_prefix", "nats.stream", "nats.durable", "batch_size", "ack_wait_secs"] {
+            assert!(text.contains(needle), "missing {needle} in:\n{text}");
+        }
     }
 
     #[test]

@@ -13,6 +13,9 @@ pub mod http;
 pub mod ingest_command;
 pub mod intake;
 pub mod metadata_schema;
+#[cfg(feature = "nats")]
+pub mod nats;
 pub mod pipeline;
 pub mod search_cli;
 pub mod signals;
+pub mod signals_bench;

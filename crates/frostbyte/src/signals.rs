@@ -13,6 +13,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use frostbyte_core::TenantId;
+use frostbyte_core::signals::event::{Event, EventError};
 use frostbyte_core::signals::service::{IngestReport, IngestSettings, SignalError, SignalService};
 use frostbyte_core::signals::store::SignalStore;
 use serde_json::json;
@@ -85,6 +86,100 @@ pub fn offline_store(config: &Config) -> Option<Arc<dyn frostbyte_core::signals:
     #[cfg(not(feature = "parquet"))]
     {
         tracing::warn!("this build has no Parquet support (feature `parquet`): the offline feature store is off");
+        None
+    }
+}
+
+/// Why a body could not be decoded into events at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Neither a JSON array nor NDJSON (e.g. a truncated array).
+    NotJson,
+    /// More events than the limit allows.
+    TooMany(usize),
+}
+
+impl DecodeError {
+    /// A stable reason code.
+    pub fn reason(self) -> &'static str {
+        match self {
+            DecodeError::NotJson => "INVALID_JSON",
+            DecodeError::TooMany(_) => "TOO_MANY_EVENTS",
+        }
+    }
+}
+
+/// Decodes a JSON array or NDJSON body into events (or why each is unusable), in order: the decoder of both
+/// `POST /api/v1/signals/{tenant}/events` and the NATS consumer. NDJSON is used when `ndjson` is set or the body
+/// does not start with `[`; indices of NDJSON items are line numbers (blank lines inside the body count).
+pub fn decode_events(body: &[u8], ndjson: bool, max: usize) -> Result<Vec<Result<Event, EventError>>, DecodeError> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
+    if !ndjson && first == Some(b'[') {
+        let items: Vec<serde_json::Value> = serde_json::from_slice(body).map_err(|_| DecodeError::NotJson)?;
+        if items.len() > max {
+            return Err(DecodeError::TooMany(max));
+        }
+        return Ok(items.into_iter().map(Event::from_json).collect());
+    }
+    let mut out = Vec::new();
+    for line in body.split(|b| *b == b'\n') {
+        let line = line.trim_ascii();
+        if line.is_empty() {
+            // Blank lines keep their index so that reported indices are line numbers.
+            out.push(Err(EventError::new("INVALID_JSON", "blank line")));
+            continue;
+        }
+        if out.len() >= max {
+            return Err(DecodeError::TooMany(max));
+        }
+        out.push(Event::from_slice(line));
+    }
+    // A trailing newline is not an event.
+    while matches!(out.last(), Some(Err(e)) if e.message == "blank line") {
+        out.pop();
+    }
+    Ok(out)
+}
+
+/// Decodes one stream message: a single event JSON object (pretty-printed or not), or NDJSON lines, or a JSON
+/// array, with the same per-event validation as the HTTP route.
+pub fn decode_message(body: &[u8], max: usize) -> Result<Vec<Result<Event, EventError>>, DecodeError> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
+    if first == Some(b'{')
+        && let Ok(value @ serde_json::Value::Object(_)) = serde_json::from_slice::<serde_json::Value>(body)
+    {
+        return Ok(vec![Event::from_json(value)]);
+    }
+    decode_events(body, false, max)
+}
+
+/// Starts the NATS JetStream consumer of signal events when `[signals.nats] url` is set (feature `nats`); it
+/// stops, after acknowledging what it committed, when `shutdown` turns true.
+pub fn spawn_consumer(
+    state: &crate::http::AppState,
+    config: &Config,
+    shutdown: &tokio::sync::watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    #[cfg(feature = "nats")]
+    {
+        let settings = crate::nats::NatsSettings::from_config(&config.signals.nats)?;
+        let consumer = crate::nats::SignalConsumer::new(
+            settings,
+            state.signals.service.clone(),
+            state.signals.settings,
+            std::sync::Arc::clone(&state.store),
+        );
+        let shutdown = shutdown.clone();
+        Some(tokio::spawn(async move {
+            if let Err(error) = consumer.run(shutdown).await {
+                tracing::error!(error = %format!("{error:#}"), "the NATS signal consumer stopped");
+            }
+        }))
+    }
+    #[cfg(not(feature = "nats"))]
+    {
+        // `Config::validate` refuses a NATS URL in a build without the feature.
+        let _ = (state, config, shutdown);
         None
     }
 }
@@ -208,11 +303,85 @@ pub async fn command(config: &Config, cmd: SignalsCommand, json_out: bool) -> an
             );
             Ok(0)
         }
+        SignalsCommand::BenchHttp { events, entities, clients, batch } => {
+            if events == 0 || entities == 0 || batch == 0 || !(1..=256).contains(&clients) {
+                bail!("--events, --entities and --batch must be positive and --clients between 1 and 256");
+            }
+            let report = crate::signals_bench::http(events, entities, clients, batch).await?;
+            print_wire(json_out, &report)?;
+            Ok(0)
+        }
+        SignalsCommand::BenchNats { url, events, entities, per_message } => {
+            if events == 0 || entities == 0 || per_message == 0 {
+                bail!("--events, --entities and --per-message must be positive");
+            }
+            #[cfg(feature = "nats")]
+            {
+                let report = crate::signals_bench::nats(&url, events, entities, per_message).await?;
+                print_wire(json_out, &report)?;
+                Ok(0)
+            }
+            #[cfg(not(feature = "nats"))]
+            {
+                let _ = url;
+                bail!("this build has no NATS support (feature `nats`)")
+            }
+        }
     }
+}
+
+fn print_wire(json_out: bool, r: &crate::signals_bench::WireReport) -> anyhow::Result<()> {
+    print(
+        json_out,
+        serde_json::to_value(r)?,
+        format!(
+            "{}: {} events ({} accepted), {} entities, {} client(s), {} events per message: {:.2} s, {:.0} events/s; \
+             server RSS {}\n",
+            r.source,
+            r.events,
+            r.accepted,
+            r.entities,
+            r.clients,
+            r.events_per_message,
+            r.seconds,
+            r.events_per_sec,
+            r.server_rss_bytes.map_or("unknown".to_owned(), |b| format!("{:.1} MiB", b as f64 / 1048576.0)),
+        ),
+    );
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use super::{DecodeError, decode_events, decode_message};
+
+    #[test]
+    fn ndjson_indices_are_line_numbers() {
+        let body = b"{\"a\":1}\n\nnot json\n{\"entity_id\":\"d\",\"event_time\":\"2026-01-01T00:00:00Z\",\"payload\":{},\"source\":\"s\"}\n\n";
+        let items = decode_events(body, false, 10).unwrap();
+        assert_eq!(items.len(), 4);
+        assert_eq!(items[0].as_ref().unwrap_err().reason, "INVALID_FIELD");
+        assert_eq!(items[1].as_ref().unwrap_err().reason, "INVALID_JSON");
+        assert_eq!(items[2].as_ref().unwrap_err().reason, "INVALID_JSON");
+        assert!(items[3].is_ok());
+        assert_eq!(decode_events(b"[1, 2, 3]", false, 2).unwrap_err(), DecodeError::TooMany(2));
+        assert_eq!(decode_events(b"[1, 2", false, 2).unwrap_err(), DecodeError::NotJson);
+    }
+
+    #[test]
+    fn a_message_is_one_object_or_ndjson() {
+        let one = b"{\n  \"entity_id\": \"d\",\n  \"event_time\": \"2026-01-01T00:00:00Z\",\n  \"payload\": {},\n  \"source\": \"s\"\n}";
+        let items = decode_message(one, 10).unwrap();
+        assert_eq!(items.len(), 1);
+        assert!(items[0].is_ok());
+        let two = b"{\"entity_id\":\"d\",\"event_time\":\"2026-01-01T00:00:00Z\",\"payload\":{},\"source\":\"s\"}\n{\"entity_id\":\"e\",\"event_time\":\"2026-01-01T00:00:00Z\",\"payload\":{},\"source\":\"s\"}\n";
+        let items = decode_message(two, 10).unwrap();
+        assert_eq!(items.len(), 2);
+        assert!(items.iter().all(Result::is_ok));
+        assert_eq!(decode_message(two, 1).unwrap_err(), DecodeError::TooMany(1));
+        assert!(decode_message(b"{\"entity_id\":", 10).unwrap().iter().all(Result::is_err));
+        assert_eq!(decode_message(b"[{", 10).unwrap_err(), DecodeError::NotJson);
+    }
     #[test]
     fn bench_runs_and_emits_rows() {
         let r = frostbyte_core::signals::bench::run(20_000, 10, 2);

@@ -8,6 +8,8 @@ mod embeddings;
 mod envelope;
 mod helpers;
 mod lifecycle;
+#[cfg(feature = "nats")]
+mod nats;
 mod pipeline;
 mod pipelines;
 mod reindex;

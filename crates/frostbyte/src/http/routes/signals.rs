@@ -182,35 +182,14 @@ fn too_many(max: usize) -> ApiError {
     )
 }
 
-/// Decodes a JSON array or NDJSON body into events (or why each is unusable), in order.
+/// Decodes a JSON array or NDJSON body (the same decoder as the NATS consumer's).
 fn decode_events(body: &[u8], ndjson: bool, max: usize) -> Result<Vec<Result<Event, EventError>>, ApiError> {
-    let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
-    if !ndjson && first == Some(b'[') {
-        let items: Vec<Value> = serde_json::from_slice(body)
-            .map_err(|_| ApiError::invalid_field("body", Value::Null, "a JSON array of events, or NDJSON"))?;
-        if items.len() > max {
-            return Err(too_many(max));
+    crate::signals::decode_events(body, ndjson, max).map_err(|e| match e {
+        crate::signals::DecodeError::NotJson => {
+            ApiError::invalid_field("body", Value::Null, "a JSON array of events, or NDJSON")
         }
-        return Ok(items.into_iter().map(Event::from_json).collect());
-    }
-    let mut out = Vec::new();
-    for line in body.split(|b| *b == b'\n') {
-        let line = line.trim_ascii();
-        if line.is_empty() {
-            // Blank lines keep their index so that reported indices are line numbers.
-            out.push(Err(EventError::new("INVALID_JSON", "blank line")));
-            continue;
-        }
-        if out.len() >= max {
-            return Err(too_many(max));
-        }
-        out.push(Event::from_slice(line));
-    }
-    // A trailing newline is not an event.
-    while matches!(out.last(), Some(Err(e)) if e.message == "blank line") {
-        out.pop();
-    }
-    Ok(out)
+        crate::signals::DecodeError::TooMany(max) => too_many(max),
+    })
 }
 
 #[utoipa::path(
@@ -283,22 +262,4 @@ pub(crate) async fn get_features(
     authorize(&ctx, &principal, &tenant_id, Scope::Query).await?;
     let view = ctx.signals.service.features(&tenant_id, &name, &entity_id).await?;
     Ok(envelope::ok(view))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::decode_events;
-
-    #[test]
-    fn ndjson_indices_are_line_numbers() {
-        let body = b"{\"a\":1}\n\nnot json\n{\"entity_id\":\"d\",\"event_time\":\"2026-01-01T00:00:00Z\",\"payload\":{},\"source\":\"s\"}\n\n";
-        let items = decode_events(body, false, 10).unwrap();
-        assert_eq!(items.len(), 4);
-        assert_eq!(items[0].as_ref().unwrap_err().reason, "INVALID_FIELD");
-        assert_eq!(items[1].as_ref().unwrap_err().reason, "INVALID_JSON");
-        assert_eq!(items[2].as_ref().unwrap_err().reason, "INVALID_JSON");
-        assert!(items[3].is_ok());
-        assert!(decode_events(b"[1, 2, 3]", false, 2).is_err());
-        assert!(decode_events(b"[1, 2", false, 2).is_err());
-    }
 }
