@@ -281,6 +281,19 @@ pub struct PipelinesConfig {
     pub cancel_poll_ms: u64,
     /// How often the scheduler looks for due schedules.
     pub schedule_poll_ms: u64,
+    /// SQL databases `records.copy` may use as `sql://NAME/table`, by name.
+    #[serde(default)]
+    pub connections: BTreeMap<String, ConnectionConfig>,
+}
+
+/// One SQL database `records.copy` may read and write (`[pipelines.connections.NAME]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionConfig {
+    /// `sqlite://…` or `postgres://…`; may hold a password, so it stays wrapped.
+    pub url: SecretString,
+    /// The tenants whose runs may use it; no other tenant can name it.
+    pub tenants: Vec<String>,
 }
 
 impl Default for PipelinesConfig {
@@ -293,6 +306,7 @@ impl Default for PipelinesConfig {
             lease_secs: 60,
             cancel_poll_ms: 500,
             schedule_poll_ms: 1_000,
+            connections: BTreeMap::new(),
         }
     }
 }
@@ -306,8 +320,41 @@ impl PipelinesConfig {
             lease: std::time::Duration::from_secs(self.lease_secs.max(1)),
             cancel_poll: std::time::Duration::from_millis(self.cancel_poll_ms.max(10)),
             schedule_poll: std::time::Duration::from_millis(self.schedule_poll_ms.max(100)),
+            connections: std::sync::Arc::new(
+                self.connections
+                    .iter()
+                    .map(|(name, c)| {
+                        let conn = crate::engine::records::Connection { url: c.url.clone(), tenants: c.tenants.clone() };
+                        (name.clone(), conn)
+                    })
+                    .collect(),
+            ),
             ..Default::default()
         }
+    }
+
+    /// Connection names, URLs and tenant lists.
+    fn validate(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, c) in &self.connections {
+            let key = format!("pipelines.connections.{name}");
+            if name.is_empty() || !name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-') {
+                out.push(format!("{key}: a connection name is letters, digits, _ and - only"));
+            }
+            let url = c.url.expose_secret();
+            if !["sqlite:", "postgres://", "postgresql://"].iter().any(|p| url.starts_with(p)) {
+                out.push(format!("{key}.url must start with sqlite: or postgres:// (got {})", redact_url(url)));
+            }
+            if c.tenants.is_empty() {
+                out.push(format!("{key}.tenants must list at least one tenant"));
+            }
+            for t in &c.tenants {
+                if frostbyte_core::TenantId::parse(t).is_err() {
+                    out.push(format!("{key}.tenants: {t:?} is not a tenant id"));
+                }
+            }
+        }
+        out
     }
 }
 
@@ -471,6 +518,7 @@ impl Config {
     fn validate(&self) -> Vec<String> {
         let mut out = Vec::new();
         out.extend(self.signals.validate());
+        out.extend(self.pipelines.validate());
         if self.server.host.trim().is_empty() {
             out.push("server.host must not be empty".into());
         }
@@ -627,6 +675,15 @@ impl Config {
             ("scan.scanner", self.scan.scanner.clone()),
             ("pipelines.dir", self.pipelines.dir.display().to_string()),
             ("pipelines.workers", self.pipelines.workers.to_string()),
+            (
+                "pipelines.connections",
+                self.pipelines
+                    .connections
+                    .iter()
+                    .map(|(name, c)| format!("{name}={} ({})", redact_url(c.url.expose_secret()), c.tenants.join(" ")))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
         ])
     }
 }
