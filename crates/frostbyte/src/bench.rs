@@ -7,6 +7,8 @@
 //! - **search** — writes synthetic chunks (sentences of the bundled corpus, hash-embedded) through the real chunk
 //!   index of a scratch SQLite store, then times the search use-case per mode (p50, p99) and measures queries/s
 //!   with concurrent clients.
+//! - **engine** and **records** — the pipeline engine's overhead and `records.copy` throughput
+//!   ([`crate::engine::bench`]).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -489,6 +491,38 @@ pub async fn bench(config: &Config, cmd: BenchCommand, json_out: bool) -> anyhow
                         m.queries_per_sec
                     );
                 }
+            }
+        }
+        BenchCommand::Engine { runs, workers } => {
+            let r = crate::engine::bench::engine_overhead(runs, workers).await?;
+            if json_out {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "{} runs, {} workers, {} CPUs: started {:.0}/s ({:.2} s), completed {:.0}/s ({:.2} s); \
+                     creation to completion p50 {:.0} ms, p99 {:.0} ms",
+                    r.runs,
+                    r.workers,
+                    r.cpus,
+                    r.started_per_sec,
+                    r.start_secs,
+                    r.completed_per_sec,
+                    r.complete_secs,
+                    r.latency_p50_ms,
+                    r.latency_p99_ms
+                );
+            }
+        }
+        BenchCommand::Records { rows, to } => {
+            let r = crate::engine::bench::records_throughput(rows, &to).await?;
+            if json_out {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                let out = r.output_bytes.map_or_else(|| "a table".to_owned(), |b| format!("{b} bytes"));
+                println!(
+                    "records.copy CSV -> {}: {} rows ({} bytes -> {out}) in {:.2} s: {:.0} rows/s",
+                    r.target, r.rows, r.input_bytes, r.secs, r.rows_per_sec
+                );
             }
         }
     }

@@ -324,7 +324,8 @@ impl PipelinesConfig {
                 self.connections
                     .iter()
                     .map(|(name, c)| {
-                        let conn = crate::engine::records::Connection { url: c.url.clone(), tenants: c.tenants.clone() };
+                        let conn =
+                            crate::engine::records::Connection { url: c.url.clone(), tenants: c.tenants.clone() };
                         (name.clone(), conn)
                     })
                     .collect(),
@@ -775,6 +776,32 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.server.port, 9003, "flags beat env");
+    }
+
+    #[test]
+    fn sql_connections_are_named_scoped_to_tenants_and_kept_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f.toml");
+        std::fs::write(
+            &file,
+            "[pipelines.connections.warehouse]\nurl = \"postgres://etl:hunter2@db:5432/wh\"\ntenants = [\"acme\"]\n",
+        )
+        .unwrap();
+        let c = Config::load_from(Some(&file), env(&[]), &Overrides::default()).unwrap();
+        let settings = c.pipelines.settings();
+        assert_eq!(settings.connections["warehouse"].tenants, ["acme"]);
+        assert!(!format!("{c:?} {settings:?}").contains("hunter2"));
+        assert!(!format!("{:?}", c.summary()).contains("hunter2"));
+        std::fs::write(
+            &file,
+            "[pipelines.connections.\"bad name\"]\nurl = \"mysql://x\"\ntenants = []\n\
+             [pipelines.connections.other]\nurl = \"sqlite://x.db\"\ntenants = [\"Not A Tenant\"]\n",
+        )
+        .unwrap();
+        let text = Config::load_from(Some(&file), env(&[]), &Overrides::default()).unwrap_err().to_string();
+        for needle in ["letters, digits", "must start with sqlite:", "at least one tenant", "is not a tenant id"] {
+            assert!(text.contains(needle), "missing {needle} in:\n{text}");
+        }
     }
 
     #[test]

@@ -88,11 +88,10 @@ fn endpoint(s: &str) -> Result<Endpoint, ProcessorError> {
 /// Opens the named connection if this tenant may use it. An unknown name and a name the tenant may not use
 /// answer the same, so a tenant learns nothing about other tenants' connections.
 async fn connect(ctx: &RunContext, name: &str) -> Result<SqlConnection, ProcessorError> {
-    let conn = ctx
-        .connections
-        .get(name)
-        .filter(|c| c.tenants.iter().any(|t| t == ctx.tenant.as_str()))
-        .ok_or_else(|| ProcessorError::permanent(format!("no SQL connection named {name:?} is configured for this tenant")))?;
+    let conn =
+        ctx.connections.get(name).filter(|c| c.tenants.iter().any(|t| t == ctx.tenant.as_str())).ok_or_else(|| {
+            ProcessorError::permanent(format!("no SQL connection named {name:?} is configured for this tenant"))
+        })?;
     SqlConnection::connect(conn.url.expose_secret()).await.map_err(|e| {
         let message = format!("SQL connection {name:?}: {e}");
         ProcessorError::Failed { retryable: e.is_retryable(), message }
@@ -101,10 +100,21 @@ async fn connect(ctx: &RunContext, name: &str) -> Result<SqlConnection, Processo
 
 /// A row source.
 enum Source {
-    Csv { reader: csv::Reader<std::io::Cursor<Bytes>>, record: csv::StringRecord, headers: Vec<String>, len: usize },
-    JsonLines { data: Bytes, pos: usize },
+    Csv {
+        reader: csv::Reader<std::io::Cursor<Bytes>>,
+        record: csv::StringRecord,
+        headers: Vec<String>,
+        len: usize,
+    },
+    JsonLines {
+        data: Bytes,
+        pos: usize,
+    },
     #[cfg(feature = "parquet")]
-    Parquet { reader: frostbyte_adapters::records::parquet::ParquetRecordReader, read: u64 },
+    Parquet {
+        reader: frostbyte_adapters::records::parquet::ParquetRecordReader,
+        read: u64,
+    },
     Sql(SqlRows),
 }
 
@@ -269,8 +279,12 @@ impl Sink {
     }
 
     /// Writes one row: `values` in field order, or (JSON Lines without a mapping) the object as it was read.
-    async fn push(&mut self, fields: Option<&[Field]>, values: Vec<Value>, object: Option<&Map<String, Value>>)
-    -> Result<(), ProcessorError> {
+    async fn push(
+        &mut self,
+        fields: Option<&[Field]>,
+        values: Vec<Value>,
+        object: Option<&Map<String, Value>>,
+    ) -> Result<(), ProcessorError> {
         match self {
             Sink::JsonLines(out) => {
                 let line = match (object, fields) {
@@ -379,7 +393,9 @@ pub(super) async fn records_copy(ctx: RunContext) -> Result<Outcome, ProcessorEr
             }
             Err((field, reason)) => {
                 rejected += 1;
-                rejects.extend_from_slice(json!({"row": row_number, "field": field, "reason": reason}).to_string().as_bytes());
+                rejects.extend_from_slice(
+                    json!({"row": row_number, "field": field, "reason": reason}).to_string().as_bytes(),
+                );
                 rejects.push(b'\n');
             }
         }
@@ -497,7 +513,8 @@ mod engine_tests {
         assert_eq!(rejects, "{\"field\":\"id\",\"reason\":\"\\\"x\\\" is not an integer\",\"row\":2}\n");
 
         let file = engine.blobs.get(&tenant, "out/people.parquet").await.unwrap();
-        let rows: Vec<Value> = ParquetRecordReader::open(file).unwrap().map(|r| Value::Object(r.unwrap().unwrap())).collect();
+        let rows: Vec<Value> =
+            ParquetRecordReader::open(file).unwrap().map(|r| Value::Object(r.unwrap().unwrap())).collect();
         assert_eq!(
             rows,
             [
@@ -509,8 +526,11 @@ mod engine_tests {
         // Parquet as a source: typed values come out typed, through a renaming mapping too.
         let back = json!({"source": "out/people.parquet", "target": "out/people.jsonl"});
         assert_eq!(copy(&engine, &tenant, back).await.status, RunStatus::Completed);
-        let lines: Vec<Value> =
-            text(&engine, &tenant, "out/people.jsonl").await.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<Value> = text(&engine, &tenant, "out/people.jsonl")
+            .await
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines, rows);
         let renamed = json!({"source": "out/people.parquet", "target": "out/ids.csv", "columns": "id:person,active"});
         assert_eq!(copy(&engine, &tenant, renamed).await.status, RunStatus::Completed);
@@ -547,12 +567,14 @@ mod engine_tests {
         let (engine, tenant, _dir) = engine(conns).await;
         put(&engine, &tenant, "in/people.csv", PEOPLE).await;
         let target = format!("sql://wh/{table}");
-        let run = copy(&engine, &tenant, json!({"source": "in/people.csv", "target": target, "columns": MAPPING})).await;
+        let run =
+            copy(&engine, &tenant, json!({"source": "in/people.csv", "target": target, "columns": MAPPING})).await;
         assert_eq!((run.status, run.records_processed), (RunStatus::Completed, 2), "{run:?}");
         let rejects = text(&engine, &tenant, &format!("sql/wh/{table}.rejects.jsonl")).await;
         assert!(rejects.contains("\"row\":2"), "{rejects}");
 
-        let back = json!({"source": target, "target": "out/back.jsonl", "columns": "id,name,score,active::boolean,joined"});
+        let back =
+            json!({"source": target, "target": "out/back.jsonl", "columns": "id,name,score,active::boolean,joined"});
         let run = copy(&engine, &tenant, back).await;
         assert_eq!(run.status, RunStatus::Completed, "{run:?}");
         let mut lines: Vec<Value> =
