@@ -2,9 +2,9 @@
 //! (Int64, Float64, Boolean, Date32, Utf8, all nullable) and the values.
 #![cfg(feature = "parquet")]
 
+use arrow_array::Array;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Date32Type, Float64Type, Int64Type};
-use arrow_array::Array;
 use arrow_schema::DataType;
 use bytes::Bytes;
 use frostbyte_adapters::records::parquet::{ParquetRecordReader, ParquetRecordWriter};
@@ -54,6 +54,7 @@ fn a_written_file_reads_back_with_the_parquet_crate() {
     assert!((0..6).all(|c| b.column(c).is_null(1)), "nulls stay null");
 
     // And our own reader agrees.
-    let rows: Vec<Value> = ParquetRecordReader::open(bytes).unwrap().map(|r| Value::Object(r.unwrap().unwrap())).collect();
+    let rows: Vec<Value> =
+        ParquetRecordReader::open(bytes).unwrap().map(|r| Value::Object(r.unwrap().unwrap())).collect();
     assert_eq!(rows[0], json!({"id": 1, "score": 2.5, "ok": true, "day": "1970-01-02", "name": "Ann", "raw": "42"}));
 }

@@ -167,7 +167,8 @@ async fn sqlite_values_are_read_by_storage_class() {
     let db = sqlite().await;
     let name = table_name("loose").unwrap();
     // A table made elsewhere: untyped columns holding mixed values.
-    let mut w = db.conn.writer(&name, &[Field::new("id", Some(ColumnType::Integer)), Field::new("v", None)]).await.unwrap();
+    let mut w =
+        db.conn.writer(&name, &[Field::new("id", Some(ColumnType::Integer)), Field::new("v", None)]).await.unwrap();
     w.push(vec![json!(1), json!("x")]).await.unwrap();
     w.commit().await.unwrap();
     let rows = read_all(&db, "loose", None).await;

@@ -69,9 +69,10 @@ impl Builder {
             Builder::Integer(b) => b.append_option(v.as_i64()),
             Builder::Float(b) => b.append_option(v.as_f64()),
             Builder::Boolean(b) => b.append_option(v.as_bool()),
-            Builder::Date(b) => b.append_option(date_of(v).map(|d| {
-                i32::try_from((d - EPOCH).num_days()).expect("chrono dates lie within 2^31 days of 1970")
-            })),
+            Builder::Date(b) => b
+                .append_option(date_of(v).map(|d| {
+                    i32::try_from((d - EPOCH).num_days()).expect("chrono dates lie within 2^31 days of 1970")
+                })),
         }
     }
 
@@ -116,7 +117,11 @@ impl ParquetRecordWriter {
     /// Appends one row: one coerced value per field, in field order.
     pub fn push(&mut self, row: &[Value]) -> Result<(), RecordsError> {
         if row.len() != self.fields.len() {
-            return Err(RecordsError::Invalid(format!("a row has {} values for {} columns", row.len(), self.fields.len())));
+            return Err(RecordsError::Invalid(format!(
+                "a row has {} values for {} columns",
+                row.len(),
+                self.fields.len()
+            )));
         }
         if let Some((v, f)) = row.iter().zip(&self.fields).find(|(v, f)| !fits(v, f.ty)) {
             return Err(RecordsError::Invalid(format!("column {:?}: {v} does not fit its type", f.name)));
@@ -187,7 +192,8 @@ pub struct ParquetRecordReader {
 
 impl ParquetRecordReader {
     pub fn open(bytes: Bytes) -> Result<Self, RecordsError> {
-        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(invalid("not a readable Parquet file"))?;
+        let builder =
+            ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(invalid("not a readable Parquet file"))?;
         let rows = u64::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
         let schema = builder.schema().clone();
         let unsupported: Vec<String> = schema
@@ -338,7 +344,10 @@ mod tests {
         assert_eq!(r.row_count(), n as u64);
         let rows: Vec<_> = r.map(|x| x.unwrap().unwrap()).collect();
         assert_eq!(rows.len(), n);
-        assert_eq!(Value::Object(rows[1].clone()), json!({"id": 1, "name": null, "score": 0.5, "ok": false, "day": "2026-03-01"}));
+        assert_eq!(
+            Value::Object(rows[1].clone()),
+            json!({"id": 1, "name": null, "score": 0.5, "ok": false, "day": "2026-03-01"})
+        );
         assert_eq!(rows[n - 1]["id"], json!(n - 1));
     }
 

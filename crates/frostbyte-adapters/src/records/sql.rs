@@ -186,8 +186,12 @@ impl SqlConnection {
     /// The table's columns in order, or `None` when there is no such table.
     pub async fn columns(&self, table: &TableName) -> Result<Option<Vec<TableColumn>>, RecordsError> {
         match &self.pool {
-            Pool::Sqlite(pool) => sqlite_columns(&mut *pool.acquire().await.map_err(unavailable("SQLite"))?, table).await,
-            Pool::Postgres(pool) => pg_columns(&mut *pool.acquire().await.map_err(unavailable("PostgreSQL"))?, table).await,
+            Pool::Sqlite(pool) => {
+                sqlite_columns(&mut *pool.acquire().await.map_err(unavailable("SQLite"))?, table).await
+            }
+            Pool::Postgres(pool) => {
+                pg_columns(&mut *pool.acquire().await.map_err(unavailable("PostgreSQL"))?, table).await
+            }
         }
     }
 
@@ -275,7 +279,12 @@ impl SqlConnection {
         let create = format!(
             "CREATE TABLE IF NOT EXISTS {} ({})",
             table.quoted(),
-            fields.iter().zip(&columns).map(|(f, q)| format!("{q} {}", sql_type(f.ty, postgres))).collect::<Vec<_>>().join(", ")
+            fields
+                .iter()
+                .zip(&columns)
+                .map(|(f, q)| format!("{q} {}", sql_type(f.ty, postgres)))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         let check = |existing: Option<Vec<TableColumn>>| -> Result<(), RecordsError> {
             let existing = existing.unwrap_or_default();
@@ -287,14 +296,20 @@ impl SqlConnection {
         let tx = match &self.pool {
             Pool::Sqlite(pool) => {
                 let mut tx = pool.begin().await.map_err(unavailable("SQLite"))?;
-                sqlx::query(AssertSqlSafe(create.clone())).execute(&mut *tx).await.map_err(unavailable("cannot create the table"))?;
-                check(sqlite_columns(&mut *tx, table).await?)?;
+                sqlx::query(AssertSqlSafe(create.clone()))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable("cannot create the table"))?;
+                check(sqlite_columns(&mut tx, table).await?)?;
                 WriterTx::Sqlite(tx)
             }
             Pool::Postgres(pool) => {
                 let mut tx = pool.begin().await.map_err(unavailable("PostgreSQL"))?;
-                sqlx::query(AssertSqlSafe(create.clone())).execute(&mut *tx).await.map_err(unavailable("cannot create the table"))?;
-                check(pg_columns(&mut *tx, table).await?)?;
+                sqlx::query(AssertSqlSafe(create.clone()))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable("cannot create the table"))?;
+                check(pg_columns(&mut tx, table).await?)?;
                 WriterTx::Postgres(tx)
             }
         };
@@ -354,7 +369,9 @@ fn sqlite_row(row: &sqlx::sqlite::SqliteRow, names: &[String]) -> RowResult {
         let value = match class.as_deref() {
             None => Value::Null,
             Some("INTEGER") => Value::from(row.try_get::<i64, _>(i).map_err(fail)?),
-            Some("REAL") => finite(row.try_get::<f64, _>(i).map_err(fail)?).map_err(|e| format!("column {name:?}: {e}"))?,
+            Some("REAL") => {
+                finite(row.try_get::<f64, _>(i).map_err(fail)?).map_err(|e| format!("column {name:?}: {e}"))?
+            }
             Some("TEXT") => Value::String(row.try_get::<String, _>(i).map_err(fail)?),
             Some(_) => return Err(format!("column {name:?}: binary values cannot be copied")),
         };
@@ -439,7 +456,11 @@ impl SqlWriter {
     /// Buffers one row (one coerced value per field) and inserts a batch when it is full.
     pub async fn push(&mut self, row: Vec<Value>) -> Result<(), RecordsError> {
         if row.len() != self.fields.len() {
-            return Err(RecordsError::Invalid(format!("a row has {} values for {} columns", row.len(), self.fields.len())));
+            return Err(RecordsError::Invalid(format!(
+                "a row has {} values for {} columns",
+                row.len(),
+                self.fields.len()
+            )));
         }
         if let Some((v, f)) = row.iter().zip(&self.fields).find(|(v, f)| !fits(v, f.ty)) {
             return Err(RecordsError::Invalid(format!("column {:?}: {v} does not fit its type", f.name)));
