@@ -21,6 +21,7 @@
 //!   `migrations/*/0007_search_generations.sql`).
 //! - Both stores also implement [`RunStore`](frostbyte_core::pipelines::RunStore) (pipeline runs, module `runs`,
 //!   `0011_pipeline_runs.sql`), held to `tests/runs_contract.rs`.
+//! - [`records`] reads and writes the Parquet files and SQL tables of the `records.copy` processor.
 //! - [`resolve`] is the one place where configuration (URLs) becomes implementations.
 //!
 //! The adapters own the storage layout: tenant prefixes for blobs, the append-only audit tables and their
@@ -36,6 +37,7 @@ mod migrations;
 pub mod parse;
 pub mod postgres;
 mod queue;
+pub mod records;
 pub mod resolve;
 mod runs;
 pub mod scan;

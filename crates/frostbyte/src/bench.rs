@@ -11,6 +11,8 @@
 //!   `documents.sync` run through the real engine (intake only; the document pipeline is not run), then times
 //!   runs over the unchanged corpus end to end (run created → completed), which is listing and comparing with
 //!   the sync state.
+//! - **engine** and **records** — the pipeline engine's overhead and `records.copy` throughput
+//!   ([`crate::engine::bench`]).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -519,6 +521,38 @@ pub async fn bench(config: &Config, cmd: BenchCommand, json_out: bool) -> anyhow
                     r.best_secs,
                     r.worst_secs,
                     shown.join(", ")
+                );
+            }
+        }
+        BenchCommand::Engine { runs, workers } => {
+            let r = crate::engine::bench::engine_overhead(runs, workers).await?;
+            if json_out {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "{} runs, {} workers, {} CPUs: started {:.0}/s ({:.2} s), completed {:.0}/s ({:.2} s); \
+                     creation to completion p50 {:.0} ms, p99 {:.0} ms",
+                    r.runs,
+                    r.workers,
+                    r.cpus,
+                    r.started_per_sec,
+                    r.start_secs,
+                    r.completed_per_sec,
+                    r.complete_secs,
+                    r.latency_p50_ms,
+                    r.latency_p99_ms
+                );
+            }
+        }
+        BenchCommand::Records { rows, to } => {
+            let r = crate::engine::bench::records_throughput(rows, &to).await?;
+            if json_out {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                let out = r.output_bytes.map_or_else(|| "a table".to_owned(), |b| format!("{b} bytes"));
+                println!(
+                    "records.copy CSV -> {}: {} rows ({} bytes -> {out}) in {:.2} s: {:.0} rows/s",
+                    r.target, r.rows, r.input_bytes, r.secs, r.rows_per_sec
                 );
             }
         }

@@ -139,6 +139,22 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+    /// Pipeline-engine overhead on the embedded default: start RUNS trivial runs (a one-row records/copy), execute
+    /// them with WORKERS engine workers, and report runs started and completed per second.
+    Engine {
+        #[arg(long, default_value_t = 2_000)]
+        runs: usize,
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+    },
+    /// records.copy throughput: generate ROWS CSV rows and copy them with a typed mapping in one run; report rows/s.
+    Records {
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: usize,
+        /// The target: parquet, jsonl, csv or sqlite (a table through a configured connection).
+        #[arg(long, default_value = "parquet")]
+        to: String,
+    },
 }
 
 #[derive(Debug, Args)]

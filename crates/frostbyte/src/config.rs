@@ -54,6 +54,14 @@ const STRING_KEYS: &[&str] = &[
     "scan.scanner",
 ];
 
+/// Tables whose keys are names the operator chooses (`[pipelines.connections.NAME]`, `[pipelines.webhook_secrets]`):
+/// the compiled-in defaults cannot list them, so their fields are checked by their own types instead.
+const OPEN_TABLES: &[&str] = &["pipelines.connections.", "pipelines.webhook_secrets."];
+
+fn is_known(known: &BTreeSet<String>, key: &str) -> bool {
+    known.contains(key) || OPEN_TABLES.iter().any(|prefix| key.starts_with(prefix))
+}
+
 /// Minimum length of a configured secret.
 pub const MIN_SECRET_LEN: usize = 32;
 
@@ -387,6 +395,19 @@ pub struct PipelinesConfig {
     /// Where `documents.sync` may read: absolute directories and `s3://bucket[/prefix]` URLs, `{tenant}` standing
     /// for the run's tenant id. Empty: no source is allowed.
     pub sync_roots: Vec<String>,
+    /// SQL databases `records.copy` may use as `sql://NAME/table`, by name.
+    #[serde(default)]
+    pub connections: BTreeMap<String, ConnectionConfig>,
+}
+
+/// One SQL database `records.copy` may read and write (`[pipelines.connections.NAME]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionConfig {
+    /// `sqlite://…` or `postgres://…`; may hold a password, so it stays wrapped.
+    pub url: SecretString,
+    /// The tenants whose runs may use it; no other tenant can name it.
+    pub tenants: Vec<String>,
 }
 
 impl Default for PipelinesConfig {
@@ -406,6 +427,7 @@ impl Default for PipelinesConfig {
             webhook_poll_ms: 1_000,
             webhook_secrets: std::collections::BTreeMap::new(),
             sync_roots: Vec::new(),
+            connections: BTreeMap::new(),
         }
     }
 }
@@ -432,8 +454,42 @@ impl PipelinesConfig {
             webhook_timeout: std::time::Duration::from_millis(self.webhook_timeout_ms.max(100)),
             webhook_poll: std::time::Duration::from_millis(self.webhook_poll_ms.max(100)),
             webhook_secrets: self.webhook_secrets.clone(),
+            connections: std::sync::Arc::new(
+                self.connections
+                    .iter()
+                    .map(|(name, c)| {
+                        let conn =
+                            crate::engine::records::Connection { url: c.url.clone(), tenants: c.tenants.clone() };
+                        (name.clone(), conn)
+                    })
+                    .collect(),
+            ),
             ..Default::default()
         }
+    }
+
+    /// Connection names, URLs and tenant lists.
+    fn validate(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, c) in &self.connections {
+            let key = format!("pipelines.connections.{name}");
+            if name.is_empty() || !name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-') {
+                out.push(format!("{key}: a connection name is letters, digits, _ and - only"));
+            }
+            let url = c.url.expose_secret();
+            if !["sqlite:", "postgres://", "postgresql://"].iter().any(|p| url.starts_with(p)) {
+                out.push(format!("{key}.url must start with sqlite: or postgres:// (got {})", redact_url(url)));
+            }
+            if c.tenants.is_empty() {
+                out.push(format!("{key}.tenants must list at least one tenant"));
+            }
+            for t in &c.tenants {
+                if frostbyte_core::TenantId::parse(t).is_err() {
+                    out.push(format!("{key}.tenants: {t:?} is not a tenant id"));
+                }
+            }
+        }
+        out
     }
 }
 
@@ -512,9 +568,7 @@ impl Config {
                 let layer = Figment::from(Toml::file_exact(path));
                 match layer.extract::<Dict>() {
                     Ok(_) => {
-                        // Webhook secrets are named by the operator, so their keys cannot be known in advance.
-                        let named = |k: &&String| !k.starts_with("pipelines.webhook_secrets.");
-                        for key in leaf_keys(&layer).difference(&known).filter(named) {
+                        for key in leaf_keys(&layer).iter().filter(|k| !is_known(&known, k)) {
                             errors.push(format!("unknown key `{key}` in {}", path.display()));
                         }
                         figment = figment.merge(Toml::file_exact(path));
@@ -526,7 +580,7 @@ impl Config {
 
         for (name, value) in env {
             let Some(key) = env_key(&name) else { continue };
-            if !known.contains(&key) {
+            if !is_known(&known, &key) {
                 errors.push(format!("unknown setting `{key}` from environment variable {name}"));
                 continue;
             }
@@ -599,6 +653,7 @@ impl Config {
     fn validate(&self) -> Vec<String> {
         let mut out = Vec::new();
         out.extend(self.signals.validate());
+        out.extend(self.pipelines.validate());
         if self.server.host.trim().is_empty() {
             out.push("server.host must not be empty".into());
         }
@@ -784,6 +839,15 @@ impl Config {
             ("pipelines.dir", self.pipelines.dir.display().to_string()),
             ("pipelines.workers", self.pipelines.workers.to_string()),
             ("pipelines.sync_roots", self.pipelines.sync_roots.join(", ")),
+            (
+                "pipelines.connections",
+                self.pipelines
+                    .connections
+                    .iter()
+                    .map(|(name, c)| format!("{name}={} ({})", redact_url(c.url.expose_secret()), c.tenants.join(" ")))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
         ])
     }
 }
@@ -907,6 +971,32 @@ mod tests {
         .unwrap_err();
         let text = errs.to_string();
         for needle in ["subject_prefix", "nats.stream", "nats.durable", "batch_size", "ack_wait_secs"] {
+            assert!(text.contains(needle), "missing {needle} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn sql_connections_are_named_scoped_to_tenants_and_kept_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f.toml");
+        std::fs::write(
+            &file,
+            "[pipelines.connections.warehouse]\nurl = \"postgres://etl:hunter2@db:5432/wh\"\ntenants = [\"acme\"]\n",
+        )
+        .unwrap();
+        let c = Config::load_from(Some(&file), env(&[]), &Overrides::default()).unwrap();
+        let settings = c.pipelines.settings();
+        assert_eq!(settings.connections["warehouse"].tenants, ["acme"]);
+        assert!(!format!("{c:?} {settings:?}").contains("hunter2"));
+        assert!(!format!("{:?}", c.summary()).contains("hunter2"));
+        std::fs::write(
+            &file,
+            "[pipelines.connections.\"bad name\"]\nurl = \"mysql://x\"\ntenants = []\n\
+             [pipelines.connections.other]\nurl = \"sqlite://x.db\"\ntenants = [\"Not A Tenant\"]\n",
+        )
+        .unwrap();
+        let text = Config::load_from(Some(&file), env(&[]), &Overrides::default()).unwrap_err().to_string();
+        for needle in ["letters, digits", "must start with sqlite:", "at least one tenant", "is not a tenant id"] {
             assert!(text.contains(needle), "missing {needle} in:\n{text}");
         }
     }

@@ -25,18 +25,20 @@
 //! fails runs whose job can no longer run them (dead, abandoned, finished or missing), so no run stays
 //! `running` forever.
 
+pub mod bench;
 pub mod chain;
 pub mod command;
 pub mod definitions;
 #[cfg(test)]
 mod flow_tests;
 pub mod processors;
-pub mod schedule_command;
+pub mod records;
 mod reindex;
 mod retention;
+pub mod schedule_command;
 pub mod schedules;
-pub mod webhooks;
 pub mod sync;
+pub mod webhooks;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -86,6 +88,8 @@ pub struct EngineSettings {
     pub webhook_poll: Duration,
     /// Webhook HMAC secrets by name, used when no environment variable of that name is set.
     pub webhook_secrets: std::collections::BTreeMap<String, secrecy::SecretString>,
+    /// SQL databases `records.copy` may read and write (`sql://NAME/table`), each with the tenants allowed.
+    pub connections: Arc<records::Connections>,
 }
 
 impl Default for EngineSettings {
@@ -102,6 +106,7 @@ impl Default for EngineSettings {
             webhook_timeout: Duration::from_secs(10),
             webhook_poll: Duration::from_secs(1),
             webhook_secrets: std::collections::BTreeMap::new(),
+            connections: Arc::default(),
         }
     }
 }
@@ -626,6 +631,7 @@ impl Engine {
             blobs: self.blobs.clone(),
             runs: self.runs.clone(),
             documents: self.documents.clone(),
+            connections: self.settings.connections.clone(),
             cancel: token.clone(),
         };
         let ending = self.with_heartbeat(job.job_id, worker, self.supervise(&run, processor, ctx, token)).await;
@@ -1050,5 +1056,57 @@ mod tests {
         let run = engine.get_run(&tenant, run.run_id).await.unwrap();
         assert_eq!(run.status, RunStatus::Failed);
         assert!(run.error_message.unwrap().contains("interrupted"));
+    }
+
+    /// A process killed mid-run: its heartbeats stop, the lease lapses, and another worker resumes the run from
+    /// the start (audited `PIPELINE_RUN_RESUMED`) and finishes it; the run is never left `running`.
+    #[tokio::test]
+    async fn a_run_whose_process_was_killed_is_resumed_by_another_worker() {
+        let (engine, tenant, _dir) = engine().await;
+        let engine = Arc::new(engine);
+        let run = engine.create_run(&tenant, "records", "copy", params(), "test").await.unwrap();
+        let job = engine.queue.claim(&engine.claim_options("doomed"), frostbyte_core::now()).await.unwrap().unwrap();
+        let doomed = tokio::spawn({
+            let engine = engine.clone();
+            async move { engine.execute(job, "doomed", Some(until_cancelled)).await }
+        });
+        while engine.get_run(&tenant, run.run_id).await.unwrap().status != RunStatus::Running {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // SIGKILL: the task stops between two awaits, with no transition and no further heartbeat.
+        doomed.abort();
+        assert!(doomed.await.unwrap_err().is_cancelled());
+        assert_eq!(engine.get_run(&tenant, run.run_id).await.unwrap().status, RunStatus::Running);
+        // A restart's recovery leaves it to the queue, since its job is still leased.
+        assert_eq!(engine.recover().await.unwrap(), 0);
+        // Before the lease lapses nobody else can take it; after, another worker does.
+        assert!(engine.queue.claim(&engine.claim_options("heir"), frostbyte_core::now()).await.unwrap().is_none());
+        let later = frostbyte_core::now() + chrono::Duration::from_std(engine.settings.lease).unwrap();
+        let later = later + chrono::Duration::seconds(1);
+        let job = engine.queue.claim(&engine.claim_options("heir"), later).await.unwrap().expect("the lapsed lease");
+        assert_eq!(job.attempts, 2);
+        engine
+            .execute(job, "heir", Some(|_| Box::pin(async { Ok(Outcome { records: 5, counts: Map::new() }) })))
+            .await
+            .unwrap();
+        let done = engine.get_run(&tenant, run.run_id).await.unwrap();
+        assert_eq!((done.status, done.records_processed), (RunStatus::Completed, 5));
+        let types: Vec<String> = engine
+            .events
+            .recent(64)
+            .iter()
+            .filter(|p| p.event.run_id == Some(run.run_id))
+            .filter_map(|p| p.event.event_type.clone())
+            .collect();
+        assert_eq!(
+            types,
+            [
+                "PIPELINE_RUN_CREATED",
+                "PIPELINE_RUN_VALIDATING",
+                "PIPELINE_RUN_STARTED",
+                "PIPELINE_RUN_RESUMED",
+                "PIPELINE_RUN_COMPLETED"
+            ]
+        );
     }
 }

@@ -4,13 +4,11 @@
 //!   only the comma-separated `event_types`) as JSON Lines at the run's `target` blob key, with a manifest
 //!   (`{target}.manifest.json`: event count, file sha256) beside it. Reuses [`export_jsonl`].
 //! - `documents.sync`: incremental ingest from a directory or S3 prefix ([`super::sync`]).
-//! - `records.copy`: rows from the `source` blob (CSV with a header row, or JSON Lines) to the `target` blob (CSV
-//!   or JSON Lines, by extension), through the `columns` mapping (`from:to:type`, types `string`, `integer`,
-//!   `float`, `boolean`, `date`). A row that cannot be coerced is written to the reject file (option
-//!   `reject_target`) as `{row, field, reason, record}` and not to the target.
+//! - `records.copy` ([`super::records`]): rows between CSV, JSON Lines and Parquet blobs and SQL tables, through
+//!   a column mapping with type coercion; rows that cannot be coerced go to a reject file with the reason.
 //!
-//! Every path is a key in the tenant's own blob space, so a definition can never reach another tenant's data or
-//! the server's files. Processors check the run's [`CancelToken`] between rows and report progress; they return
+//! Every path is a key in the tenant's own blob space, and a SQL table is reached only through a configured
+//! connection that lists the tenant, so a definition can never reach another tenant's data or the server's files. Processors check the run's [`CancelToken`] between rows and report progress; they return
 //! counts, never record contents.
 
 use std::sync::Arc;
@@ -27,8 +25,7 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 /// The names the registry knows.
-pub const NAMES: &[&str] =
-    &["audit.export", "documents.sync", "records.copy", "retention.sweep", "documents.reindex"];
+pub const NAMES: &[&str] = &["audit.export", "documents.sync", "records.copy", "retention.sweep", "documents.reindex"];
 
 /// A processor: an async function of the run's context.
 pub type ProcessorFn = fn(RunContext) -> BoxFuture<'static, Result<Outcome, ProcessorError>>;
@@ -38,7 +35,7 @@ pub fn lookup(name: &str) -> Option<ProcessorFn> {
     match name {
         "audit.export" => Some(|ctx| Box::pin(audit_export(ctx))),
         "documents.sync" => Some(|ctx| Box::pin(super::sync::documents_sync(ctx))),
-        "records.copy" => Some(|ctx| Box::pin(records_copy(ctx))),
+        "records.copy" => Some(|ctx| Box::pin(super::records::records_copy(ctx))),
         "retention.sweep" => Some(|ctx| Box::pin(super::retention::retention_sweep(ctx))),
         "documents.reindex" => Some(|ctx| Box::pin(super::reindex::documents_reindex(ctx))),
         _ => None,
@@ -88,6 +85,8 @@ pub struct RunContext {
     pub runs: Arc<dyn RunStore>,
     /// The document plane, when the engine has one ([`super::Engine::with_documents`]).
     pub documents: Option<Arc<super::DocumentPlane>>,
+    /// The configured SQL connections (`[pipelines.connections]`), for `records.copy`.
+    pub connections: Arc<super::records::Connections>,
     pub cancel: CancelToken,
 }
 
@@ -191,251 +190,6 @@ async fn audit_export(ctx: RunContext) -> Result<Outcome, ProcessorError> {
     Ok(Outcome { records: manifest.event_count, counts })
 }
 
-// --- records.copy ----------------------------------------------------------------------------------------------
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Format {
-    Csv,
-    JsonLines,
-}
-
-fn format_of(key: &str) -> Result<Format, ProcessorError> {
-    let lower = key.to_ascii_lowercase();
-    if lower.ends_with(".csv") {
-        Ok(Format::Csv)
-    } else if lower.ends_with(".jsonl") || lower.ends_with(".ndjson") {
-        Ok(Format::JsonLines)
-    } else {
-        Err(ProcessorError::permanent(format!("{key:?}: records.copy reads and writes .csv, .jsonl and .ndjson only")))
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ColumnType {
-    String,
-    Integer,
-    Float,
-    Boolean,
-    Date,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-struct Column {
-    from: String,
-    to: String,
-    ty: Option<ColumnType>,
-}
-
-/// `from[:to[:type]]` items separated by commas.
-fn parse_columns(spec: &str) -> Result<Vec<Column>, ProcessorError> {
-    spec.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|item| {
-            let mut parts = item.split(':').map(str::trim);
-            let from = parts.next().unwrap_or_default().to_owned();
-            let to = parts.next().filter(|s| !s.is_empty()).unwrap_or(&from).to_owned();
-            let ty = match parts.next() {
-                None | Some("") => None,
-                Some("string") => Some(ColumnType::String),
-                Some("integer") => Some(ColumnType::Integer),
-                Some("float") => Some(ColumnType::Float),
-                Some("boolean") => Some(ColumnType::Boolean),
-                Some("date") => Some(ColumnType::Date),
-                Some(other) => {
-                    return Err(ProcessorError::permanent(format!(
-                        "column {from:?}: unknown type {other:?} (string, integer, float, boolean, date)"
-                    )));
-                }
-            };
-            if from.is_empty() || parts.next().is_some() {
-                return Err(ProcessorError::permanent(format!("column mapping {item:?} is not from:to:type")));
-            }
-            Ok(Column { from, to, ty })
-        })
-        .collect()
-}
-
-/// Coerces one value; `Err` says why not.
-fn coerce(value: &Value, ty: ColumnType) -> Result<Value, String> {
-    let text = match value {
-        Value::String(s) => s.trim().to_owned(),
-        Value::Null => return Ok(Value::Null),
-        other => other.to_string(),
-    };
-    match ty {
-        ColumnType::String => Ok(match value {
-            Value::String(s) => Value::String(s.clone()),
-            _ => Value::String(text),
-        }),
-        ColumnType::Integer => text.parse::<i64>().map(Value::from).map_err(|_| format!("{text:?} is not an integer")),
-        ColumnType::Float => text
-            .parse::<f64>()
-            .ok()
-            .filter(|f| f.is_finite())
-            .map(Value::from)
-            .ok_or_else(|| format!("{text:?} is not a number")),
-        ColumnType::Boolean => match text.to_ascii_lowercase().as_str() {
-            "true" | "1" | "yes" => Ok(Value::Bool(true)),
-            "false" | "0" | "no" => Ok(Value::Bool(false)),
-            _ => Err(format!("{text:?} is not a boolean")),
-        },
-        ColumnType::Date => chrono::NaiveDate::parse_from_str(&text, "%Y-%m-%d")
-            .map(|d| Value::from(d.format("%Y-%m-%d").to_string()))
-            .map_err(|_| format!("{text:?} is not a date (YYYY-MM-DD)")),
-    }
-}
-
-/// Reads every row as a JSON object (CSV values as strings; an empty CSV cell as null).
-/// One input row: the record, or why it could not be read.
-type Row = Result<Map<String, Value>, String>;
-
-fn read_rows(bytes: &[u8], format: Format) -> Result<Vec<Row>, ProcessorError> {
-    match format {
-        Format::Csv => {
-            let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(bytes);
-            let headers = reader
-                .headers()
-                .map_err(|e| ProcessorError::permanent(format!("cannot read the CSV header: {e}")))?
-                .clone();
-            Ok(reader
-                .records()
-                .map(|r| {
-                    r.map_err(|e| format!("malformed CSV row: {e}")).map(|rec| {
-                        headers
-                            .iter()
-                            .zip(rec.iter())
-                            .map(|(h, v)| {
-                                (h.to_owned(), if v.is_empty() { Value::Null } else { Value::String(v.to_owned()) })
-                            })
-                            .collect()
-                    })
-                })
-                .collect())
-        }
-        Format::JsonLines => {
-            let text = std::str::from_utf8(bytes)
-                .map_err(|_| ProcessorError::permanent("the JSON Lines input is not UTF-8"))?;
-            Ok(text
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(|line| match serde_json::from_str::<Value>(line) {
-                    Ok(Value::Object(m)) => Ok(m),
-                    Ok(_) => Err("the line is not a JSON object".to_owned()),
-                    Err(e) => Err(format!("malformed JSON: {e}")),
-                })
-                .collect())
-        }
-    }
-}
-
-/// One row through the mapping: the output row, or the field at fault and why.
-fn map_row(row: &Map<String, Value>, columns: &[Column]) -> Result<Map<String, Value>, (String, String)> {
-    if columns.is_empty() {
-        return Ok(row.clone());
-    }
-    let mut out = Map::new();
-    for c in columns {
-        let value = row.get(&c.from).ok_or_else(|| (c.from.clone(), "column is missing".to_owned()))?;
-        let value = match c.ty {
-            Some(ty) => coerce(value, ty).map_err(|reason| (c.from.clone(), reason))?,
-            None => value.clone(),
-        };
-        out.insert(c.to.clone(), value);
-    }
-    Ok(out)
-}
-
-fn csv_cell(v: &Value) -> String {
-    match v {
-        Value::Null => String::new(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-async fn records_copy(ctx: RunContext) -> Result<Outcome, ProcessorError> {
-    let source = ctx.required(&ctx.source, "source")?;
-    let target = ctx.required(&ctx.target, "target")?;
-    let (in_format, out_format) = (format_of(&source)?, format_of(&target)?);
-    let columns = parse_columns(ctx.param_str("columns").unwrap_or_default())?;
-    let reject_target = ctx
-        .options
-        .get("reject_target")
-        .and_then(Value::as_str)
-        .map_or_else(|| format!("{target}.rejects.jsonl"), str::to_owned);
-    if reject_target == target || source == target {
-        return Err(ProcessorError::permanent("source, target and reject file must be different blobs"));
-    }
-    let input = ctx.blobs.get(&ctx.tenant, &source).await.map_err(|e| match e {
-        frostbyte_core::ports::BlobError::NotFound(_) => {
-            ProcessorError::permanent(format!("source {source:?} does not exist"))
-        }
-        e => e.into(),
-    })?;
-    let rows = read_rows(&input, in_format)?;
-    let total = rows.len().max(1) as f64;
-    let mut written: Vec<Map<String, Value>> = Vec::with_capacity(rows.len());
-    let mut rejects = String::new();
-    let mut rejected = 0u64;
-    for (i, row) in rows.into_iter().enumerate() {
-        let row_number = i + 1;
-        let mapped =
-            row.map_err(|reason| ("(row)".to_owned(), reason)).and_then(|r| map_row(&r, &columns).map(|m| (m, r)));
-        match mapped {
-            Ok((m, _)) => written.push(m),
-            Err((field, reason)) => {
-                rejected += 1;
-                rejects.push_str(&json!({"row": row_number, "field": field, "reason": reason}).to_string());
-                rejects.push('\n');
-            }
-        }
-        if row_number % 1_000 == 0 {
-            ctx.check_cancelled()?;
-            ctx.progress(row_number as f64 / total * 0.9, written.len() as u64).await;
-            tokio::task::yield_now().await;
-        }
-    }
-    ctx.check_cancelled()?;
-    let output = match out_format {
-        Format::JsonLines => {
-            let mut out = String::new();
-            for r in &written {
-                out.push_str(&Value::Object(r.clone()).to_string());
-                out.push('\n');
-            }
-            out.into_bytes()
-        }
-        Format::Csv => {
-            let mut header: Vec<String> = columns.iter().map(|c| c.to.clone()).collect();
-            if header.is_empty() {
-                for r in &written {
-                    for k in r.keys() {
-                        if !header.contains(k) {
-                            header.push(k.clone());
-                        }
-                    }
-                }
-            }
-            let mut w = csv::Writer::from_writer(Vec::new());
-            let fail = |e: csv::Error| ProcessorError::permanent(format!("cannot write CSV: {e}"));
-            w.write_record(&header).map_err(fail)?;
-            for r in &written {
-                w.write_record(header.iter().map(|h| r.get(h).map(csv_cell).unwrap_or_default())).map_err(fail)?;
-            }
-            w.into_inner().map_err(|e| ProcessorError::permanent(format!("cannot write CSV: {e}")))?
-        }
-    };
-    ctx.blobs.put(&ctx.tenant, &target, Bytes::from(output)).await?;
-    if rejected > 0 {
-        ctx.blobs.put(&ctx.tenant, &reject_target, Bytes::from(rejects)).await?;
-    }
-    let mut counts = Map::new();
-    counts.insert("rows_written".into(), json!(written.len()));
-    counts.insert("rows_rejected".into(), json!(rejected));
-    Ok(Outcome { records: written.len() as u64, counts })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -446,27 +200,6 @@ mod tests {
             assert!(lookup(name).is_some(), "{name}");
         }
         assert!(lookup("nope").is_none());
-    }
-
-    #[test]
-    fn column_specs_and_coercion() {
-        let cols = parse_columns("id:user_id:integer, name, joined::date").unwrap();
-        assert_eq!(cols[0], Column { from: "id".into(), to: "user_id".into(), ty: Some(ColumnType::Integer) });
-        assert_eq!(cols[1].to, "name");
-        assert_eq!(cols[2].ty, Some(ColumnType::Date));
-        assert!(parse_columns("a:b:money").is_err());
-        let table = [
-            (json!("42"), ColumnType::Integer, Ok(json!(42))),
-            (json!("4.5"), ColumnType::Integer, Err(())),
-            (json!("4.5"), ColumnType::Float, Ok(json!(4.5))),
-            (json!("yes"), ColumnType::Boolean, Ok(json!(true))),
-            (json!("maybe"), ColumnType::Boolean, Err(())),
-            (json!("2026-02-30"), ColumnType::Date, Err(())),
-            (json!(7), ColumnType::String, Ok(json!("7"))),
-        ];
-        for (v, ty, expected) in table {
-            assert_eq!(coerce(&v, ty).map_err(|_| ()), expected, "{v} as {ty:?}");
-        }
     }
 
     #[tokio::test]

@@ -692,6 +692,7 @@ mod tests {
             blobs,
             runs: ports.runs.clone(),
             documents: Some(Arc::new(plane)),
+            connections: Arc::default(),
             cancel,
         };
         (ctx, dir)
