@@ -25,21 +25,7 @@ struct Fixture {
 
 impl Fixture {
     async fn new(settings: EngineSettings, defs: &[(&str, &str)]) -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("fb.db").display());
-        let ports = frostbyte_adapters::resolve::metadata_ports(&url, 4).await.unwrap();
-        ports.store.migrate().await.unwrap();
-        let blobs = frostbyte_adapters::resolve::blob_store("memory://").unwrap();
-        let tenants =
-            frostbyte_core::service::TenantService::new(ports.store.clone(), blobs.clone(), ports.documents.clone());
-        let req = frostbyte_core::service::tenants::CreateTenant {
-            tenant_id: "acme".into(),
-            tenant_name: "Acme".into(),
-            contact_email: "ops@acme.test".into(),
-            tier: None,
-            config: None,
-        };
-        tenants.create(req, &frostbyte_core::service::tenants::Actor::Cli).await.unwrap();
+        let (ports, blobs, dir) = crate::engine::scratch_acme().await;
         let root = dir.path().join("pipelines");
         for (rel, text) in defs {
             let p = root.join(rel);

@@ -905,27 +905,36 @@ pub fn spawn_workers(
         .collect()
 }
 
+/// A scratch SQLite store (in a temporary directory, migrated) and an in-memory blob store holding the tenant
+/// `acme`: what the engine's unit tests run on.
+#[cfg(test)]
+pub(crate) async fn scratch_acme() -> (frostbyte_adapters::resolve::MetadataPorts, Arc<dyn BlobStore>, tempfile::TempDir)
+{
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("fb.db").display());
+    let ports = frostbyte_adapters::resolve::metadata_ports(&url, 4).await.unwrap();
+    ports.store.migrate().await.unwrap();
+    let blobs = frostbyte_adapters::resolve::blob_store("memory://").unwrap();
+    let tenants =
+        frostbyte_core::service::TenantService::new(ports.store.clone(), blobs.clone(), ports.documents.clone());
+    let req = frostbyte_core::service::tenants::CreateTenant {
+        tenant_id: "acme".into(),
+        tenant_name: "Acme".into(),
+        contact_email: "ops@acme.test".into(),
+        tier: None,
+        config: None,
+    };
+    tenants.create(req, &frostbyte_core::service::tenants::Actor::Cli).await.unwrap();
+    (ports, blobs, dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     async fn engine() -> (Engine, TenantId, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("fb.db").display());
-        let ports = frostbyte_adapters::resolve::metadata_ports(&url, 4).await.unwrap();
-        ports.store.migrate().await.unwrap();
-        let blobs = frostbyte_adapters::resolve::blob_store("memory://").unwrap();
-        let tenants =
-            frostbyte_core::service::TenantService::new(ports.store.clone(), blobs.clone(), ports.documents.clone());
+        let (ports, blobs, dir) = crate::engine::scratch_acme().await;
         let tenant = TenantId::parse("acme").unwrap();
-        let req = frostbyte_core::service::tenants::CreateTenant {
-            tenant_id: "acme".into(),
-            tenant_name: "Acme".into(),
-            contact_email: "ops@acme.test".into(),
-            tier: None,
-            config: None,
-        };
-        tenants.create(req, &frostbyte_core::service::tenants::Actor::Cli).await.unwrap();
         let engine = Engine::new(
             ports.runs,
             ports.store,

@@ -458,21 +458,7 @@ mod engine_tests {
     use crate::events::EventBus;
 
     async fn engine(connections: Connections) -> (Engine, TenantId, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("fb.db").display());
-        let ports = frostbyte_adapters::resolve::metadata_ports(&url, 4).await.unwrap();
-        ports.store.migrate().await.unwrap();
-        let blobs = frostbyte_adapters::resolve::blob_store("memory://").unwrap();
-        let tenants =
-            frostbyte_core::service::TenantService::new(ports.store.clone(), blobs.clone(), ports.documents.clone());
-        let req = frostbyte_core::service::tenants::CreateTenant {
-            tenant_id: "acme".into(),
-            tenant_name: "Acme".into(),
-            contact_email: "ops@acme.test".into(),
-            tier: None,
-            config: None,
-        };
-        tenants.create(req, &frostbyte_core::service::tenants::Actor::Cli).await.unwrap();
+        let (ports, blobs, dir) = crate::engine::scratch_acme().await;
         let settings = EngineSettings { connections: Arc::new(connections), ..Default::default() };
         let engine = Engine::new(ports.runs, ports.store, ports.queue, blobs, Arc::new(EventBus::default()), settings);
         (engine, TenantId::parse("acme").unwrap(), dir)

@@ -647,21 +647,7 @@ mod tests {
 
     /// A processor context over a scratch SQLite store with tenant `acme`, syncing `root/acme/...`.
     async fn context(root: &Path, cancel: super::super::processors::CancelToken) -> (RunContext, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("fb.db").display());
-        let ports = frostbyte_adapters::resolve::metadata_ports(&url, 4).await.unwrap();
-        ports.store.migrate().await.unwrap();
-        let blobs = frostbyte_adapters::resolve::blob_store("memory://").unwrap();
-        let tenants =
-            frostbyte_core::service::TenantService::new(ports.store.clone(), blobs.clone(), ports.documents.clone());
-        let req = frostbyte_core::service::tenants::CreateTenant {
-            tenant_id: "acme".into(),
-            tenant_name: "Acme".into(),
-            contact_email: "ops@acme.test".into(),
-            tier: None,
-            config: None,
-        };
-        tenants.create(req, &Actor::Cli).await.unwrap();
+        let (ports, blobs, dir) = crate::engine::scratch_acme().await;
         let plane = DocumentPlane {
             intake: Arc::new(crate::intake::Intake {
                 store: ports.store.clone(),
