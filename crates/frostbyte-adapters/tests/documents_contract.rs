@@ -251,6 +251,7 @@ mod lifecycle {
         guarded_writes_refuse_superseded_and_erased_generations,
         purge_removes_one_tenants_rows_only_and_is_idempotent,
         a_chunk_swap_racing_an_erasure_never_survives_it,
+        batched_stage_writes_commit_together_and_a_refused_one_writes_nothing,
     );
 
     fn chunks(doc_id: &str, texts: &[&str]) -> Vec<IndexedChunk> {
@@ -284,6 +285,77 @@ mod lifecycle {
                 }
             })
             .collect()
+    }
+
+    async fn batched_stage_writes_commit_together_and_a_refused_one_writes_nothing(h: &Harness) {
+        use frostbyte_core::documents::StageWrite;
+        let t = tenant(h, "batched").await;
+        let docs = [record(), record(), record()];
+        for d in &docs {
+            h.store.create_document(&t, d, parse_job(d), event("DOCUMENT_INGESTED", "a")).await.unwrap();
+        }
+        let opts = ClaimOptions::new("w1", std::time::Duration::from_secs(60), 10);
+        let jobs = h.store.claim_batch(&opts, frostbyte_core::now(), 10).await.unwrap();
+        assert_eq!(jobs.len(), 3);
+        let job_of = |d: &DocumentRecord| jobs.iter().find(|j| j.resource_id == d.doc_id.to_string()).unwrap().job_id;
+        let generation = |d: &DocumentRecord| {
+            let (store, t, id) = (h.store.clone(), t.clone(), d.doc_id);
+            async move { store.document_generation(&t, id).await.unwrap().unwrap() }
+        };
+        let before = audit_count(h, &t).await;
+        let [a, b, c] = &docs;
+        let (ga, gb, gc) = (generation(a).await, generation(b).await, generation(c).await);
+        let a_id = a.doc_id.to_string();
+        let writes = vec![
+            // Applied: chunks, the update, the next job, the completion and two events.
+            StageWrite::new(
+                a.doc_id,
+                ga,
+                stage(PipelineStage::Parse).completes_job(job_of(a), "w1"),
+                event("DOCUMENT_PARSED", "a"),
+            )
+            .finding(event("PII_DETECTED", "a"))
+            .next_job(Some(stage_job(Stage::Policy, a.doc_id, ga)))
+            .chunks(chunks(&a_id, &["alpha batch", "bravo batch"])),
+            // Refused: a generation the document is not at.
+            StageWrite::new(
+                b.doc_id,
+                gb + 1,
+                stage(PipelineStage::Parse).completes_job(job_of(b), "w1"),
+                event("X", "b"),
+            )
+            .chunks(chunks(&b.doc_id.to_string(), &["never written"])),
+            // Refused: the job is leased to another worker.
+            StageWrite::new(c.doc_id, gc, stage(PipelineStage::Parse).completes_job(job_of(c), "w2"), event("X", "c"))
+                .next_job(Some(stage_job(Stage::Policy, c.doc_id, gc))),
+            // Refused: no such document.
+            StageWrite::new(frostbyte_core::ids::new_id(), 1, stage(PipelineStage::Parse), event("X", "d")),
+        ];
+        let results = h.store.apply_stage_writes(&t, writes).await.unwrap();
+        assert_eq!(results.len(), 4);
+        let updated = results[0].as_ref().expect("the first write applies");
+        assert_eq!(updated.stages.parse, StageStatus::Done);
+        assert!(matches!(results[1], Err(StoreError::Conflict(_))), "{:?}", results[1]);
+        assert!(matches!(results[2], Err(StoreError::Conflict(_))), "{:?}", results[2]);
+        assert!(matches!(results[3], Err(StoreError::NotFound { .. })), "{:?}", results[3]);
+
+        assert_eq!(audit_count(h, &t).await, before + 2, "only the applied write's two events");
+        let events = h.store.audit_after(&t, 0, 100).await.unwrap();
+        let kinds: Vec<&str> = events.iter().rev().take(2).map(|e| e.event_type.as_str()).collect();
+        assert_eq!(kinds, ["DOCUMENT_PARSED", "PII_DETECTED"], "findings before the transition");
+        assert_eq!(h.index().document_chunks(&t, &a_id).await.unwrap().len(), 2);
+        assert!(h.index().document_chunks(&t, &b.doc_id.to_string()).await.unwrap().is_empty());
+        for (d, status) in [(a, JobStatus::Succeeded), (b, JobStatus::Running), (c, JobStatus::Running)] {
+            assert_eq!(h.store.get_job(&t, job_of(d)).await.unwrap().unwrap().status, status);
+            let stored = h.store.get_document(&t, d.doc_id).await.unwrap().unwrap();
+            assert_eq!(stored.stages.parse == StageStatus::Done, status == JobStatus::Succeeded);
+        }
+        let next = h.store.claim_batch(&opts, frostbyte_core::now(), 10).await.unwrap();
+        assert_eq!(next.len(), 1, "only the applied write's next job: {next:?}");
+        assert_eq!((next[0].stage, next[0].resource_id.as_str()), (Stage::Policy, a_id.as_str()));
+        let hits =
+            h.index().keyword_search(&t, "bravo", &frostbyte_core::index::SearchFilter::default(), 5).await.unwrap();
+        assert_eq!(hits.len(), 1, "keyword entries commit with the rows");
     }
 
     fn erasure_audit() -> frostbyte_core::lifecycle::ErasureAudit {

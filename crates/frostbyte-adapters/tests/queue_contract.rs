@@ -48,6 +48,7 @@ contract_tests!(
     another_tenants_job_is_not_found,
     suspended_tenants_jobs_are_not_claimed,
     per_tenant_cap_is_respected,
+    batch_claims_take_one_tenants_most_advanced_stage_within_its_cap,
     per_tenant_cap_holds_under_concurrent_claimers,
     busy_tenant_cannot_starve_a_small_one,
     idle_workers_serve_tenants_round_robin,
@@ -495,6 +496,44 @@ async fn per_tenant_cap_is_respected(h: &Harness) {
     // Expired leases do not count against the cap (their jobs are reclaimable).
     let c = claim(h, &capped, at(t0, 30)).await.expect("leases expired");
     assert!(c.attempts == 1 || c.attempts == 2);
+}
+
+async fn batch_claims_take_one_tenants_most_advanced_stage_within_its_cap(h: &Harness) {
+    let t = tenant(h, "batched").await;
+    let parse = enqueue_n(h, &t, 4).await;
+    let mut policy = Vec::new();
+    for n in 0..3 {
+        let job = NewJob::new(Stage::Policy, format!("doc-{n}"), json!({"n": n}));
+        policy.push(h.store.enqueue(&t, job).await.unwrap());
+    }
+    let other = tenant(h, "other-batched").await;
+    enqueue_n(h, &other, 2).await;
+    let t0 = later();
+    let o = ClaimOptions::new("w", secs(30), 5).stages([Stage::Parse, Stage::Policy]);
+
+    // The first tenant picked (never served, oldest job) gives its policy jobs first, oldest first, all leased.
+    let first = h.store.claim_batch(&o, t0, 10).await.unwrap();
+    assert!(first.iter().all(|j| j.tenant_id == first[0].tenant_id), "one tenant per batch: {first:?}");
+    if first[0].tenant_id == t {
+        let ids: Vec<Uuid> = first.iter().map(|j| j.job_id).collect();
+        assert_eq!(ids, policy.iter().map(|j| j.job_id).collect::<Vec<_>>(), "policy before parse, in order");
+        assert!(first.iter().all(|j| j.status == JobStatus::Running && j.lease_owner.as_deref() == Some("w")));
+        assert!(first.iter().all(|j| j.lease_expires_at == Some(at(t0, 30)) && j.attempts == 1));
+    }
+    // Fewest live leases next: the other tenant, then what the cap of 5 leaves.
+    let mut taken: Vec<Job> = first;
+    for _ in 0..4 {
+        taken.extend(h.store.claim_batch(&o, t0, 10).await.unwrap());
+    }
+    let mine: Vec<&Job> = taken.iter().filter(|j| j.tenant_id == t).collect();
+    assert_eq!(mine.len(), 5, "the cap bounds a batch as it bounds single claims: {mine:?}");
+    assert_eq!(mine.iter().filter(|j| j.stage == Stage::Policy).count(), 3);
+    let parse_taken: Vec<Uuid> = mine.iter().filter(|j| j.stage == Stage::Parse).map(|j| j.job_id).collect();
+    assert_eq!(parse_taken, parse[..2].iter().map(|j| j.job_id).collect::<Vec<_>>(), "oldest parse jobs");
+    assert_eq!(taken.iter().filter(|j| j.tenant_id == other).count(), 2);
+    let ids: HashSet<Uuid> = taken.iter().map(|j| j.job_id).collect();
+    assert_eq!(ids.len(), taken.len(), "no job claimed twice");
+    assert!(h.store.claim_batch(&o, t0, 0).await.unwrap().is_empty());
 }
 
 async fn per_tenant_cap_holds_under_concurrent_claimers(h: &Harness) {

@@ -20,6 +20,7 @@ use uuid::Uuid;
 use crate::audit::NewAuditEvent;
 use crate::error::StoreResult;
 use crate::ids::TenantId;
+use crate::index::IndexedChunk;
 use crate::lifecycle::{
     DocumentErasure, DocumentResidue, DocumentTombstone, ErasureAudit, PurgeAudit, ReplacementContent,
     TenantDocumentRows,
@@ -259,6 +260,45 @@ impl StageUpdate {
     }
 }
 
+/// One document's stage transition in a batch applied by [`DocumentStore::apply_stage_writes`]: what
+/// [`DocumentStore::update_stage_at`] takes, with any number of audit events and, for the index stage, the
+/// document's chunks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageWrite {
+    pub doc_id: Uuid,
+    /// Applied only while the document is still at this generation.
+    pub generation: u64,
+    pub update: StageUpdate,
+    pub next_job: Option<NewJob>,
+    /// Appended in order (findings such as `PII_DETECTED` before the transition's own event).
+    pub audit: Vec<NewAuditEvent>,
+    /// When set, these replace the document's indexed chunks (rows, vectors and keyword entries) in the same
+    /// transaction as the transition.
+    pub chunks: Option<Vec<IndexedChunk>>,
+}
+
+impl StageWrite {
+    pub fn new(doc_id: Uuid, generation: u64, update: StageUpdate, audit: NewAuditEvent) -> Self {
+        StageWrite { doc_id, generation, update, next_job: None, audit: vec![audit], chunks: None }
+    }
+
+    pub fn next_job(mut self, job: Option<NewJob>) -> Self {
+        self.next_job = job;
+        self
+    }
+
+    /// Appends `event` before the transition's own event.
+    pub fn finding(mut self, event: NewAuditEvent) -> Self {
+        self.audit.insert(self.audit.len().saturating_sub(1), event);
+        self
+    }
+
+    pub fn chunks(mut self, chunks: Vec<IndexedChunk>) -> Self {
+        self.chunks = Some(chunks);
+        self
+    }
+}
+
 /// The blob key of a document's raw bytes (content-addressed, so identical uploads share one object).
 pub fn raw_blob_key(sha256: &str) -> String {
     format!("raw/{sha256}")
@@ -314,6 +354,16 @@ pub trait DocumentStore: Send + Sync + 'static {
         next_job: Option<NewJob>,
         audit: NewAuditEvent,
     ) -> StoreResult<DocumentRecord>;
+    /// Applies several documents' [`StageWrite`]s in one transaction: a worker's whole batch commits with one
+    /// write. Each write is checked and applied on its own, exactly as [`DocumentStore::update_stage_at`] would
+    /// (chunks first, then the update, the next job, the job completion and the audit events): one that is
+    /// refused (`NotFound`, `Conflict`) writes nothing of its own and leaves the others to commit. The outer error
+    /// means nothing was written. Results are in the order of `writes`.
+    async fn apply_stage_writes(
+        &self,
+        tenant: &TenantId,
+        writes: Vec<StageWrite>,
+    ) -> StoreResult<Vec<StoreResult<DocumentRecord>>>;
     /// Replaces the document's content if it is still at `expected_generation` (compare-and-set): the row takes
     /// `content`, generation + 1, fresh stages (`processing`), an empty lineage and no error; `first_job` and
     /// `audit` commit with it. Returns the new record. `NotFound` if there is no live document, `Conflict` if the

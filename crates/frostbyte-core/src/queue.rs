@@ -11,9 +11,11 @@
 //! Scheduling rule (both adapters): among tenants that are `ACTIVE`, have a claimable job, and hold fewer than
 //! [`ClaimOptions::per_tenant_cap`] live leases, take the tenant with the fewest live leases; break ties by the
 //! tenant served least recently (never-served first), then by the tenant's oldest claimable job; then take that
-//! tenant's claimable job with the earliest `run_after` (then the oldest id). So a tenant with a deep backlog
-//! cannot starve one with a single job, whether workers are busy (fewest live leases) or idle (least recently
-//! served), and no tenant ever holds more than its cap.
+//! tenant's claimable job of its most advanced stage (index before embed, chunk, policy and parse) with the
+//! earliest `run_after` (then the oldest id). So a tenant with a deep backlog cannot starve one with a single job,
+//! whether workers are busy (fewest live leases) or idle (least recently served), no tenant ever holds more than
+//! its cap, and a tenant's documents already under way finish before its new ones start (instead of a whole
+//! backlog being parsed before anything is indexed).
 //!
 //! Error messages stored with a job (and shown on the dead-letter list) are truncated to
 //! [`JobError::MAX_MESSAGE_CHARS`]. They must never contain document text, PII or secrets: that is the
@@ -421,7 +423,14 @@ pub trait JobQueue: Send + Sync {
     /// `running` one whose lease expired before `now`. Increments `attempts` and leases the job to
     /// `opts.worker_id` until `now + opts.lease`. An expired job whose attempts are already spent is
     /// dead-lettered (`LEASE_EXPIRED`) instead: a job that kills its worker cannot loop forever.
-    async fn claim(&self, opts: &ClaimOptions, now: DateTime<Utc>) -> StoreResult<Option<Job>>;
+    async fn claim(&self, opts: &ClaimOptions, now: DateTime<Utc>) -> StoreResult<Option<Job>> {
+        Ok(self.claim_batch(opts, now, 1).await?.into_iter().next())
+    }
+    /// Claims up to `max` jobs at once, as [`JobQueue::claim`] would one by one, but of one tenant and one stage
+    /// only (the first tenant the scheduling rule picks, and that tenant's most advanced stage with a claimable
+    /// job), and never more than the tenant's cap allows next to its live leases. Every job gets the same lease.
+    /// Ordered as they would have been claimed; empty when nothing is claimable.
+    async fn claim_batch(&self, opts: &ClaimOptions, now: DateTime<Utc>, max: usize) -> StoreResult<Vec<Job>>;
     /// Extends the lease to `now + lease`. `false` if the job is no longer running under this worker.
     async fn heartbeat(&self, job_id: Uuid, worker_id: &str, lease: Duration, now: DateTime<Utc>) -> StoreResult<bool>;
     /// Marks a running job `succeeded`.

@@ -51,3 +51,10 @@ pub(crate) fn decode_object(stored: Value, column: &'static str) -> StoreResult<
 pub(crate) fn encode_stages(stages: &DocumentStages) -> Value {
     serde_json::to_value(stages).expect("stages serialise")
 }
+
+/// Whether a store error refuses one write (missing row, taken id, moved generation, lost lease) rather than
+/// failing the store: in a batch, a refused write is skipped and the others commit.
+pub(crate) fn is_refusal(e: &frostbyte_core::StoreError) -> bool {
+    use frostbyte_core::StoreError;
+    matches!(e, StoreError::NotFound { .. } | StoreError::AlreadyExists { .. } | StoreError::Conflict(_))
+}

@@ -4,7 +4,8 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use frostbyte_core::audit::NewAuditEvent;
-use frostbyte_core::documents::{DocumentRecord, DocumentStatus, DocumentStore, StageUpdate};
+use frostbyte_core::documents::{DocumentRecord, DocumentStatus, DocumentStore, StageUpdate, StageWrite};
+use frostbyte_core::index::IndexedChunk;
 use frostbyte_core::lifecycle::{
     DocumentErasure, DocumentResidue, DocumentTombstone, ErasureAudit, PurgeAudit, ReplacementContent,
     TenantDocumentRows,
@@ -153,6 +154,14 @@ impl DocumentStore for PostgresStore {
         update_stage_checked(self, tenant, doc_id, Some(generation), update, next_job, audit).await
     }
 
+    async fn apply_stage_writes(
+        &self,
+        tenant: &TenantId,
+        writes: Vec<StageWrite>,
+    ) -> StoreResult<Vec<StoreResult<DocumentRecord>>> {
+        apply_stage_writes(self, tenant, writes).await
+    }
+
     async fn replace_content(
         &self,
         tenant: &TenantId,
@@ -263,10 +272,70 @@ async fn update_stage_checked(
 ) -> StoreResult<DocumentRecord> {
     let now = frostbyte_core::now();
     let mut tx = store.begin().await?;
+    let doc = apply_in_tx(&mut tx, tenant, doc_id, generation, update, next_job, vec![audit], None, now).await?;
+    tx.commit().await.map_err(err("transaction"))?;
+    Ok(doc)
+}
+
+/// A batch of stage writes in one transaction, each under its own savepoint (see
+/// [`DocumentStore::apply_stage_writes`]).
+async fn apply_stage_writes(
+    store: &PostgresStore,
+    tenant: &TenantId,
+    writes: Vec<StageWrite>,
+) -> StoreResult<Vec<StoreResult<DocumentRecord>>> {
+    let now = frostbyte_core::now();
+    let mut tx = store.begin().await?;
+    let mut results = Vec::with_capacity(writes.len());
+    for w in writes {
+        sqlx::query("SAVEPOINT stage_write").execute(&mut *tx).await.map_err(err("transaction"))?;
+        let applied = apply_in_tx(
+            &mut tx,
+            tenant,
+            w.doc_id,
+            Some(w.generation),
+            w.update,
+            w.next_job,
+            w.audit,
+            w.chunks.as_deref(),
+            now,
+        )
+        .await;
+        match applied {
+            Err(e) if !super::is_refusal(&e) => return Err(e),
+            Err(_) => {
+                sqlx::query("ROLLBACK TO SAVEPOINT stage_write").execute(&mut *tx).await.map_err(err("transaction"))?;
+            }
+            Ok(_) => {}
+        }
+        sqlx::query("RELEASE SAVEPOINT stage_write").execute(&mut *tx).await.map_err(err("transaction"))?;
+        results.push(applied);
+    }
+    tx.commit().await.map_err(err("transaction"))?;
+    Ok(results)
+}
+
+/// One document's stage transition inside the caller's transaction: the row lock and generation guard, the
+/// chunks (if any), the row, the next job, the job completion and the audit events.
+#[allow(clippy::too_many_arguments)]
+async fn apply_in_tx(
+    conn: &mut PgConnection,
+    tenant: &TenantId,
+    doc_id: Uuid,
+    generation: Option<u64>,
+    update: StageUpdate,
+    next_job: Option<NewJob>,
+    audit: Vec<NewAuditEvent>,
+    chunks: Option<&[IndexedChunk]>,
+    now: DateTime<Utc>,
+) -> StoreResult<DocumentRecord> {
     let mut doc =
-        select_one(&mut tx, tenant, false, doc_id, true).await?.ok_or(StoreError::NotFound { resource: "document" })?;
+        select_one(conn, tenant, false, doc_id, true).await?.ok_or(StoreError::NotFound { resource: "document" })?;
     if let Some(generation) = generation {
-        lifecycle::check_generation(&mut tx, tenant, &doc_id.to_string(), generation, lifecycle::RowLock::None).await?;
+        lifecycle::check_generation(conn, tenant, &doc_id.to_string(), generation, lifecycle::RowLock::None).await?;
+    }
+    if let Some(chunks) = chunks {
+        crate::index::postgres::replace_document_chunks_in_tx(conn, tenant, &doc_id.to_string(), chunks).await?;
     }
     update.apply_to(&mut doc, now);
     sqlx::query(
@@ -280,16 +349,17 @@ async fn update_stage_checked(
     .bind(doc.updated_at)
     .bind(tenant.as_str())
     .bind(doc_id.to_string())
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await
     .map_err(err("document"))?;
     if let Some(job) = next_job {
-        crate::queue::postgres::enqueue_in_tx(&mut tx, tenant, job).await?;
+        crate::queue::postgres::enqueue_in_tx(conn, tenant, job).await?;
     }
     if let Some((job_id, worker)) = &update.completes_job {
-        crate::queue::postgres::complete_in_tx(&mut tx, *job_id, worker, now).await?;
+        crate::queue::postgres::complete_in_tx(conn, *job_id, worker, now).await?;
     }
-    append_in_tx(&mut tx, tenant, audit, now).await?;
-    tx.commit().await.map_err(err("transaction"))?;
+    for event in audit {
+        append_in_tx(conn, tenant, event, now).await?;
+    }
     Ok(doc)
 }

@@ -30,6 +30,8 @@ macro_rules! chunk_columns {
 
 /// Ids per `IN (…)` list: far below SQLite's bound-parameter limit.
 const GET_CHUNKS_BATCH: usize = 500;
+/// Chunk rows per multi-row `INSERT` (22 parameters each, far below SQLite's bound-parameter limit).
+const INSERT_ROWS: usize = 100;
 
 fn err(resource: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
     move |e| db_error::map(Dialect::Sqlite, resource, e)
@@ -168,47 +170,55 @@ pub(crate) async fn replace_document_chunks_in_tx(
         return Err(StoreError::NotFound { resource: "tenant" });
     }
     delete_document_in_tx(conn, tenant, doc_id).await?;
-    for chunk in chunks {
-        let metadata = serde_json::to_string(&chunk.metadata)
-            .map_err(|_| StoreError::Internal("chunk metadata could not be encoded".into()))?;
-        let id: i64 = sqlx::query_scalar(
+    // Many rows per statement: one round trip per `INSERT_ROWS` chunks instead of two per chunk.
+    for rows in chunks.chunks(INSERT_ROWS) {
+        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
             "INSERT INTO chunks (tenant_id, chunk_id, doc_id, position, text, start_offset, end_offset, page_start, \
              page_end, heading_path, kind, text_hash, classification, collection, metadata, quarantined, \
-             embed_model, dimension, vector, source_sha256, original_filename, ingested_at) VALUES (?, ?, ?, ?, ?, \
-             ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-        )
-        .bind(tenant.as_str())
-        .bind(&chunk.chunk_id)
-        .bind(doc_id)
-        .bind(i64::from(chunk.position))
-        .bind(&chunk.text)
-        .bind(i64::from(chunk.start))
-        .bind(i64::from(chunk.end))
-        .bind(chunk.page_start.map(i64::from))
-        .bind(chunk.page_end.map(i64::from))
-        .bind(encode_headings(&chunk.heading_path)?)
-        .bind(&chunk.kind)
-        .bind(&chunk.text_hash)
-        .bind(chunk.classification.as_deref())
-        .bind(chunk.collection.as_deref())
-        .bind(metadata)
-        .bind(chunk.quarantined)
-        .bind(&chunk.embed_model)
-        .bind(i64::try_from(chunk.vector.len()).unwrap_or(i64::MAX))
-        .bind(encode_vector(&chunk.vector))
-        .bind(&chunk.source_sha256)
-        .bind(&chunk.original_filename)
-        .bind(ts(&chunk.ingested_at))
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(err("chunk"))?;
-        sqlx::query("INSERT INTO chunks_fts (rowid, text) VALUES (?, ?)")
-            .bind(id)
-            .bind(&chunk.text)
-            .execute(&mut *conn)
-            .await
-            .map_err(err("chunk"))?;
+             embed_model, dimension, vector, source_sha256, original_filename, ingested_at) ",
+        );
+        let mut encoded = Vec::with_capacity(rows.len());
+        for chunk in rows {
+            let metadata = serde_json::to_string(&chunk.metadata)
+                .map_err(|_| StoreError::Internal("chunk metadata could not be encoded".into()))?;
+            encoded.push((chunk, metadata, encode_headings(&chunk.heading_path)?));
+        }
+        insert.push_values(encoded, |mut b, (chunk, metadata, headings)| {
+            b.push_bind(tenant.as_str().to_owned())
+                .push_bind(chunk.chunk_id.clone())
+                .push_bind(doc_id.to_owned())
+                .push_bind(i64::from(chunk.position))
+                .push_bind(chunk.text.clone())
+                .push_bind(i64::from(chunk.start))
+                .push_bind(i64::from(chunk.end))
+                .push_bind(chunk.page_start.map(i64::from))
+                .push_bind(chunk.page_end.map(i64::from))
+                .push_bind(headings)
+                .push_bind(chunk.kind.clone())
+                .push_bind(chunk.text_hash.clone())
+                .push_bind(chunk.classification.clone())
+                .push_bind(chunk.collection.clone())
+                .push_bind(metadata)
+                .push_bind(chunk.quarantined)
+                .push_bind(chunk.embed_model.clone())
+                .push_bind(i64::try_from(chunk.vector.len()).unwrap_or(i64::MAX))
+                .push_bind(encode_vector(&chunk.vector))
+                .push_bind(chunk.source_sha256.clone())
+                .push_bind(chunk.original_filename.clone())
+                .push_bind(ts(&chunk.ingested_at));
+        });
+        insert.build().execute(&mut *conn).await.map_err(err("chunk"))?;
     }
+    // The document's rows are all new: their keyword entries in one statement.
+    sqlx::query(
+        "INSERT INTO chunks_fts (rowid, text) SELECT id, text FROM chunks WHERE tenant_id = ? AND doc_id = ? \
+         ORDER BY id",
+    )
+    .bind(tenant.as_str())
+    .bind(doc_id)
+    .execute(&mut *conn)
+    .await
+    .map_err(err("chunk"))?;
     Ok(())
 }
 

@@ -10,6 +10,15 @@
 //! `enqueue_in_tx` and `complete_in_tx` in each dialect let later code write a job (or finish one) in the same
 //! transaction as the row that causes it or the stage output it records (DESIGN.md §2.3).
 
+/// A job's stage as a number, later pipeline stages higher: a claim takes a tenant's most advanced stage first, so
+/// documents already under way finish before new ones start. The same SQL in both dialects.
+macro_rules! stage_rank {
+    () => {
+        "CASE stage WHEN 'parse' THEN 0 WHEN 'policy' THEN 1 WHEN 'chunk' THEN 2 WHEN 'embed' THEN 3 \
+         WHEN 'index' THEN 4 ELSE 5 END"
+    };
+}
+
 pub(crate) mod postgres;
 pub(crate) mod sqlite;
 

@@ -2,8 +2,8 @@
 //!
 //! A claim ranks tenants without taking locks, then tries them in order, one short transaction each: lock the
 //! tenant's `job_tenants` row (`FOR UPDATE`, so claims of one tenant serialise and its cap holds), re-check that
-//! the tenant is `ACTIVE` and under its cap, and take its oldest claimable job with
-//! `UPDATE … WHERE job_id = (SELECT … FOR UPDATE SKIP LOCKED LIMIT 1)`. Claims of different tenants run in
+//! the tenant is `ACTIVE` and under its cap, and take its claimable jobs (the most advanced stage's, oldest first)
+//! with `UPDATE … WHERE job_id IN (SELECT … FOR UPDATE SKIP LOCKED LIMIT n)`. Claims of different tenants run in
 //! parallel. Lock order everywhere is `job_tenants` → `jobs` → `audit_heads`, so queue transactions cannot
 //! deadlock with each other or with audit appends.
 
@@ -219,7 +219,8 @@ impl PostgresStore {
         opts: &ClaimOptions,
         stages: Option<&[String]>,
         now: DateTime<Utc>,
-    ) -> StoreResult<Option<Job>> {
+        max: usize,
+    ) -> StoreResult<Vec<Job>> {
         let mut tx = self.begin().await?;
         sqlx::query("SELECT 1 FROM job_tenants WHERE tenant_id = $1 FOR UPDATE")
             .bind(tenant.as_str())
@@ -236,21 +237,27 @@ impl PostgresStore {
         .fetch_optional(&mut *tx)
         .await
         .map_err(err("job"))?;
-        let Some(row) = row else { return Ok(None) };
+        let Some(row) = row else { return Ok(Vec::new()) };
         let state = codec::decode_state(&column::<_, String>(&row, "state")?)?;
         let live: i64 = column(&row, "live")?;
-        if state != TenantState::Active || live >= i64::from(opts.per_tenant_cap.max(1)) {
-            return Ok(None);
+        let cap = i64::from(opts.per_tenant_cap.max(1));
+        if state != TenantState::Active || live >= cap {
+            return Ok(Vec::new());
         }
+        let room = usize::try_from(cap - live).unwrap_or(0).min(max);
         reap_expired(&mut tx, tenant, now).await?;
-        let row = sqlx::query(concat!(
+        let rows = sqlx::query(concat!(
             "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = $4, lease_expires_at = $5, ",
             "first_attempt_at = COALESCE(first_attempt_at, $2), last_attempt_at = $2, updated_at = $2, ",
             "last_error_code = CASE WHEN status = 'running' THEN $6 ELSE last_error_code END, ",
             "last_error_message = CASE WHEN status = 'running' THEN $7 ELSE last_error_message END ",
-            "WHERE job_id = (SELECT job_id FROM jobs WHERE ",
+            "WHERE job_id IN (SELECT job_id FROM jobs WHERE ",
             claimable!(),
-            " ORDER BY run_after, job_id FOR UPDATE SKIP LOCKED LIMIT 1) RETURNING ",
+            " AND stage = (SELECT stage FROM jobs WHERE ",
+            claimable!(),
+            " ORDER BY ",
+            stage_rank!(),
+            " DESC, run_after, job_id LIMIT 1) ORDER BY run_after, job_id FOR UPDATE SKIP LOCKED LIMIT $8) RETURNING ",
             job_columns!()
         ))
         .bind(tenant.as_str())
@@ -260,11 +267,13 @@ impl PostgresStore {
         .bind(super::after(now, opts.lease))
         .bind(JobError::LEASE_EXPIRED)
         .bind(LEASE_EXPIRED_MESSAGE)
-        .fetch_optional(&mut *tx)
+        .bind(i64::try_from(room).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
         .await
         .map_err(err("job"))?;
-        let job = row.as_ref().map(job_from_row).transpose()?;
-        if job.is_some() {
+        let mut jobs = rows.iter().map(job_from_row).collect::<StoreResult<Vec<_>>>()?;
+        jobs.sort_by_key(|j| (j.run_after, j.job_id));
+        if !jobs.is_empty() {
             sqlx::query("UPDATE job_tenants SET last_claimed_at = $2 WHERE tenant_id = $1")
                 .bind(tenant.as_str())
                 .bind(now)
@@ -274,7 +283,7 @@ impl PostgresStore {
         }
         // Commit even without a job: keep whatever was dead-lettered on the way.
         tx.commit().await.map_err(err("transaction"))?;
-        Ok(job)
+        Ok(jobs)
     }
 }
 
@@ -287,7 +296,10 @@ impl JobQueue for PostgresStore {
         Ok(job)
     }
 
-    async fn claim(&self, opts: &ClaimOptions, now: DateTime<Utc>) -> StoreResult<Option<Job>> {
+    async fn claim_batch(&self, opts: &ClaimOptions, now: DateTime<Utc>, max: usize) -> StoreResult<Vec<Job>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
         let now = truncate_micros(now);
         let stages = stage_names(&opts.stages);
         let ranked: Vec<String> = sqlx::query_scalar(
@@ -314,11 +326,12 @@ impl JobQueue for PostgresStore {
         .map_err(err("job"))?;
         for tenant in &ranked {
             let tenant = codec::decode_tenant_id(tenant, "job_tenants.tenant_id")?;
-            if let Some(job) = self.claim_from(&tenant, opts, stages.as_deref(), now).await? {
-                return Ok(Some(job));
+            let jobs = self.claim_from(&tenant, opts, stages.as_deref(), now, max).await?;
+            if !jobs.is_empty() {
+                return Ok(jobs);
             }
         }
-        Ok(None)
+        Ok(Vec::new())
     }
 
     async fn heartbeat(&self, job_id: Uuid, worker_id: &str, lease: Duration, now: DateTime<Utc>) -> StoreResult<bool> {

@@ -202,15 +202,18 @@ impl JobQueue for SqliteStore {
         Ok(job)
     }
 
-    async fn claim(&self, opts: &ClaimOptions, now: DateTime<Utc>) -> StoreResult<Option<Job>> {
+    async fn claim_batch(&self, opts: &ClaimOptions, now: DateTime<Utc>, max: usize) -> StoreResult<Vec<Job>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
         let now_s = ts(&now);
         let lease_until = ts(&super::after(now, opts.lease));
         let stages =
             stage_names(&opts.stages).map(|names| serde_json::to_string(&names).expect("a list of strings serialises"));
         let cap = i64::from(opts.per_tenant_cap.max(1));
         let mut tx = self.begin_write().await?;
-        let ranked: Vec<String> = sqlx::query_scalar(
-            "SELECT tenant_id FROM ( \
+        let ranked: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT tenant_id, live FROM ( \
                SELECT q.tenant_id, q.last_claimed_at, \
                  (SELECT COUNT(*) FROM jobs l WHERE l.tenant_id = q.tenant_id AND l.status = 'running' \
                     AND l.lease_expires_at > ?1) AS live, \
@@ -232,17 +235,22 @@ impl JobQueue for SqliteStore {
         .await
         .map_err(err("job"))?;
 
-        for tenant in &ranked {
+        for (tenant, live) in &ranked {
             reap_expired(&mut tx, tenant, &now_s).await?;
-            let row = sqlx::query(concat!(
+            let room = usize::try_from(cap - live).unwrap_or(0).min(max);
+            let rows = sqlx::query(concat!(
                 "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = ?4, ",
                 "lease_expires_at = ?5, first_attempt_at = COALESCE(first_attempt_at, ?2), last_attempt_at = ?2, ",
                 "updated_at = ?2, ",
                 "last_error_code = CASE WHEN status = 'running' THEN ?6 ELSE last_error_code END, ",
                 "last_error_message = CASE WHEN status = 'running' THEN ?7 ELSE last_error_message END ",
-                "WHERE job_id = (SELECT job_id FROM jobs WHERE ",
+                "WHERE job_id IN (SELECT job_id FROM jobs WHERE ",
                 claimable!(),
-                " ORDER BY run_after, job_id LIMIT 1) RETURNING ",
+                " AND stage = (SELECT stage FROM jobs WHERE ",
+                claimable!(),
+                " ORDER BY ",
+                stage_rank!(),
+                " DESC, run_after, job_id LIMIT 1) ORDER BY run_after, job_id LIMIT ?8) RETURNING ",
                 job_columns!()
             ))
             .bind(tenant)
@@ -252,11 +260,13 @@ impl JobQueue for SqliteStore {
             .bind(&lease_until)
             .bind(JobError::LEASE_EXPIRED)
             .bind(LEASE_EXPIRED_MESSAGE)
-            .fetch_optional(&mut *tx)
+            .bind(i64::try_from(room).unwrap_or(i64::MAX))
+            .fetch_all(&mut *tx)
             .await
             .map_err(err("job"))?;
-            if let Some(row) = row {
-                let job = job_from_row(&row)?;
+            if !rows.is_empty() {
+                let mut jobs = rows.iter().map(job_from_row).collect::<StoreResult<Vec<_>>>()?;
+                jobs.sort_by_key(|j| (j.run_after, j.job_id));
                 sqlx::query("UPDATE job_tenants SET last_claimed_at = ? WHERE tenant_id = ?")
                     .bind(&now_s)
                     .bind(tenant)
@@ -264,12 +274,12 @@ impl JobQueue for SqliteStore {
                     .await
                     .map_err(err("job"))?;
                 tx.commit().await.map_err(err("transaction"))?;
-                return Ok(Some(job));
+                return Ok(jobs);
             }
         }
         // Keep whatever was dead-lettered on the way.
         tx.commit().await.map_err(err("transaction"))?;
-        Ok(None)
+        Ok(Vec::new())
     }
 
     async fn heartbeat(&self, job_id: Uuid, worker_id: &str, lease: Duration, now: DateTime<Utc>) -> StoreResult<bool> {
