@@ -358,6 +358,7 @@ pub fn spawn_workers(
             let mut pipeline = crate::pipeline::Pipeline::from_state(state, &format!("worker-{host}-{n}"));
             pipeline.claim.lease = Duration::from_secs(config.lease_secs);
             pipeline.claim.per_tenant_cap = config.per_tenant_cap;
+            pipeline.batch = usize::try_from(config.batch_size).unwrap_or(1);
             let poll = Duration::from_millis(config.poll_interval_ms);
             tokio::spawn(crate::pipeline::run_worker(pipeline, poll, shutdown.clone()))
         })

@@ -113,6 +113,9 @@ pub struct WorkersConfig {
     pub lease_secs: u64,
     /// The most jobs one tenant may have running at once.
     pub per_tenant_cap: u32,
+    /// The most jobs a worker claims at once (one tenant, one stage); their stage writes commit in one
+    /// transaction.
+    pub batch_size: u32,
 }
 
 /// The embedders this deployment offers (`[embedding]`): `hash` always, `openai` when its `base_url` is set.
@@ -683,6 +686,9 @@ impl Config {
                 "workers.per_tenant_cap must be between 1 and 1000 (got {})",
                 self.workers.per_tenant_cap
             ));
+        }
+        if !(1..=256).contains(&self.workers.batch_size) {
+            out.push(format!("workers.batch_size must be between 1 and 256 (got {})", self.workers.batch_size));
         }
         out.extend(crate::engine::sync::check_roots(&self.pipelines.sync_roots));
         let s = &self.search;

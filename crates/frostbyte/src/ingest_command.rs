@@ -18,6 +18,7 @@ use bytes::Bytes;
 use frostbyte_core::TenantId;
 use frostbyte_core::documents::DocumentStatus;
 use frostbyte_core::tenant::TenantState;
+use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use serde_json::Value;
@@ -130,19 +131,28 @@ pub async fn ingest(config: &Config, request: IngestRequest, json: bool) -> anyh
         progress(total_bytes, "intake", "{spinner} {prefix:>7} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}");
     let intake = Intake::from_state(&state);
     let limit = max_upload_bytes(&tenant.config);
+    // Workers start with intake, so the first documents are processed while the rest are still taken in.
+    let workers = (!request.no_wait).then(|| Workers::start(config, &state));
+    // Several files in flight: reading, hashing and storing one overlaps the others' waits for the disk.
+    let mut taken = futures::stream::iter(&found)
+        .map(|file| take_in(&intake, &state, &tenant_id, &tenant.config, limit, file, &request, &metadata))
+        .buffered(INTAKE_CONCURRENCY);
     let mut outcomes = Vec::with_capacity(found.len());
-    for file in &found {
-        bar.set_message(file.name.clone());
-        let outcome = take_in(&intake, &state, &tenant_id, &tenant.config, limit, file, &request, &metadata).await?;
-        bar.inc(file.size);
+    while let Some(outcome) = taken.next().await {
+        let outcome = outcome?;
+        bar.set_message(outcome.name.clone());
+        bar.inc(outcome.size_bytes);
         outcomes.push(outcome);
     }
+    drop(taken);
     bar.finish_and_clear();
 
     let pending: Vec<usize> =
         outcomes.iter().enumerate().filter(|(_, o)| o.status == "accepted").map(|(i, _)| i).collect();
-    if !request.no_wait && !pending.is_empty() {
-        wait_for_pipeline(config, &state, &tenant_id, &mut outcomes, pending).await?;
+    if let Some(workers) = workers {
+        let waited = wait_for_pipeline(&workers, &state, &tenant_id, &mut outcomes, pending).await;
+        workers.stop().await;
+        waited?;
     }
 
     let summary = summarise(outcomes, started.elapsed());
@@ -251,26 +261,63 @@ async fn take_in(
     Ok(outcome)
 }
 
-/// Runs workers in this process until every accepted document is indexed, quarantined or failed.
+/// How many files `frostbyte ingest` takes in at once.
+const INTAKE_CONCURRENCY: usize = 8;
+
+/// Pipeline workers running in this process for the length of one `frostbyte ingest`.
+struct Workers {
+    stop: tokio::sync::watch::Sender<bool>,
+    handles: Vec<tokio::task::JoinHandle<()>>,
+    poll: Duration,
+}
+
+impl Workers {
+    fn start(config: &Config, state: &AppState) -> Self {
+        let mut workers = config.workers.clone();
+        workers.count = workers.count.max(1);
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let handles = crate::app::spawn_workers(state, &workers, &stop_rx);
+        Workers { stop, handles, poll: Duration::from_millis(workers.poll_interval_ms.clamp(50, 250)) }
+    }
+
+    /// Stops the workers after their current batch.
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        for h in self.handles {
+            let _ = h.await;
+        }
+    }
+}
+
+/// Waits until every accepted document is indexed, quarantined or failed.
 async fn wait_for_pipeline(
-    config: &Config,
+    workers: &Workers,
     state: &AppState,
     tenant: &TenantId,
     outcomes: &mut [FileOutcome],
     mut pending: Vec<usize>,
 ) -> anyhow::Result<()> {
-    let mut workers = config.workers.clone();
-    workers.count = workers.count.max(1);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let handles = crate::app::spawn_workers(state, &workers, &stop_rx);
     let bar = progress(
         pending.len() as u64,
         "process",
         "{spinner} {prefix:>7} [{bar:30}] {pos}/{len} documents {per_sec} {msg}",
     );
-    let poll = Duration::from_millis(workers.poll_interval_ms.clamp(50, 250));
+    let poll = workers.poll;
     let result = async {
+        // Each document is looked at only when the tenant's count of processing documents moved since the last
+        // look (or every `SWEEP_EVERY` polls, in case other uploads kept the count level): a poll while nothing
+        // finished costs one query, not one per pending document.
+        const SWEEP_EVERY: u32 = 20;
+        let (mut processing, mut quiet) = (None, 0);
         while !pending.is_empty() {
+            let page = frostbyte_core::page::PageRequest::new(1, 1);
+            let now = state.documents.list_documents(tenant, Some(DocumentStatus::Processing), None, page).await?.total;
+            if processing == Some(now) && quiet < SWEEP_EVERY {
+                quiet += 1;
+                tokio::time::sleep(poll).await;
+                continue;
+            }
+            (processing, quiet) = (Some(now), 0);
             let mut still = Vec::with_capacity(pending.len());
             for i in pending {
                 let doc_id = outcomes[i].doc_id.expect("accepted files have a document");
@@ -298,10 +345,6 @@ async fn wait_for_pipeline(
     }
     .await;
     bar.finish_and_clear();
-    let _ = stop_tx.send(true);
-    for h in handles {
-        let _ = h.await;
-    }
     result
 }
 

@@ -1,5 +1,6 @@
-//! The document pipeline's workers: claim one job, mark its stage `running`, run it while heartbeating the lease,
-//! record the outcome on the document, publish every transition on the event bus.
+//! The document pipeline's workers: claim a batch of jobs (one tenant, one stage), mark their stages `running`,
+//! run them side by side while heartbeating the leases, record every outcome on its document in one transaction,
+//! publish every transition on the event bus.
 //!
 //! - `parse`: raw bytes (`raw/{sha256}`, checked against the recorded sha256) → [`parse`] on a blocking thread →
 //!   canonical JSON at `canonical/{doc_id}.json` → `DOCUMENT_PARSED`, stage done + the `policy` job, in one
@@ -8,10 +9,10 @@
 //!   is saved at `policed/{doc_id}.json`. Found PII is recorded as `PII_DETECTED` (types and counts only). PII under
 //!   `block` fails the gate (`POLICY_GATE_FAILED`, document quarantined, embed and index skipped); otherwise
 //!   `POLICY_GATE_PASSED`, stage done + the `index` job.
-//! - `index`: chunk the policed document → embed with the tenant's embedder (its `embedding_model`, looked up in
-//!   the [`EmbedderRegistry`]) → every vector checked ([`check_vectors`]) → `DOCUMENT_EMBEDDED`, embed done →
-//!   [`assess_chunk`] per chunk (injection quarantine) → [`ChunkIndex::replace_document_chunks`] →
-//!   `INDEX_WRITTEN`, index done, document `indexed`.
+//! - `index`: chunk the policed document → [`assess_chunk`] per chunk (injection quarantine) → embed with the
+//!   tenant's embedder (its `embedding_model`, looked up in the [`EmbedderRegistry`]) → every vector checked
+//!   ([`check_vectors`]) → the chunks (rows, vectors, keyword entries), `DOCUMENT_EMBEDDED`, `INDEX_WRITTEN`,
+//!   embed and index done and the document `indexed`, in one transaction.
 //!
 //! **Hash chain.** Each stage's audit event carries `input_hash` and `output_hash`, and each stage's input is the
 //! previous stage's output: raw sha256 → canonical hash (sha256 of the canonical JSON as stored) → policed hash
@@ -19,9 +20,16 @@
 //! index hash ([`index_hash`]: the rows as written). Stages hash the bytes they read, so a blob changed between
 //! stages shows as a broken link.
 //!
-//! **Running and heartbeat.** A claimed job first marks its stage `running` (`DOCUMENT_STAGE_STARTED`), and while
-//! it runs its lease is extended every [`Pipeline::heartbeat_interval`], so a slow stage is never taken over by a
-//! second worker; a worker that dies stops heartbeating and its job is reclaimed when the lease runs out.
+//! **Batches.** [`Pipeline::try_run_one`] claims up to [`Pipeline::batch`] jobs with [`JobQueue::claim_batch`]:
+//! one tenant's, of one stage. Each job is admitted on its own (its document live at the job's generation and
+//! not quarantined), the admitted ones are marked `running` (`DOCUMENT_STAGE_STARTED`) in one write, their stage
+//! work runs concurrently (parsing, policy, chunking and local embedding on blocking threads), and their
+//! outcomes commit in one [`DocumentStore::apply_stage_writes`] transaction, each document under its own
+//! savepoint, so one refused write (a lost lease, a superseded generation) costs only its own document. While a
+//! batch runs, every job's lease is extended every [`Pipeline::heartbeat_interval`], so a slow stage is never
+//! taken over by a second worker; a worker that dies stops heartbeating and its jobs are reclaimed when their
+//! leases run out. A failed document is recorded on its own ([`Pipeline::fail_stage`]) and never holds up the
+//! rest of its batch.
 //!
 //! **Failures** are [`JobError`]s with stable codes and messages made of ids and counts, never document text:
 //! - retryable (a store, blob or embedding endpoint unavailable): the stage goes back to `pending`
@@ -39,12 +47,11 @@
 //! it and its writes commit only while the document is still at it, so erased documents are never resurrected and
 //! a replaced document's old jobs never overwrite the new version.
 //!
-//! **One commit per stage.** A stage's closing transition (stage status, lineage, next job, audit event) also
-//! completes its job ([`StageUpdate::completes_job`]) in the same transaction. A worker whose lease passed to
-//! another worker therefore commits nothing (`LEASE_LOST`): the stage's outcome is recorded exactly once. Blobs
-//! (canonical and policed JSON) are written before that commit under fixed keys, and the index stage's chunk rows
-//! are swapped by the chunk index's own transaction just before it; both are idempotent, so a replay rewrites the
-//! same bytes and rows.
+//! **One commit per stage.** A stage's closing transition (stage status, lineage, next job, audit events, and
+//! for the index stage the chunks) also completes its job ([`StageUpdate::completes_job`]) in the same
+//! transaction. A worker whose lease passed to another worker therefore commits nothing for that document
+//! (`LEASE_LOST`): the stage's outcome is recorded exactly once. Blobs (canonical and policed JSON) are written
+//! before that commit under fixed keys, so a replay rewrites the same bytes.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -57,14 +64,14 @@ use frostbyte_core::audit::NewAuditEvent;
 use frostbyte_core::chunk::{ChunkConfig, chunk_document};
 use frostbyte_core::document::CanonicalDocument;
 use frostbyte_core::documents::{
-    DocumentRecord, DocumentStatus, DocumentStore, PipelineStage, StageStatus, StageUpdate, raw_blob_key,
+    DocumentRecord, DocumentStatus, DocumentStore, PipelineStage, StageStatus, StageUpdate, StageWrite, raw_blob_key,
 };
 use frostbyte_core::embed::{EmbedError, Embedder, EmbedderRegistry, check_vectors};
 use frostbyte_core::index::{ChunkIndex, IndexedChunk};
 use frostbyte_core::lifecycle::{canonical_key, policed_key, stage_job};
 use frostbyte_core::policy::{apply_policy, assess_chunk};
 use frostbyte_core::ports::{BlobStore, MetadataStore};
-use frostbyte_core::queue::{ClaimOptions, Job, JobError, JobQueue, NewJob, RetryPolicy, RunOnce, Stage, StageRetry};
+use frostbyte_core::queue::{ClaimOptions, Job, JobError, JobQueue, RetryPolicy, RunOnce, Stage, StageRetry};
 use frostbyte_core::tenant::TenantConfig;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -97,6 +104,8 @@ pub struct Pipeline {
     pub chunking: ChunkConfig,
     /// How often a running job's lease is extended; `None`: a third of the lease.
     pub heartbeat: Option<Duration>,
+    /// The most jobs claimed and run together (one tenant, one stage; their writes commit together).
+    pub batch: usize,
 }
 
 /// How a failed stage should be handled.
@@ -122,6 +131,7 @@ enum Finished {
 }
 
 /// A stage failure: the job error and how to recover.
+#[derive(Clone)]
 struct StageError {
     error: JobError,
     recovery: Recovery,
@@ -260,6 +270,7 @@ impl Pipeline {
             parse_limits: ParseLimits::default(),
             chunking: ChunkConfig::default(),
             heartbeat: None,
+            batch: 1,
         }
     }
 
@@ -283,14 +294,25 @@ impl Pipeline {
         self.heartbeat.unwrap_or(self.claim.lease / 3).max(Duration::from_millis(10))
     }
 
-    /// Claims one job and runs its stage, heartbeating the lease until it is done.
+    /// Claims up to [`Pipeline::batch`] jobs (one tenant, one stage) and runs them together, heartbeating their
+    /// leases until they are done. `Ran` carries the first job's id.
     pub async fn try_run_one(&self) -> anyhow::Result<RunOnce> {
-        let Some(job) = self.queue.claim(&self.claim, frostbyte_core::now()).await? else {
+        let jobs = self.queue.claim_batch(&self.claim, frostbyte_core::now(), self.batch.max(1)).await?;
+        let Some(first) = jobs.first().map(|j| j.job_id) else {
             return Ok(RunOnce::Idle);
         };
-        let job_id = job.job_id;
+        let ids: Vec<Uuid> = jobs.iter().map(|j| j.job_id).collect();
+        let outcomes = self.with_heartbeat(&ids, self.run_batch(jobs)).await;
+        for (job_id, outcome) in outcomes {
+            self.finish_job(job_id, outcome).await?;
+        }
+        Ok(RunOnce::Ran(first))
+    }
+
+    /// Completes or fails a job by how its stage ended (a stage that committed its outcome completed it already).
+    async fn finish_job(&self, job_id: Uuid, outcome: Outcome) -> anyhow::Result<()> {
         let worker = self.claim.worker_id.as_str();
-        let finished = match self.with_heartbeat(job_id, self.run_guarded(job)).await {
+        let finished = match outcome {
             Ok(Finished::Completed) => Ok(()),
             Ok(Finished::NeedsCompletion) => self.queue.complete(job_id, worker).await,
             Err((error, Recovery::LeaseLost)) => {
@@ -306,37 +328,47 @@ impl Pipeline {
             }
         };
         match finished {
-            Ok(()) => {}
+            Ok(()) => Ok(()),
             // The lease ran out and another worker took the job: its result is the one that counts.
             Err(frostbyte_core::StoreError::Conflict(reason)) => {
                 tracing::warn!(job_id = %job_id, worker, %reason, "job was taken over before it finished");
+                Ok(())
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => Err(e.into()),
         }
-        Ok(RunOnce::Ran(job_id))
     }
 
-    /// Runs `work`, extending the job's lease every [`Self::heartbeat_interval`] until it finishes. If the lease
-    /// is lost (another worker reclaimed the job), heartbeating stops and the work finishes; completing it will
-    /// then be refused.
-    async fn with_heartbeat<F: Future>(&self, job_id: Uuid, work: F) -> F::Output {
+    /// Runs `work`, extending the leases of `jobs` every [`Self::heartbeat_interval`] until it finishes. A job
+    /// whose lease is lost (another worker reclaimed it) is no longer heartbeated; completing it will be refused.
+    async fn with_heartbeat<F: Future>(&self, jobs: &[Uuid], work: F) -> F::Output {
         let every = self.heartbeat_interval();
         let beat = async {
+            let mut live = jobs.to_vec();
             let mut ticker = tokio::time::interval(every);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             ticker.tick().await;
-            loop {
+            while !live.is_empty() {
                 ticker.tick().await;
                 let worker = &self.claim.worker_id;
-                match self.queue.heartbeat(job_id, worker, self.claim.lease, frostbyte_core::now()).await {
-                    Ok(true) => tracing::trace!(job_id = %job_id, "lease extended"),
-                    Ok(false) => {
-                        tracing::warn!(job_id = %job_id, worker = %worker, "lease lost; heartbeat stopped");
-                        return;
+                let mut kept = Vec::with_capacity(live.len());
+                for job_id in live {
+                    match self.queue.heartbeat(job_id, worker, self.claim.lease, frostbyte_core::now()).await {
+                        Ok(true) => {
+                            tracing::trace!(job_id = %job_id, "lease extended");
+                            kept.push(job_id);
+                        }
+                        Ok(false) => {
+                            tracing::warn!(job_id = %job_id, worker = %worker, "lease lost; heartbeat stopped")
+                        }
+                        Err(error) => {
+                            tracing::warn!(job_id = %job_id, %error, "heartbeat failed; will retry");
+                            kept.push(job_id);
+                        }
                     }
-                    Err(error) => tracing::warn!(job_id = %job_id, %error, "heartbeat failed; will retry"),
                 }
+                live = kept;
             }
+            std::future::pending::<()>().await;
         };
         let mut work = std::pin::pin!(work);
         tokio::select! {
@@ -345,61 +377,171 @@ impl Pipeline {
         }
     }
 
-    /// Runs a job for the document generation it was queued for, and only while that generation is live: a job of
-    /// an erased or replaced document ends without running, and one whose document was erased or replaced while it
-    /// ran ends without leaving anything behind (see `frostbyte_core::service::lifecycle`).
-    async fn run_guarded(&self, job: Job) -> Result<Finished, (JobError, Recovery)> {
-        use frostbyte_core::service::lifecycle::{admit_job, settle_job};
-        let lifecycle_err = |e: &dyn std::fmt::Display| (JobError::new("STORE_ERROR", e.to_string()), Recovery::Retry);
-        let Some(generation) = admit_job(&*self.documents, &job).await.map_err(|e| lifecycle_err(&e))? else {
-            tracing::info!(tenant = %job.tenant_id, doc_id = %job.resource_id, stage = job.stage.as_str(),
-                "skipping a job of an erased or replaced document");
-            return Ok(Finished::NeedsCompletion);
+    /// Runs a batch of claimed jobs (one tenant, one stage): admits each for the document generation it was
+    /// queued for, marks the admitted ones `running` in one write, runs their stage concurrently, and commits
+    /// every stage outcome in one write. A job of an erased or replaced document ends without running; a failed
+    /// stage is recorded on its own document (see [`Pipeline::fail_stage`]); a document erased or replaced while
+    /// its job ran keeps nothing of it ([`Pipeline::settle`]).
+    async fn run_batch(&self, jobs: Vec<Job>) -> Vec<(Uuid, Outcome)> {
+        let mut outcomes = Vec::with_capacity(jobs.len());
+        let Some((tenant, stage)) = jobs.first().map(|j| (j.tenant_id.clone(), j.stage)) else {
+            return outcomes;
         };
-        let doc_id = Uuid::parse_str(&job.resource_id).ok().filter(|_| job.stage.resource_type() == "document");
-        let tenant = job.tenant_id.clone();
-        let result = self.run(job, generation).await;
-        if let Some(doc_id) = doc_id
-            && settle_job(&*self.documents, &*self.blobs, &tenant, doc_id, generation)
-                .await
-                .map_err(|e| lifecycle_err(&e))?
-        {
-            tracing::info!(tenant = %tenant, doc_id = %doc_id, generation, "document erased or replaced while its job ran");
-            return match result {
-                Ok(Finished::Completed) => Ok(Finished::Completed),
-                _ => Ok(Finished::NeedsCompletion),
-            };
-        }
-        result
-    }
-
-    async fn run(&self, job: Job, generation: u64) -> Result<Finished, (JobError, Recovery)> {
-        let tenant = job.tenant_id.clone();
-        let Ok(doc_id) = Uuid::parse_str(&job.resource_id) else {
-            let e = JobError::new("INVALID_JOB", "the job's resource id is not a document id");
-            return Err((e, Recovery::DeadLetter));
-        };
-        let started = std::time::Instant::now();
-        let result = match self.mark_running(&tenant, doc_id, generation, &job).await {
-            Err(e) => Err(e),
-            Ok(false) => {
-                tracing::info!(tenant = %tenant, doc_id = %doc_id, stage = job.stage.as_str(), "document quarantined; job skipped");
-                return Ok(Finished::NeedsCompletion);
+        let mut admitted = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            match self.admit(job).await {
+                Ok(Admission::Run(a)) => admitted.push(*a),
+                Ok(Admission::Skip(job_id)) => outcomes.push((job_id, Ok(Finished::NeedsCompletion))),
+                Err((job_id, e)) => outcomes.push((job_id, Err(e))),
             }
-            Ok(true) => match job.stage {
-                Stage::Parse => self.parse(&tenant, doc_id, generation, &job).await,
-                Stage::Policy => self.policy(&tenant, doc_id, generation, &job).await,
-                Stage::Index => self.index(&tenant, doc_id, generation, &job).await,
-                other => Err(StageError::dead_letter("UNSUPPORTED_STAGE", format!("no worker for stage {other}"))),
+        }
+        if admitted.is_empty() {
+            return outcomes;
+        }
+        let config = match stage {
+            Stage::Parse => None,
+            _ => match self.config(&tenant).await {
+                Ok(config) => Some(config),
+                Err(e) => {
+                    for a in admitted {
+                        let outcome = self.fail_stage(&a, e.clone()).await;
+                        outcomes.push((a.job.job_id, self.settle(&a, outcome).await));
+                    }
+                    return outcomes;
+                }
             },
         };
-        let Err(failure) = result else {
-            tracing::info!(
-                tenant = %tenant, doc_id = %doc_id, stage = job.stage.as_str(),
-                duration_ms = started.elapsed().as_millis() as u64, "stage done"
-            );
-            return Ok(Finished::Completed);
+
+        // Every admitted document's first stage `running`, in one write.
+        let writes = admitted.iter().map(|a| self.running_write(a)).collect();
+        let mut running = Vec::with_capacity(admitted.len());
+        for (a, written) in admitted.into_iter().zip(self.write_batch(&tenant, writes).await) {
+            match written {
+                Ok(()) => running.push(a),
+                Err(e) => {
+                    let outcome = self.fail_stage(&a, e).await;
+                    outcomes.push((a.job.job_id, self.settle(&a, outcome).await));
+                }
+            }
+        }
+
+        // The stage's work, documents side by side (the CPU-bound parts run on blocking threads).
+        let prepared = futures::future::join_all(running.iter().map(|a| self.prepare(stage, a, config.as_ref()))).await;
+        let mut ready = Vec::with_capacity(running.len());
+        for (a, p) in running.into_iter().zip(prepared) {
+            match p {
+                Ok(p) => ready.push((a, p)),
+                Err(e) => {
+                    let outcome = self.fail_stage(&a, e).await;
+                    outcomes.push((a.job.job_id, self.settle(&a, outcome).await));
+                }
+            }
+        }
+
+        // Every outcome, with its job's completion, in one write.
+        let (ready, prepared): (Vec<_>, Vec<_>) = ready.into_iter().unzip();
+        for (a, written) in ready.iter().zip(self.write_batch(&tenant, prepared).await) {
+            let outcome = match written {
+                Ok(()) => {
+                    tracing::debug!(tenant = %tenant, doc_id = %a.doc_id, stage = stage.as_str(), "stage done");
+                    Ok(Finished::Completed)
+                }
+                Err(e) if e.recovery == Recovery::LeaseLost => Err((e.error, Recovery::LeaseLost)),
+                Err(e) => self.fail_stage(a, e).await,
+            };
+            outcomes.push((a.job.job_id, self.settle(a, outcome).await));
+        }
+        outcomes
+    }
+
+    /// Whether a job should run: its document live at the job's generation and not quarantined.
+    async fn admit(&self, job: Job) -> Result<Admission, (Uuid, (JobError, Recovery))> {
+        use frostbyte_core::service::lifecycle::admit_job;
+        let job_id = job.job_id;
+        let retry =
+            |e: &dyn std::fmt::Display| (job_id, (JobError::new("STORE_ERROR", e.to_string()), Recovery::Retry));
+        let Ok(doc_id) = Uuid::parse_str(&job.resource_id) else {
+            let e = JobError::new("INVALID_JOB", "the job's resource id is not a document id");
+            return Err((job_id, (e, Recovery::DeadLetter)));
         };
+        let Some(generation) = admit_job(&*self.documents, &job).await.map_err(|e| retry(&e))? else {
+            tracing::info!(tenant = %job.tenant_id, doc_id = %doc_id, stage = job.stage.as_str(),
+                "skipping a job of an erased or replaced document");
+            return Ok(Admission::Skip(job_id));
+        };
+        let Some(doc) = self.documents.get_document(&job.tenant_id, doc_id).await.map_err(|e| retry(&e))? else {
+            return Ok(Admission::Skip(job_id));
+        };
+        if doc.status == DocumentStatus::Quarantined {
+            tracing::info!(tenant = %job.tenant_id, doc_id = %doc_id, stage = job.stage.as_str(), "document quarantined; job skipped");
+            return Ok(Admission::Skip(job_id));
+        }
+        Ok(Admission::Run(Box::new(Admitted { job, doc_id, generation, doc })))
+    }
+
+    /// Marks the job's first stage `running` (and the document `processing` again, for a job retried from the
+    /// dead-letter list).
+    fn running_write(&self, a: &Admitted) -> Prepared {
+        let stage = first_stage_of(a.job.stage);
+        let update = StageUpdate::new(stage, StageStatus::Running).document_status(DocumentStatus::Processing);
+        let audit = event(
+            "DOCUMENT_STAGE_STARTED",
+            a.doc_id,
+            json!({"component": stage.as_str(), "status": "running", "attempt": a.job.attempts,
+                   "job_id": a.job.job_id.to_string()}),
+        );
+        Prepared::new(&a.job.tenant_id, StageWrite::new(a.doc_id, a.generation, update, audit))
+    }
+
+    /// Runs the stage of one admitted job, up to (not including) its commit.
+    async fn prepare(&self, stage: Stage, a: &Admitted, config: Option<&TenantConfig>) -> Result<Prepared, StageError> {
+        match (stage, config) {
+            (Stage::Parse, _) => self.parse(a).await,
+            (Stage::Policy, Some(config)) => self.policy(a, config).await,
+            (Stage::Index, Some(config)) => self.index(a, config).await,
+            (other, _) => Err(StageError::dead_letter("UNSUPPORTED_STAGE", format!("no worker for stage {other}"))),
+        }
+    }
+
+    /// Applies a batch of prepared writes in one transaction, publishing each written one's events. A write the
+    /// store refused fails on its own: `LEASE_LOST` when it would have completed a job leased to another worker.
+    async fn write_batch(&self, tenant: &TenantId, prepared: Vec<Prepared>) -> Vec<Result<(), StageError>> {
+        let n = prepared.len();
+        let (writes, events): (Vec<_>, Vec<_>) = prepared.into_iter().map(|p| (p.write, p.events)).unzip();
+        let completing: Vec<bool> = writes.iter().map(|w| w.update.completes_job.is_some()).collect();
+        let results = match self.documents.apply_stage_writes(tenant, writes).await {
+            Ok(results) => results,
+            Err(e) => {
+                let e = store_err(e);
+                return (0..n).map(|_| Err(e.clone())).collect();
+            }
+        };
+        results
+            .into_iter()
+            .zip(events)
+            .zip(completing)
+            .map(|((written, events), completing)| match written {
+                Ok(_) => {
+                    for e in events {
+                        self.events.publish(e);
+                    }
+                    Ok(())
+                }
+                Err(frostbyte_core::StoreError::Conflict(_)) if completing => Err(StageError {
+                    error: JobError::new(
+                        "LEASE_LOST",
+                        "the job was leased to another worker before this one committed",
+                    ),
+                    recovery: Recovery::LeaseLost,
+                }),
+                Err(e) => Err(store_err(e)),
+            })
+            .collect()
+    }
+
+    /// Records a failed stage on its document and decides how the job ends (see the module docs' failures).
+    async fn fail_stage(&self, a: &Admitted, failure: StageError) -> Outcome {
+        let (tenant, doc_id, job) = (&a.job.tenant_id, a.doc_id, &a.job);
         if failure.recovery == Recovery::LeaseLost {
             return Err((failure.error, Recovery::LeaseLost));
         }
@@ -409,7 +551,7 @@ impl Pipeline {
             attempt = job.attempts, recovery = ?failure.recovery, "stage failed"
         );
         let gives_up = failure.recovery != Recovery::Retry || last_attempt;
-        let recorded = self.record_failure(&tenant, doc_id, generation, &job, &failure, gives_up).await;
+        let recorded = self.record_failure(a, &failure, gives_up).await;
         match (failure.recovery, recorded) {
             // Recorded on the document, with the job completed in the same transaction; retrying the same input
             // cannot help.
@@ -427,83 +569,30 @@ impl Pipeline {
         }
     }
 
-    /// Applies a stage transition (with its audit event, and the next job if any) and publishes it.
-    async fn transition(
-        &self,
-        tenant: &TenantId,
-        doc_id: Uuid,
-        generation: u64,
-        update: StageUpdate,
-        next: Option<NewJob>,
-        audit: NewAuditEvent,
-    ) -> Result<DocumentRecord, StageError> {
-        let mut published = Event::new(update.stage.as_str(), tenant, stage_message(&audit.event_type))
-            .document(doc_id)
-            .status(status_name(update.status))
-            .event_type(audit.event_type.clone());
-        published.level = match update.status {
-            StageStatus::Failed => Level::Error,
-            _ if audit.event_type == "POLICY_GATE_FAILED" || audit.event_type == "DOCUMENT_STAGE_RETRYING" => {
-                Level::Warn
+    /// After a job: if its document was erased or replaced while it ran, removes what the job may have left
+    /// (see `frostbyte_core::service::lifecycle::settle_job`) and ends the job without a retry.
+    async fn settle(&self, a: &Admitted, outcome: Outcome) -> Outcome {
+        use frostbyte_core::service::lifecycle::settle_job;
+        let tenant = &a.job.tenant_id;
+        match settle_job(&*self.documents, &*self.blobs, tenant, a.doc_id, a.generation).await {
+            Ok(false) => outcome,
+            Ok(true) => {
+                tracing::info!(tenant = %tenant, doc_id = %a.doc_id, generation = a.generation,
+                    "document erased or replaced while its job ran");
+                match outcome {
+                    Ok(Finished::Completed) => Ok(Finished::Completed),
+                    _ => Ok(Finished::NeedsCompletion),
+                }
             }
-            _ => Level::Info,
-        };
-        for (name, n) in counts_of(&audit.details) {
-            published = published.count(name, n);
+            Err(e) => Err((JobError::new("STORE_ERROR", e.to_string()), Recovery::Retry)),
         }
-        if let Some(code) = &update.error_code {
-            published = published.error_code(code.clone());
-        }
-        let completing = update.completes_job.is_some();
-        let written = self.documents.update_stage_at(tenant, doc_id, generation, update, next, audit).await;
-        let doc = written.map_err(|e| match e {
-            frostbyte_core::StoreError::Conflict(_) if completing => StageError {
-                error: JobError::new("LEASE_LOST", "the job was leased to another worker before this one committed"),
-                recovery: Recovery::LeaseLost,
-            },
-            e => store_err(e),
-        })?;
-        self.events.publish(published);
-        Ok(doc)
-    }
-
-    /// Marks the job's first stage `running` (and the document `processing` again, for a job retried from the
-    /// dead-letter list). False when the job should not run: the document is quarantined.
-    async fn mark_running(
-        &self,
-        tenant: &TenantId,
-        doc_id: Uuid,
-        generation: u64,
-        job: &Job,
-    ) -> Result<bool, StageError> {
-        let doc = self.document(tenant, doc_id).await?;
-        if doc.status == DocumentStatus::Quarantined {
-            return Ok(false);
-        }
-        let stage = first_stage_of(job.stage);
-        let update = StageUpdate::new(stage, StageStatus::Running).document_status(DocumentStatus::Processing);
-        let audit = event(
-            "DOCUMENT_STAGE_STARTED",
-            doc_id,
-            json!({"component": stage.as_str(), "status": "running", "attempt": job.attempts,
-                   "job_id": job.job_id.to_string()}),
-        );
-        self.transition(tenant, doc_id, generation, update, None, audit).await?;
-        Ok(true)
     }
 
     /// Records a failure on the document: the stage back to `pending` while retries remain, else the stage and
     /// the document `failed` with the code. A permanent failure completes the job in the same transaction (true
     /// when it did).
-    async fn record_failure(
-        &self,
-        tenant: &TenantId,
-        doc_id: Uuid,
-        generation: u64,
-        job: &Job,
-        failure: &StageError,
-        gives_up: bool,
-    ) -> Result<bool, StageError> {
+    async fn record_failure(&self, a: &Admitted, failure: &StageError, gives_up: bool) -> Result<bool, StageError> {
+        let (tenant, doc_id, job) = (&a.job.tenant_id, a.doc_id, &a.job);
         let doc = match self.documents.get_document(tenant, doc_id).await {
             Ok(Some(doc)) => doc,
             Ok(None) => return Ok(false),
@@ -528,16 +617,10 @@ impl Pipeline {
                 "attempt": job.attempts, "max_attempts": self.retry.for_stage(job.stage).max_attempts});
             (update, event("DOCUMENT_STAGE_RETRYING", doc_id, details))
         };
-        self.transition(tenant, doc_id, generation, update, None, audit).await?;
+        let write = Prepared::new(tenant, StageWrite::new(doc_id, a.generation, update, audit));
+        let mut written = self.write_batch(tenant, vec![write]).await;
+        written.pop().unwrap_or(Ok(()))?;
         Ok(completes && gives_up)
-    }
-
-    async fn document(&self, tenant: &TenantId, doc_id: Uuid) -> Result<DocumentRecord, StageError> {
-        self.documents
-            .get_document(tenant, doc_id)
-            .await
-            .map_err(store_err)?
-            .ok_or_else(|| StageError::permanent("DOCUMENT_NOT_FOUND", format!("document {doc_id} does not exist")))
     }
 
     async fn config(&self, tenant: &TenantId) -> Result<TenantConfig, StageError> {
@@ -562,9 +645,9 @@ impl Pipeline {
         Ok(hash)
     }
 
-    async fn parse(&self, tenant: &TenantId, doc_id: Uuid, generation: u64, job: &Job) -> Result<(), StageError> {
+    async fn parse(&self, a: &Admitted) -> Result<Prepared, StageError> {
         let started = std::time::Instant::now();
-        let doc = self.document(tenant, doc_id).await?;
+        let (tenant, doc_id, generation, doc) = (&a.job.tenant_id, a.doc_id, a.generation, &a.doc);
         let raw = self.blobs.get(tenant, &raw_blob_key(&doc.raw_sha256)).await.map_err(blob_err)?;
         let (mime, limits, id) = (doc.mime_type.clone(), self.parse_limits.clone(), doc_id.to_string());
         let (canonical, raw_hash) = tokio::task::spawn_blocking(move || {
@@ -595,50 +678,34 @@ impl Pipeline {
             .lineage("parser_version", parser_version)
             .lineage("canonical_sha256", output_hash)
             .lineage("pages", canonical.pages.len())
-            .completes_job(job.job_id, self.claim.worker_id.clone());
-        self.transition(tenant, doc_id, generation, update, Some(next), audit).await?;
-        Ok(())
+            .completes_job(a.job.job_id, self.claim.worker_id.clone());
+        Ok(Prepared::new(tenant, StageWrite::new(doc_id, generation, update, audit).next_job(Some(next))))
     }
 
-    async fn policy(&self, tenant: &TenantId, doc_id: Uuid, generation: u64, job: &Job) -> Result<(), StageError> {
+    async fn policy(&self, a: &Admitted, config: &TenantConfig) -> Result<Prepared, StageError> {
         let started = std::time::Instant::now();
-        let config = self.config(tenant).await?;
+        let (tenant, doc_id, generation) = (&a.job.tenant_id, a.doc_id, a.generation);
         let (canonical, input_hash) = self.load_json(tenant, &canonical_key(&doc_id, generation)).await?;
-        let mut blocked = false;
-        let mut redacted_blocks = 0usize;
-        let mut pii = std::collections::BTreeMap::<&'static str, usize>::new();
-        let mut policy_version = String::new();
-        let mut best: Option<(String, f64)> = None;
-        let policed = canonical.try_map_text(|text| {
-            let outcome = apply_policy(text, &config)?;
-            let r = &outcome.report;
-            blocked |= r.blocked;
-            redacted_blocks += usize::from(r.redacted);
-            for (kind, n) in &r.pii.counts {
-                *pii.entry(kind.as_str()).or_default() += n;
-            }
-            policy_version.clone_from(&r.policy_version);
-            if best.as_ref().is_none_or(|(_, c)| r.classification.confidence > *c) {
-                best = Some((r.classification.category.clone(), r.classification.confidence));
-            }
-            Ok::<_, frostbyte_core::policy::PolicyError>(outcome.text)
-        });
-        let policed = policed.map_err(|e| StageError::permanent(e.code(), "the policy checks refused the document"))?;
+        let owned = config.clone();
+        let policed = tokio::task::spawn_blocking(move || police(&canonical, &owned))
+            .await
+            .map_err(|_| StageError::retryable("POLICY_ERROR", "the policy task panicked or was cancelled"))?;
+        let Policed { document: policed, blocked, redacted_blocks, pii, policy_version, classification } =
+            policed.map_err(|e| StageError::permanent(e.code(), "the policy checks refused the document"))?;
         let pii_total: usize = pii.values().sum();
         let action = serde_json::to_value(config.pii_policy).unwrap_or(Value::Null);
-        if pii_total > 0 {
-            // A finding rather than a change of state: recorded on its own, types and counts only.
-            let details = json!({"component": "policy", "status": if blocked { "blocked" } else { "detected" },
-                "action": action, "types": pii, "total": pii_total, "input_hash": input_hash});
-            self.store.append_audit(tenant, event("PII_DETECTED", doc_id, details)).await.map_err(store_err)?;
-        }
-        let classification = best.map(|(c, _)| c);
         let update = StageUpdate::new(PipelineStage::Policy, StageStatus::Done)
             .lineage("policy_version", policy_version.clone())
             .lineage("classification", classification.clone())
-            .completes_job(job.job_id, self.claim.worker_id.clone());
+            .completes_job(a.job.job_id, self.claim.worker_id.clone());
         let duration_ms = started.elapsed().as_millis() as u64;
-        if blocked {
+        // A finding rather than a change of state: recorded as its own event, types and counts only.
+        let finding = (pii_total > 0).then(|| {
+            let details = json!({"component": "policy", "status": if blocked { "blocked" } else { "detected" },
+                "action": action, "types": pii, "total": pii_total, "input_hash": input_hash});
+            event("PII_DETECTED", doc_id, details)
+        });
+        let (write, next) = if blocked {
             let update = update
                 .also(PipelineStage::Embed, StageStatus::Skipped)
                 .also(PipelineStage::Index, StageStatus::Skipped)
@@ -646,20 +713,22 @@ impl Pipeline {
             let details = json!({"component": "policy", "status": "quarantined", "reason": "pii_blocked",
                 "input_hash": input_hash, "policy_version": policy_version, "pii_detected": pii_total,
                 "classification": classification, "duration_ms": duration_ms});
-            let audit = event("POLICY_GATE_FAILED", doc_id, details);
-            self.transition(tenant, doc_id, generation, update, None, audit).await?;
             tracing::info!(tenant = %tenant, doc_id = %doc_id, "document quarantined by policy");
-            return Ok(());
-        }
-        let output_hash = self.save_json(tenant, &policed_key(&doc_id, generation), &policed).await?;
-        let next = stage_job(Stage::Index, doc_id, generation);
-        let details = json!({"component": "policy", "status": "done", "input_hash": input_hash,
-            "output_hash": output_hash, "policy_version": policy_version, "pii_detected": pii_total,
-            "redacted_blocks": redacted_blocks, "classification": classification, "duration_ms": duration_ms});
-        let audit = event("POLICY_GATE_PASSED", doc_id, details);
-        let update = update.lineage("policed_sha256", output_hash);
-        self.transition(tenant, doc_id, generation, update, Some(next), audit).await?;
-        Ok(())
+            (StageWrite::new(doc_id, generation, update, event("POLICY_GATE_FAILED", doc_id, details)), None)
+        } else {
+            let output_hash = self.save_json(tenant, &policed_key(&doc_id, generation), &policed).await?;
+            let details = json!({"component": "policy", "status": "done", "input_hash": input_hash,
+                "output_hash": output_hash, "policy_version": policy_version, "pii_detected": pii_total,
+                "redacted_blocks": redacted_blocks, "classification": classification, "duration_ms": duration_ms});
+            let update = update.lineage("policed_sha256", output_hash);
+            let write = StageWrite::new(doc_id, generation, update, event("POLICY_GATE_PASSED", doc_id, details));
+            (write, Some(stage_job(Stage::Index, doc_id, generation)))
+        };
+        let write = match finding {
+            Some(finding) => write.finding(finding),
+            None => write,
+        };
+        Ok(Prepared::new(tenant, write.next_job(next)))
     }
 
     /// The tenant's embedder, by its `embedding_model`.
@@ -692,14 +761,30 @@ impl Pipeline {
         Ok(vectors)
     }
 
-    async fn index(&self, tenant: &TenantId, doc_id: Uuid, generation: u64, job: &Job) -> Result<(), StageError> {
+    /// Chunks, embeds and indexes: the chunks, the `DOCUMENT_EMBEDDED` and `INDEX_WRITTEN` events and the
+    /// document's `embed` and `index` stages commit in one write.
+    async fn index(&self, a: &Admitted, config: &TenantConfig) -> Result<Prepared, StageError> {
         let started = std::time::Instant::now();
-        let config = self.config(tenant).await?;
-        let embedder = self.embedder_for(&config)?;
-        let doc = self.document(tenant, doc_id).await?;
+        let (tenant, doc_id, generation, doc) = (&a.job.tenant_id, a.doc_id, a.generation, &a.doc);
+        let embedder = self.embedder_for(config)?;
         let (policed, input_hash) = self.load_json(tenant, &policed_key(&doc_id, generation)).await?;
-        let chunks = chunk_document(&policed, &self.chunking)
-            .map_err(|_| StageError::permanent("CHUNK_CONFIG_INVALID", "the chunking configuration is invalid"))?;
+        let (chunking, owned) = (self.chunking.clone(), config.clone());
+        let assessed = tokio::task::spawn_blocking(move || {
+            let chunks = chunk_document(&policed, &chunking)
+                .map_err(|_| StageError::permanent("CHUNK_CONFIG_INVALID", "the chunking configuration is invalid"))?;
+            let verdicts = chunks
+                .iter()
+                .map(|c| {
+                    assess_chunk(&c.text, &owned)
+                        .map(|v| v.quarantined)
+                        .map_err(|e| StageError::permanent(e.code(), "the chunk policy checks failed"))
+                })
+                .collect::<Result<Vec<bool>, StageError>>()?;
+            Ok::<_, StageError>((chunks, verdicts))
+        })
+        .await
+        .map_err(|_| StageError::retryable("CHUNK_ERROR", "the chunking task panicked or was cancelled"))?;
+        let (chunks, quarantine) = assessed?;
         let model = embedder.model_id().to_owned();
         let dimension = embedder.dimension();
         let vectors = self.embed(embedder, chunks.iter().map(|c| c.text.clone()).collect()).await?;
@@ -710,28 +795,20 @@ impl Pipeline {
             .collect();
         let chunk_set = chunk_set_hash(&model, dimension, &set);
         drop(set);
-        let embedded = StageUpdate::new(PipelineStage::Embed, StageStatus::Done)
-            .also(PipelineStage::Index, StageStatus::Running)
-            .lineage("embed_model", model.clone())
-            .lineage("chunk_set_sha256", chunk_set.clone());
-        let audit = event(
+        let embedded_event = event(
             "DOCUMENT_EMBEDDED",
             doc_id,
             json!({"component": "embed", "status": "done", "input_hash": input_hash, "output_hash": chunk_set,
                    "embed_model": model, "dimension": dimension, "chunks": chunks.len(),
                    "duration_ms": started.elapsed().as_millis() as u64}),
         );
-        self.transition(tenant, doc_id, generation, embedded, None, audit).await?;
+        let embedded = StageUpdate::new(PipelineStage::Embed, StageStatus::Done);
 
-        let started = std::time::Instant::now();
         let classification = doc.lineage.get("classification").and_then(|v| v.as_str()).map(str::to_owned);
+        let offset =
+            |n: usize| u32::try_from(n).map_err(|_| StageError::permanent("DOCUMENT_TOO_LARGE", "offsets exceed u32"));
         let mut indexed = Vec::with_capacity(chunks.len());
-        for (chunk, vector) in chunks.into_iter().zip(vectors) {
-            let verdict = assess_chunk(&chunk.text, &config)
-                .map_err(|e| StageError::permanent(e.code(), "the chunk policy checks failed"))?;
-            let offset = |n: usize| {
-                u32::try_from(n).map_err(|_| StageError::permanent("DOCUMENT_TOO_LARGE", "offsets exceed u32"))
-            };
+        for ((chunk, vector), quarantined) in chunks.into_iter().zip(vectors).zip(quarantine) {
             indexed.push(IndexedChunk {
                 chunk_id: chunk.chunk_id.to_string(),
                 doc_id: doc_id.to_string(),
@@ -747,7 +824,7 @@ impl Pipeline {
                 classification: classification.clone(),
                 collection: doc.collection.clone(),
                 metadata: doc.metadata.clone(),
-                quarantined: verdict.quarantined,
+                quarantined,
                 embed_model: model.clone(),
                 vector,
                 source_sha256: doc.raw_sha256.clone(),
@@ -755,20 +832,17 @@ impl Pipeline {
                 ingested_at: doc.created_at,
             });
         }
-        self.index
-            .replace_document_chunks_at(tenant, &doc_id.to_string(), generation, &indexed)
-            .await
-            .map_err(store_err)?;
         let quarantined = indexed.iter().filter(|c| c.quarantined).count();
         let output_hash = index_hash(&chunk_set, &indexed);
         let update = StageUpdate::new(PipelineStage::Index, StageStatus::Done)
             .also(PipelineStage::Embed, StageStatus::Done)
             .document_status(DocumentStatus::Indexed)
             .lineage("embed_model", model.clone())
+            .lineage("chunk_set_sha256", chunk_set.clone())
             .lineage("chunks", indexed.len())
             .lineage("quarantined_chunks", quarantined)
             .lineage("index_sha256", output_hash.clone())
-            .completes_job(job.job_id, self.claim.worker_id.clone());
+            .completes_job(a.job.job_id, self.claim.worker_id.clone());
         let audit = event(
             "INDEX_WRITTEN",
             doc_id,
@@ -776,9 +850,104 @@ impl Pipeline {
                    "embed_model": model, "chunks": indexed.len(), "quarantined_chunks": quarantined,
                    "duration_ms": started.elapsed().as_millis() as u64}),
         );
-        self.transition(tenant, doc_id, generation, update, None, audit).await?;
-        Ok(())
+        let mut prepared = Prepared::new(tenant, StageWrite::new(doc_id, generation, update, audit).chunks(indexed));
+        prepared.events.insert(0, stage_event(tenant, doc_id, &embedded, &embedded_event));
+        prepared.write.audit.insert(0, embedded_event);
+        Ok(prepared)
     }
+}
+
+/// What the policy checks made of a canonical document.
+struct Policed {
+    document: CanonicalDocument,
+    blocked: bool,
+    redacted_blocks: usize,
+    pii: std::collections::BTreeMap<&'static str, usize>,
+    policy_version: String,
+    /// The category of the block classified with the highest confidence.
+    classification: Option<String>,
+}
+
+/// Applies the tenant's policy to every block's text.
+fn police(
+    canonical: &CanonicalDocument,
+    config: &TenantConfig,
+) -> Result<Policed, frostbyte_core::policy::PolicyError> {
+    let mut blocked = false;
+    let mut redacted_blocks = 0usize;
+    let mut pii = std::collections::BTreeMap::<&'static str, usize>::new();
+    let mut policy_version = String::new();
+    let mut best: Option<(String, f64)> = None;
+    let document = canonical.try_map_text(|text| {
+        let outcome = apply_policy(text, config)?;
+        let r = &outcome.report;
+        blocked |= r.blocked;
+        redacted_blocks += usize::from(r.redacted);
+        for (kind, n) in &r.pii.counts {
+            *pii.entry(kind.as_str()).or_default() += n;
+        }
+        policy_version.clone_from(&r.policy_version);
+        if best.as_ref().is_none_or(|(_, c)| r.classification.confidence > *c) {
+            best = Some((r.classification.category.clone(), r.classification.confidence));
+        }
+        Ok::<_, frostbyte_core::policy::PolicyError>(outcome.text)
+    })?;
+    Ok(Policed { document, blocked, redacted_blocks, pii, policy_version, classification: best.map(|(c, _)| c) })
+}
+
+/// How a job ended, for [`Pipeline::finish_job`].
+type Outcome = Result<Finished, (JobError, Recovery)>;
+
+/// A claimed job whose document is live at the job's generation.
+struct Admitted {
+    job: Job,
+    doc_id: Uuid,
+    generation: u64,
+    /// The document as it was when the job was admitted.
+    doc: DocumentRecord,
+}
+
+enum Admission {
+    Run(Box<Admitted>),
+    /// Nothing to do (the document was erased, replaced or quarantined): the job just completes.
+    Skip(Uuid),
+}
+
+/// A stage's outcome ready to commit, and the events to publish once it has.
+struct Prepared {
+    write: StageWrite,
+    events: Vec<Event>,
+}
+
+impl Prepared {
+    fn new(tenant: &TenantId, write: StageWrite) -> Self {
+        let events = match write.audit.last() {
+            Some(audit) => vec![stage_event(tenant, write.doc_id, &write.update, audit)],
+            None => Vec::new(),
+        };
+        Prepared { write, events }
+    }
+}
+
+/// The event published for a stage transition: the stage, its status, the audit event's type, its counts and
+/// any error code (never document text).
+fn stage_event(tenant: &TenantId, doc_id: Uuid, update: &StageUpdate, audit: &NewAuditEvent) -> Event {
+    let mut published = Event::new(update.stage.as_str(), tenant, stage_message(&audit.event_type))
+        .document(doc_id)
+        .status(status_name(update.status))
+        .event_type(audit.event_type.clone());
+    published.level = match update.status {
+        StageStatus::Failed => Level::Error,
+        _ if audit.event_type == "POLICY_GATE_FAILED" || audit.event_type == "DOCUMENT_STAGE_RETRYING" => Level::Warn,
+        _ => Level::Info,
+    };
+    for (name, n) in counts_of(&audit.details) {
+        published = published.count(name, n);
+    }
+    if let Some(code) = &update.error_code {
+        published = published.error_code(code.clone());
+    }
+    published
 }
 
 /// The fixed message of a transition's event.

@@ -168,3 +168,61 @@ async fn uploads_over_the_tenant_limit_are_refused() {
     let r = upload(&app, &t.key, "acme", "big.txt", "text/plain", &big).await;
     r.expect_error(413, "PAYLOAD_TOO_LARGE");
 }
+
+/// What one document ended as: its status, error code, its chunks' text hashes (chunk ids also hash the doc id,
+/// which differs between apps), and its audit events' types in order.
+type Ending = (String, Option<String>, Vec<String>, Vec<String>);
+
+/// Uploads `files` to a fresh app, drains the pipeline with batches of `batch`, and reports each file's ending
+/// and how many claims it took. The tenant's audit chain must verify.
+async fn ingest_with_batches(files: &[(String, &str, Vec<u8>)], batch: usize) -> (Vec<(String, Ending)>, usize) {
+    let app = spawn_app().await;
+    let t = app.tenant("acme").await;
+    let mut docs = Vec::new();
+    for (name, ct, bytes) in files {
+        let r = upload(&app, &t.key, "acme", name, ct, bytes).await;
+        r.expect(202);
+        docs.push((name.clone(), uuid::Uuid::parse_str(r.data()["doc_id"].as_str().unwrap()).unwrap()));
+    }
+    let mut p = pipeline(&app);
+    p.batch = batch;
+    p.claim.per_tenant_cap = 8;
+    let claims = drain(&p).await;
+    let tenant = TenantId::parse("acme").unwrap();
+    let mut endings = Vec::new();
+    for (name, doc_id) in docs {
+        let doc = app.documents.get_document(&tenant, doc_id).await.unwrap().expect("document");
+        let chunks = app.index.document_chunks(&tenant, &doc_id.to_string()).await.unwrap();
+        let chain = app.audit_chain(&t.key, "acme", &doc_id.to_string()).await;
+        chain.expect(200);
+        let types = chain.data()["events"].as_array().unwrap().iter().map(|e| e["event_type"].to_string()).collect();
+        let ids = chunks.into_iter().map(|c| format!("{}:{}", c.position, c.text_hash)).collect();
+        endings.push((name, (doc.status.to_string(), doc.error_code, ids, types)));
+    }
+    let verified = app.audit_verify(&t.key, "acme").await;
+    verified.expect(200);
+    assert_eq!(verified.data()["valid"], json!(true), "{}", verified.text);
+    (endings, claims)
+}
+
+#[tokio::test]
+async fn a_batched_worker_ends_where_one_job_at_a_time_ends() {
+    let mut files = vec![("onboarding.md".to_owned(), "text/markdown", markdown())];
+    for i in 0..5 {
+        let text = format!(
+            "Release notes {i}\n\nVersion {i} adds faster ingest for tenant {i}.\n\nUpgrade notes: restart the workers \
+             after the migration finishes; contact ops-{i}@example.com with questions.\n"
+        );
+        files.push((format!("notes-{i}.txt"), "text/plain", text.into_bytes()));
+    }
+    files.push(("broken.pdf".to_owned(), "application/pdf", b"%PDF-1.4\n%%EOF\n".to_vec()));
+
+    let (one_by_one, single_claims) = ingest_with_batches(&files, 1).await;
+    let (batched, batch_claims) = ingest_with_batches(&files, 4).await;
+    assert_eq!(batched, one_by_one, "same statuses, chunks and audit trail per document");
+    let indexed = one_by_one.iter().filter(|(_, e)| e.0 == "indexed").count();
+    assert_eq!(indexed, 6, "{one_by_one:?}");
+    let (_, broken) = one_by_one.iter().find(|(n, _)| n == "broken.pdf").unwrap();
+    assert_eq!(broken.0, "failed");
+    assert!(batch_claims * 2 < single_claims, "{batch_claims} batched claims vs {single_claims} single ones");
+}
