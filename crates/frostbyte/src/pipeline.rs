@@ -73,6 +73,7 @@ use frostbyte_core::policy::{apply_policy, assess_chunk};
 use frostbyte_core::ports::{BlobStore, MetadataStore};
 use frostbyte_core::queue::{ClaimOptions, Job, JobError, JobQueue, RetryPolicy, RunOnce, Stage, StageRetry};
 use frostbyte_core::tenant::TenantConfig;
+use futures::StreamExt;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -425,8 +426,11 @@ impl Pipeline {
             }
         }
 
-        // The stage's work, documents side by side (the CPU-bound parts run on blocking threads).
-        let prepared = futures::future::join_all(running.iter().map(|a| self.prepare(stage, a, config.as_ref()))).await;
+        // The stage's work, as many documents at a time as there are cores (the CPU-bound parts run on blocking
+        // threads): more would only hold more parsed documents in memory at once.
+        let in_flight = std::thread::available_parallelism().map_or(2, usize::from);
+        let work: Vec<_> = running.iter().map(|a| self.prepare(stage, a, config.as_ref())).collect();
+        let prepared: Vec<_> = futures::stream::iter(work).buffered(in_flight).collect().await;
         let mut ready = Vec::with_capacity(running.len());
         for (a, p) in running.into_iter().zip(prepared) {
             match p {
