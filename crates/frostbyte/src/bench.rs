@@ -195,7 +195,6 @@ pub async fn retrieval(dir: &Path, fusion: FusionSettings) -> anyhow::Result<Ret
         s.ports.store.clone(),
         s.ports.queue.clone(),
         s.ports.documents.clone(),
-        s.ports.index.clone(),
         s.blobs.clone(),
         "bench-worker",
     );

@@ -138,14 +138,29 @@ pub async fn ingest(config: &Config, request: IngestRequest, json: bool) -> anyh
         .map(|file| take_in(&intake, &state, &tenant_id, &tenant.config, limit, file, &request, &metadata))
         .buffered(INTAKE_CONCURRENCY);
     let mut outcomes = Vec::with_capacity(found.len());
+    let mut refused = None;
     while let Some(outcome) = taken.next().await {
-        let outcome = outcome?;
-        bar.set_message(outcome.name.clone());
-        bar.inc(outcome.size_bytes);
-        outcomes.push(outcome);
+        match outcome {
+            Ok(outcome) => {
+                bar.set_message(outcome.name.clone());
+                bar.inc(outcome.size_bytes);
+                outcomes.push(outcome);
+            }
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
     }
     drop(taken);
     bar.finish_and_clear();
+    if let Some(e) = refused {
+        // What was accepted stays queued for the next run or a server's workers.
+        if let Some(workers) = workers {
+            workers.stop().await;
+        }
+        return Err(e);
+    }
 
     let pending: Vec<usize> =
         outcomes.iter().enumerate().filter(|(_, o)| o.status == "accepted").map(|(i, _)| i).collect();

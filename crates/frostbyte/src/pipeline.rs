@@ -67,7 +67,7 @@ use frostbyte_core::documents::{
     DocumentRecord, DocumentStatus, DocumentStore, PipelineStage, StageStatus, StageUpdate, StageWrite, raw_blob_key,
 };
 use frostbyte_core::embed::{EmbedError, Embedder, EmbedderRegistry, check_vectors};
-use frostbyte_core::index::{ChunkIndex, IndexedChunk};
+use frostbyte_core::index::IndexedChunk;
 use frostbyte_core::lifecycle::{canonical_key, policed_key, stage_job};
 use frostbyte_core::policy::{apply_policy, assess_chunk};
 use frostbyte_core::ports::{BlobStore, MetadataStore};
@@ -93,7 +93,6 @@ pub struct Pipeline {
     pub store: Arc<dyn MetadataStore>,
     pub queue: Arc<dyn JobQueue>,
     pub documents: Arc<dyn DocumentStore>,
-    pub index: Arc<dyn ChunkIndex>,
     pub blobs: Arc<dyn BlobStore>,
     /// The tenant's `embedding_model` picks its embedder here.
     pub embedders: Arc<EmbedderRegistry>,
@@ -254,7 +253,6 @@ impl Pipeline {
         store: Arc<dyn MetadataStore>,
         queue: Arc<dyn JobQueue>,
         documents: Arc<dyn DocumentStore>,
-        index: Arc<dyn ChunkIndex>,
         blobs: Arc<dyn BlobStore>,
         worker_id: &str,
     ) -> Self {
@@ -262,7 +260,6 @@ impl Pipeline {
             store,
             queue,
             documents,
-            index,
             blobs,
             embedders: Arc::new(EmbedderRegistry::default()),
             events: Arc::new(EventBus::default()),
@@ -281,7 +278,6 @@ impl Pipeline {
             state.store.clone(),
             state.queue.clone(),
             state.documents.clone(),
-            state.index.clone(),
             state.blobs.clone(),
             worker_id,
         );
@@ -405,8 +401,7 @@ impl Pipeline {
                 Ok(config) => Some(config),
                 Err(e) => {
                     for a in admitted {
-                        let outcome = self.fail_stage(&a, e.clone()).await;
-                        outcomes.push((a.job.job_id, self.settle(&a, outcome).await));
+                        outcomes.push(self.failed(&a, e.clone()).await);
                     }
                     return outcomes;
                 }
@@ -419,10 +414,7 @@ impl Pipeline {
         for (a, written) in admitted.into_iter().zip(self.write_batch(&tenant, writes).await) {
             match written {
                 Ok(()) => running.push(a),
-                Err(e) => {
-                    let outcome = self.fail_stage(&a, e).await;
-                    outcomes.push((a.job.job_id, self.settle(&a, outcome).await));
-                }
+                Err(e) => outcomes.push(self.failed(&a, e).await),
             }
         }
 
@@ -435,25 +427,20 @@ impl Pipeline {
         for (a, p) in running.into_iter().zip(prepared) {
             match p {
                 Ok(p) => ready.push((a, p)),
-                Err(e) => {
-                    let outcome = self.fail_stage(&a, e).await;
-                    outcomes.push((a.job.job_id, self.settle(&a, outcome).await));
-                }
+                Err(e) => outcomes.push(self.failed(&a, e).await),
             }
         }
 
         // Every outcome, with its job's completion, in one write.
         let (ready, prepared): (Vec<_>, Vec<_>) = ready.into_iter().unzip();
         for (a, written) in ready.iter().zip(self.write_batch(&tenant, prepared).await) {
-            let outcome = match written {
+            outcomes.push(match written {
                 Ok(()) => {
                     tracing::debug!(tenant = %tenant, doc_id = %a.doc_id, stage = stage.as_str(), "stage done");
-                    Ok(Finished::Completed)
+                    (a.job.job_id, self.settle(a, Ok(Finished::Completed)).await)
                 }
-                Err(e) if e.recovery == Recovery::LeaseLost => Err((e.error, Recovery::LeaseLost)),
-                Err(e) => self.fail_stage(a, e).await,
-            };
-            outcomes.push((a.job.job_id, self.settle(a, outcome).await));
+                Err(e) => self.failed(a, e).await,
+            });
         }
         outcomes
     }
@@ -541,6 +528,12 @@ impl Pipeline {
                 Err(e) => Err(store_err(e)),
             })
             .collect()
+    }
+
+    /// A failed stage, recorded and settled: the job's id and how it ends.
+    async fn failed(&self, a: &Admitted, failure: StageError) -> (Uuid, Outcome) {
+        let outcome = self.fail_stage(a, failure).await;
+        (a.job.job_id, self.settle(a, outcome).await)
     }
 
     /// Records a failed stage on its document and decides how the job ends (see the module docs' failures).

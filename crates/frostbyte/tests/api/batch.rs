@@ -96,7 +96,6 @@ async fn drain(app: &TestApp) {
         app.store.clone(),
         app.queue.clone(),
         app.documents.clone(),
-        app.index.clone(),
         app.blobs.clone(),
         "batch-test-worker",
     );

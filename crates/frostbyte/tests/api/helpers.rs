@@ -704,7 +704,6 @@ impl TestApp {
             self.store.clone(),
             self.queue.clone(),
             self.documents.clone(),
-            self.index.clone(),
             self.blobs.clone(),
             "test-worker",
         );

@@ -63,14 +63,7 @@ async fn upload(app: &TestApp, token: &str, tenant: &str, filename: &str, bytes:
 }
 
 fn pipeline(app: &TestApp) -> Pipeline {
-    Pipeline::new(
-        app.store.clone(),
-        app.queue.clone(),
-        app.documents.clone(),
-        app.index.clone(),
-        app.blobs.clone(),
-        "lifecycle-worker",
-    )
+    Pipeline::new(app.store.clone(), app.queue.clone(), app.documents.clone(), app.blobs.clone(), "lifecycle-worker")
 }
 
 async fn drain(p: &Pipeline) -> usize {

@@ -43,14 +43,7 @@ async fn upload(app: &TestApp, token: &str, tenant: &str, filename: &str, ct: &s
 }
 
 fn pipeline(app: &TestApp) -> Pipeline {
-    Pipeline::new(
-        app.store.clone(),
-        app.queue.clone(),
-        app.documents.clone(),
-        app.index.clone(),
-        app.blobs.clone(),
-        "test-worker",
-    )
+    Pipeline::new(app.store.clone(), app.queue.clone(), app.documents.clone(), app.blobs.clone(), "test-worker")
 }
 
 async fn drain(p: &Pipeline) -> usize {
