@@ -70,7 +70,10 @@ mod tests {
     use super::*;
 
     fn files(dialect: &str) -> Vec<String> {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(dialect);
+        // The runtime variable (set by `cargo test`), so a test binary reused from another checkout's build reads
+        // this checkout's files.
+        let root = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
+        let dir = std::path::Path::new(&root).join("migrations").join(dialect);
         let mut names: Vec<String> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -89,7 +89,10 @@ fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
 }
 
 fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{}/tests/fixtures/parse/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    // The runtime variable (set by `cargo test`), so a test binary reused from another checkout's build reads
+    // this checkout's fixtures.
+    let root = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
+    std::fs::read(format!("{root}/tests/fixtures/parse/{name}")).unwrap()
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -37,7 +37,11 @@ use crate::pipeline::Pipeline;
 
 /// The labelled set bundled with the repository.
 pub fn bundled_data() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/python-faq")
+    // Cargo sets the variable when it runs tests and `cargo run`: a binary reused from a build cache made in
+    // another checkout then still reads this checkout's files.
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+        .join("tests/fixtures/python-faq")
 }
 
 const MODES: [SearchMode; 3] = [SearchMode::Keyword, SearchMode::Vector, SearchMode::Hybrid];
