@@ -11,6 +11,8 @@
 //!   `documents.sync` run through the real engine (intake only; the document pipeline is not run), then times
 //!   runs over the unchanged corpus end to end (run created → completed), which is listing and comparing with
 //!   the sync state.
+//! - **stages** — the document work of each pipeline stage on one core, without a store
+//!   ([`crate::stages_bench`]).
 //! - **engine** and **records** — the pipeline engine's overhead and `records.copy` throughput
 //!   ([`crate::engine::bench`]).
 
@@ -545,6 +547,14 @@ pub async fn bench(config: &Config, cmd: BenchCommand, json_out: bool) -> anyhow
                     r.latency_p50_ms,
                     r.latency_p99_ms
                 );
+            }
+        }
+        BenchCommand::Stages { paths, rounds } => {
+            let r = tokio::task::spawn_blocking(move || crate::stages_bench::stages(&paths, rounds)).await??;
+            if json_out {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                crate::stages_bench::print(&r);
             }
         }
         BenchCommand::Records { rows, to } => {

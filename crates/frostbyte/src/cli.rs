@@ -147,6 +147,14 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 2)]
         workers: usize,
     },
+    /// The document pipeline's own work, step by step, on one core and without a store: every file under PATHS is
+    /// sniffed, parsed, policed, chunked, scored, embedded and hashed ROUNDS times; reports MB/s per step.
+    Stages {
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
+    },
     /// records.copy throughput: generate ROWS CSV rows and copy them with a typed mapping in one run; report rows/s.
     Records {
         #[arg(long, default_value_t = 1_000_000)]

@@ -19,3 +19,4 @@ pub mod pipeline;
 pub mod search_cli;
 pub mod signals;
 pub mod signals_bench;
+pub mod stages_bench;

@@ -5,10 +5,11 @@
 //! - `parse`: raw bytes (`raw/{sha256}`, checked against the recorded sha256) → [`parse`] on a blocking thread →
 //!   canonical JSON at `canonical/{doc_id}.json` → `DOCUMENT_PARSED`, stage done + the `policy` job, in one
 //!   transaction.
-//! - `policy`: [`apply_policy`] on every block's text ([`CanonicalDocument::try_map_text`]); the policed document
-//!   is saved at `policed/{doc_id}.json`. Found PII is recorded as `PII_DETECTED` (types and counts only). PII under
-//!   `block` fails the gate (`POLICY_GATE_FAILED`, document quarantined, embed and index skipped); otherwise
-//!   `POLICY_GATE_PASSED`, stage done + the `index` job.
+//! - `policy`: [`screen`] (PII handling and classification) on every block's text
+//!   ([`CanonicalDocument::try_map_text`]); the policed document is saved at `policed/{doc_id}.json`. Found PII is
+//!   recorded as `PII_DETECTED` (types and counts only). PII under `block` fails the gate (`POLICY_GATE_FAILED`,
+//!   document quarantined, embed and index skipped); otherwise `POLICY_GATE_PASSED`, stage done + the `index` job.
+//!   Injection is scored per chunk in the `index` stage, where its verdict applies.
 //! - `index`: chunk the policed document → [`assess_chunk`] per chunk (injection quarantine) → embed with the
 //!   tenant's embedder (its `embedding_model`, looked up in the [`EmbedderRegistry`]) → every vector checked
 //!   ([`check_vectors`]) → the chunks (rows, vectors, keyword entries), `DOCUMENT_EMBEDDED`, `INDEX_WRITTEN`,
@@ -69,7 +70,7 @@ use frostbyte_core::documents::{
 use frostbyte_core::embed::{EmbedError, Embedder, EmbedderRegistry, check_vectors};
 use frostbyte_core::index::IndexedChunk;
 use frostbyte_core::lifecycle::{canonical_key, policed_key, stage_job};
-use frostbyte_core::policy::{apply_policy, assess_chunk};
+use frostbyte_core::policy::{POLICY_VERSION, assess_chunk, screen};
 use frostbyte_core::ports::{BlobStore, MetadataStore};
 use frostbyte_core::queue::{ClaimOptions, Job, JobError, JobQueue, RetryPolicy, RunOnce, Stage, StageRetry};
 use frostbyte_core::tenant::TenantConfig;
@@ -193,7 +194,7 @@ fn event(kind: &str, doc_id: Uuid, details: Value) -> NewAuditEvent {
     NewAuditEvent::new(kind, ACTOR, "document", doc_id.to_string(), details)
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
@@ -855,8 +856,8 @@ impl Pipeline {
 }
 
 /// What the policy checks made of a canonical document.
-struct Policed {
-    document: CanonicalDocument,
+pub(crate) struct Policed {
+    pub(crate) document: CanonicalDocument,
     blocked: bool,
     redacted_blocks: usize,
     pii: std::collections::BTreeMap<&'static str, usize>,
@@ -866,30 +867,35 @@ struct Policed {
 }
 
 /// Applies the tenant's policy to every block's text.
-fn police(
+pub(crate) fn police(
     canonical: &CanonicalDocument,
     config: &TenantConfig,
 ) -> Result<Policed, frostbyte_core::policy::PolicyError> {
     let mut blocked = false;
     let mut redacted_blocks = 0usize;
     let mut pii = std::collections::BTreeMap::<&'static str, usize>::new();
-    let mut policy_version = String::new();
     let mut best: Option<(String, f64)> = None;
     let document = canonical.try_map_text(|text| {
-        let outcome = apply_policy(text, config)?;
-        let r = &outcome.report;
-        blocked |= r.blocked;
-        redacted_blocks += usize::from(r.redacted);
-        for (kind, n) in &r.pii.counts {
+        let screened = screen(text, config)?;
+        blocked |= screened.blocked;
+        redacted_blocks += usize::from(screened.text.is_some());
+        for (kind, n) in &screened.pii.counts {
             *pii.entry(kind.as_str()).or_default() += n;
         }
-        policy_version.clone_from(&r.policy_version);
-        if best.as_ref().is_none_or(|(_, c)| r.classification.confidence > *c) {
-            best = Some((r.classification.category.clone(), r.classification.confidence));
+        let c = screened.classification;
+        if best.as_ref().is_none_or(|(_, confidence)| c.confidence > *confidence) {
+            best = Some((c.category, c.confidence));
         }
-        Ok::<_, frostbyte_core::policy::PolicyError>(outcome.text)
+        Ok::<_, frostbyte_core::policy::PolicyError>(screened.text.unwrap_or_else(|| text.to_owned()))
     })?;
-    Ok(Policed { document, blocked, redacted_blocks, pii, policy_version, classification: best.map(|(c, _)| c) })
+    Ok(Policed {
+        document,
+        blocked,
+        redacted_blocks,
+        pii,
+        policy_version: POLICY_VERSION.to_owned(),
+        classification: best.map(|(c, _)| c),
+    })
 }
 
 /// How a job ended, for [`Pipeline::finish_job`].

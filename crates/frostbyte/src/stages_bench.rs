@@ -1,0 +1,179 @@
+//! `frostbyte bench stages`: the document pipeline's own work, stage by stage, on one core and without a store.
+//!
+//! Each file is put through what the workers do between reading a blob and committing a write: sniffing and
+//! hashing the raw bytes, parsing, encoding and hashing the canonical document, policy, chunking, per-chunk
+//! injection scoring, hash embedding and the chunk-set and index hashes. The time of each step is summed over the
+//! corpus and reported as MB/s of raw input, so the step that bounds end-to-end throughput (`frostbyte ingest`,
+//! `scripts/bench-ingest.sh`) shows directly. The store (SQLite writes, FTS) is not part of this number.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use frostbyte_adapters::parse::{ParseLimits, parse, sniff};
+use frostbyte_core::chunk::{ChunkConfig, chunk_document};
+use frostbyte_core::document::CanonicalDocument;
+use frostbyte_core::embed::{Embedder, HashEmbedder};
+use frostbyte_core::policy::assess_chunk;
+use frostbyte_core::tenant::TenantConfig;
+use serde::Serialize;
+
+use crate::pipeline::{chunk_set_hash, police, sha256_hex};
+
+/// The steps timed, in pipeline order.
+const STEPS: [&str; 9] =
+    ["sniff+hash", "parse", "canonical json", "policy", "policed json", "chunk", "chunk policy", "embed", "hashes"];
+
+/// One step's share of the work.
+#[derive(Debug, Serialize)]
+pub struct StepTime {
+    pub step: &'static str,
+    pub secs: f64,
+    /// Raw input MB processed per second of this step alone.
+    pub mb_per_sec: f64,
+    pub share: f64,
+}
+
+/// What `bench stages` measured.
+#[derive(Debug, Serialize)]
+pub struct StagesReport {
+    pub files: usize,
+    pub skipped: usize,
+    pub bytes: u64,
+    pub chunks: usize,
+    pub rounds: usize,
+    pub steps: Vec<StepTime>,
+    pub total_secs: f64,
+    /// Raw input MB per second of the whole document work on one core.
+    pub mb_per_sec: f64,
+}
+
+/// Runs every file under `paths` through the stage work `rounds` times.
+pub fn stages(paths: &[PathBuf], rounds: usize) -> anyhow::Result<StagesReport> {
+    let mut files = Vec::new();
+    for root in paths {
+        let meta = std::fs::metadata(root).with_context(|| format!("cannot read {}", root.display()))?;
+        if meta.is_file() {
+            files.push(root.clone());
+        } else {
+            let found =
+                crate::corpus::walk_dir(root, root).with_context(|| format!("cannot walk {}", root.display()))?;
+            files.extend(found.into_iter().map(|f| f.path));
+        }
+    }
+    if files.is_empty() {
+        bail!("no files to run through the stages");
+    }
+    let inputs: Vec<(String, Vec<u8>)> = files
+        .iter()
+        .map(|p| {
+            Ok((p.display().to_string(), std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?))
+        })
+        .collect::<anyhow::Result<_>>()?;
+
+    let config = TenantConfig::default();
+    let limits = ParseLimits::default();
+    let chunking = ChunkConfig::default();
+    let embedder = HashEmbedder::default();
+    let mut times = [Duration::ZERO; STEPS.len()];
+    let (mut bytes, mut chunks, mut skipped) = (0u64, 0usize, 0usize);
+    for _ in 0..rounds.max(1) {
+        for (i, (name, raw)) in inputs.iter().enumerate() {
+            let mut clock = Clock { last: Instant::now(), times: &mut times };
+            let Some(mime) = sniff(raw, None, Some(name)) else {
+                skipped += 1;
+                continue;
+            };
+            let raw_hash = sha256_hex(raw);
+            clock.lap(0);
+            let Ok(canonical) = parse(raw, mime, &i.to_string(), &limits) else {
+                skipped += 1;
+                continue;
+            };
+            clock.lap(1);
+            let canonical = json_round_trip(&canonical)?;
+            clock.lap(2);
+            let policed = police(&canonical, &config).context("policy")?;
+            clock.lap(3);
+            let policed = json_round_trip(&policed.document)?;
+            clock.lap(4);
+            let doc_chunks = chunk_document(&policed, &chunking).map_err(|_| anyhow::anyhow!("chunking"))?;
+            clock.lap(5);
+            for c in &doc_chunks {
+                assess_chunk(&c.text, &config).context("chunk policy")?;
+            }
+            clock.lap(6);
+            let texts: Vec<String> = doc_chunks.iter().map(|c| c.text.clone()).collect();
+            let vectors = embedder.embed_batch(&texts)?;
+            clock.lap(7);
+            let set: Vec<(String, String, Vec<f32>)> =
+                doc_chunks.iter().zip(vectors).map(|(c, v)| (c.chunk_id.to_string(), c.text_hash.clone(), v)).collect();
+            std::hint::black_box((raw_hash, chunk_set_hash(embedder.model_id(), embedder.dimension(), &set)));
+            clock.lap(8);
+            bytes += raw.len() as u64;
+            chunks += doc_chunks.len();
+        }
+    }
+    let total: Duration = times.iter().sum();
+    let mb = bytes as f64 / 1_048_576.0;
+    let rate = |d: Duration| mb / d.as_secs_f64().max(1e-9);
+    Ok(StagesReport {
+        files: inputs.len(),
+        skipped,
+        bytes,
+        chunks,
+        rounds: rounds.max(1),
+        steps: STEPS
+            .iter()
+            .zip(times)
+            .map(|(step, d)| StepTime {
+                step,
+                secs: d.as_secs_f64(),
+                mb_per_sec: rate(d),
+                share: d.as_secs_f64() / total.as_secs_f64().max(1e-9),
+            })
+            .collect(),
+        total_secs: total.as_secs_f64(),
+        mb_per_sec: rate(total),
+    })
+}
+
+/// Encodes, hashes and decodes a document, as a stage that writes it and the next that reads it do.
+fn json_round_trip(doc: &CanonicalDocument) -> anyhow::Result<CanonicalDocument> {
+    let bytes = serde_json::to_vec(doc)?;
+    std::hint::black_box(sha256_hex(&bytes));
+    let back: CanonicalDocument = serde_json::from_slice(&bytes)?;
+    std::hint::black_box(sha256_hex(&bytes));
+    Ok(back)
+}
+
+/// Adds the time since the last lap to a step.
+struct Clock<'a> {
+    last: Instant,
+    times: &'a mut [Duration; STEPS.len()],
+}
+
+impl Clock<'_> {
+    fn lap(&mut self, step: usize) {
+        let now = Instant::now();
+        self.times[step] += now - self.last;
+        self.last = now;
+    }
+}
+
+/// Prints a report as a table.
+pub fn print(r: &StagesReport) {
+    println!(
+        "{} files ({} skipped), {:.1} MB, {} chunks, {} round(s): {:.2} MB/s on one core for the document work",
+        r.files,
+        r.skipped,
+        r.bytes as f64 / 1_048_576.0 / r.rounds as f64,
+        r.chunks / r.rounds,
+        r.rounds,
+        r.mb_per_sec
+    );
+    println!("{:<16} {:>9} {:>10} {:>7}", "STEP", "secs", "MB/s", "share");
+    for s in &r.steps {
+        println!("{:<16} {:>9.3} {:>10.1} {:>6.1}%", s.step, s.secs, s.mb_per_sec, s.share * 100.0);
+    }
+}
