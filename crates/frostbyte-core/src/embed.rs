@@ -349,17 +349,54 @@ impl HashEmbedder {
         ];
         for (group, weight, range) in regions {
             let region = &mut out[range];
-            let size = region.len() as u64;
-            for &(hash, value) in group {
-                let sign = if signed && hash >> 63 == 1 { -1.0 } else { 1.0 };
-                region[(hash % size) as usize] += sign * value;
-            }
+            accumulate(group, region, signed);
             if l2_normalize(region) {
                 region.iter_mut().for_each(|x| *x *= weight);
             }
         }
         out
     }
+}
+
+/// Adds each distinct feature of `occurrences` (hash, weight) to `region[hash % len]`, signed by the hash's top
+/// bit when `signed`, weighing it `w × (1 + ln tf)` with `tf` its occurrences and `w` its smallest weight.
+///
+/// Each slot's sum runs over its features in ascending hash order, which is what makes the result the same on
+/// every run and platform. Only the order within a slot matters, so the occurrences are grouped by slot (a
+/// counting sort, linear) and each slot's few features sorted on their own, rather than sorting them all.
+fn accumulate(occurrences: &[(u64, f32)], region: &mut [f32], signed: bool) {
+    let size = region.len();
+    let slots: Vec<u32> = occurrences.iter().map(|&(hash, _)| (hash % size as u64) as u32).collect();
+    let mut starts = vec![0usize; size + 1];
+    for &s in &slots {
+        starts[s as usize + 1] += 1;
+    }
+    for i in 0..size {
+        starts[i + 1] += starts[i];
+    }
+    let mut grouped = vec![(0u64, 0.0f32); occurrences.len()];
+    let mut next = starts.clone();
+    for (&occurrence, &s) in occurrences.iter().zip(&slots) {
+        grouped[next[s as usize]] = occurrence;
+        next[s as usize] += 1;
+    }
+    for (s, value) in region.iter_mut().enumerate() {
+        let features = &mut grouped[starts[s]..starts[s + 1]];
+        features.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+        let mut i = 0;
+        while i < features.len() {
+            let (hash, weight) = features[i];
+            let tf = features[i..].iter().take_while(|(h, _)| *h == hash).count();
+            let sign = if signed && hash >> 63 == 1 { -1.0 } else { 1.0 };
+            *value += sign * weight * sublinear_tf(tf);
+            i += tf;
+        }
+    }
+}
+
+/// `1 + ln tf`, computed in f64 and rounded once, so a last-bit difference between platforms' `ln` cannot show.
+fn sublinear_tf(tf: usize) -> f32 {
+    if tf == 1 { 1.0 } else { (1.0 + (tf as f64).ln()) as f32 }
 }
 
 #[async_trait]
@@ -381,7 +418,7 @@ impl Embedder for HashEmbedder {
     }
 }
 
-/// Weighted features of one text, each group sorted by hash so that sums run in a fixed order.
+/// The feature occurrences of one text, per group: (hash, weight), in no particular order.
 struct Features {
     words: Vec<(u64, f32)>,
     bigrams: Vec<(u64, f32)>,
@@ -399,72 +436,69 @@ impl Features {
         let mut bigrams = Vec::with_capacity(tokens.len());
         let mut chars = Vec::with_capacity(tokens.len() * 12);
         let mut previous: Option<&str> = None;
-        let mut padded = String::new();
+        let mut padded = Vec::new();
         let mut bounds = Vec::new();
         for token in &tokens {
-            words.push((feature_hash(TAG_WORD, &[token.text.as_bytes()]), token.stop));
+            let weight = if token.stop { STOP_WORD_WEIGHT } else { 1.0 };
+            words.push((feature_hash(TAG_WORD, &[token.text.as_bytes()]), weight));
             if token.stop {
                 continue;
             }
             if let Some(prev) = previous {
-                bigrams.push(feature_hash(TAG_BIGRAM, &[prev.as_bytes(), b" ", token.text.as_bytes()]));
+                bigrams.push((feature_hash(TAG_BIGRAM, &[prev.as_bytes(), b" ", token.text.as_bytes()]), 1.0));
             }
             previous = Some(&token.text);
             padded.clear();
-            padded.push('<');
-            padded.push_str(&token.text);
-            padded.push('>');
+            padded.push(b'<');
+            padded.extend_from_slice(token.text.as_bytes());
+            padded.push(b'>');
             bounds.clear();
-            bounds.extend(padded.char_indices().map(|(i, _)| i));
-            bounds.push(padded.len());
+            bounds.push(0);
+            bounds.extend(token.text.char_indices().map(|(i, _)| i + 1));
+            bounds.extend([padded.len() - 1, padded.len()]);
+            // The n-grams starting at one character share their prefix: hash it once and emit the 3-, 4- and
+            // 5-grams as it grows (FNV-1a is sequential, so this equals hashing each n-gram on its own).
             let len = bounds.len() - 1;
-            for n in NGRAM_MIN..=NGRAM_MAX.min(len) {
-                for start in 0..=len - n {
-                    let gram = &padded.as_bytes()[bounds[start]..bounds[start + n]];
-                    chars.push(feature_hash(TAG_CHAR, &[gram]));
+            for start in 0..len.saturating_sub(NGRAM_MIN - 1) {
+                let mut h = fnv_start(TAG_CHAR);
+                for n in 1..=NGRAM_MAX.min(len - start) {
+                    h = fnv_extend(h, &padded[bounds[start + n - 1]..bounds[start + n]]);
+                    if n >= NGRAM_MIN {
+                        chars.push((fnv_finish(h), 1.0));
+                    }
                 }
             }
         }
-        Some(Features {
-            words: weigh(words.into_iter().map(|(h, stop)| (h, if stop { STOP_WORD_WEIGHT } else { 1.0 }))),
-            bigrams: weigh(bigrams.into_iter().map(|h| (h, 1.0))),
-            chars: weigh(chars.into_iter().map(|h| (h, 1.0))),
-        })
+        Some(Features { words, bigrams, chars })
     }
 }
 
-/// Groups occurrences by hash and weighs each feature `weight × (1 + ln tf)`, sorted by hash.
-fn weigh(occurrences: impl Iterator<Item = (u64, f32)>) -> Vec<(u64, f32)> {
-    let mut all: Vec<(u64, f32)> = occurrences.collect();
-    all.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
-    let mut out: Vec<(u64, f32)> = Vec::with_capacity(all.len());
-    let mut i = 0;
-    while i < all.len() {
-        let (hash, weight) = all[i];
-        let tf = all[i..].iter().take_while(|(h, _)| *h == hash).count();
-        // Computed in f64 and rounded once, so a last-bit difference between platforms' `ln` cannot show.
-        out.push((hash, weight * (1.0 + (tf as f64).ln()) as f32));
-        i += tf;
-    }
-    out
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+fn fnv_start(tag: u8) -> u64 {
+    (FNV_OFFSET ^ u64::from(tag)).wrapping_mul(FNV_PRIME)
 }
 
-/// FNV-1a over a tag and byte strings, then the murmur3 64-bit finaliser so that every output bit (the sign
-/// bit included) depends on every input bit.
-fn feature_hash(tag: u8, parts: &[&[u8]]) -> u64 {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut h = (OFFSET ^ u64::from(tag)).wrapping_mul(PRIME);
-    for part in parts {
-        for &b in *part {
-            h = (h ^ u64::from(b)).wrapping_mul(PRIME);
-        }
+fn fnv_extend(mut h: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        h = (h ^ u64::from(b)).wrapping_mul(FNV_PRIME);
     }
+    h
+}
+
+/// The murmur3 64-bit finaliser, so that every output bit (the sign bit included) depends on every input bit.
+fn fnv_finish(mut h: u64) -> u64 {
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
     h ^= h >> 33;
     h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
     h ^ (h >> 33)
+}
+
+/// FNV-1a over a tag and byte strings, then the murmur3 64-bit finaliser ([`fnv_finish`]).
+fn feature_hash(tag: u8, parts: &[&[u8]]) -> u64 {
+    fnv_finish(parts.iter().fold(fnv_start(tag), |h, part| fnv_extend(h, part)))
 }
 
 struct Token {
@@ -739,6 +773,32 @@ mod tests {
         top.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()).then(a.0.cmp(&b.0)));
         let top: Vec<(usize, bool)> = top.iter().take(4).map(|(i, x)| (*i, *x > 0.0)).collect();
         assert_eq!(top, PINNED_TOP);
+    }
+
+    /// Every bit of the vectors for a varied set of texts, so that a faster implementation is held to exactly the
+    /// same output (a changed last bit would need a new `HASH_EMBEDDER_VERSION`).
+    #[test]
+    fn output_bits_are_pinned() {
+        let long = "The interpreter's garbage collector frees objects; does it free cycles? Doe, does and doe's \
+            records: 3.14, e.g. x_y.z https://example.com/a?b=c. "
+            .repeat(40);
+        let texts = [
+            "Hello, world! Frostbyte embeds text.",
+            "Ünïcödé façade naïve, ﬁle ＦＵＬＬ width, 漢字とかな, emoji 🎉 and Ελληνικά.",
+            "the the the of and a an is",
+            "classes matches libraries files status analysis class buses",
+            long.as_str(),
+        ];
+        let mut h = Sha256::new();
+        for dim in [8, 384, 1000] {
+            let e = HashEmbedder::new(dim).unwrap();
+            for t in texts {
+                for x in e.embed_text(t).unwrap() {
+                    h.update(x.to_bits().to_le_bytes());
+                }
+            }
+        }
+        assert_eq!(hex::encode(h.finalize()), "dbd14d6752c4695e7ac0548039beda5cd13dae98f43005579df4f378a5e27e44");
     }
 
     const PINNED_TOP: [(usize, bool); 4] = [(76, false), (112, true), (130, true), (140, false)];
