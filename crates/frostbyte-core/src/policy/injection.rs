@@ -173,6 +173,49 @@ fn leet(c: char) -> char {
     }
 }
 
+/// Step 2 of [`normalize`]: lower-case characters in, marks dropped and look-alikes mapped to Latin, words
+/// mixing Latin and look-alike letters counted.
+#[derive(Default)]
+struct Folder {
+    folded: String,
+    confusables_mapped: usize,
+    evidence: usize,
+    word_ascii: bool,
+    word_confusable: bool,
+}
+
+impl Folder {
+    /// Takes one lower-case character.
+    fn push(&mut self, l: char) {
+        if l.is_ascii() {
+            // Never a mark or a look-alike.
+            if l.is_ascii_alphabetic() {
+                self.word_ascii = true;
+            } else if l.is_whitespace() {
+                self.finish_word();
+            }
+            self.folded.push(l);
+        } else if l.is_whitespace() {
+            self.finish_word();
+            self.folded.push(l);
+        } else if let Some(latin) = confusable(l) {
+            self.confusables_mapped += 1;
+            self.word_confusable = true;
+            self.folded.push(latin);
+        } else if !is_combining_mark(l) {
+            self.folded.push(l);
+        }
+    }
+
+    fn finish_word(&mut self) {
+        if self.word_ascii && self.word_confusable {
+            self.evidence += 1;
+        }
+        self.word_ascii = false;
+        self.word_confusable = false;
+    }
+}
+
 static LETTER_SPACED: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\b\w(?:[ ._*-]\w\b){2,}").expect("built-in pattern compiles"));
 
@@ -185,6 +228,17 @@ pub fn normalize(text: &str) -> Normalized {
     let mut pending_invisible = 0;
     let mut prev_latin = false;
     for c in text.chars() {
+        if c.is_ascii() {
+            // Never invisible, a tag or a look-alike: the common case, kept cheap.
+            let latin = c.is_ascii_alphabetic();
+            if pending_invisible > 0 && prev_latin && latin {
+                evidence += pending_invisible;
+            }
+            pending_invisible = 0;
+            prev_latin = latin;
+            visible.push(c);
+            continue;
+        }
         if let Some(ascii) = tag_to_ascii(c) {
             zero_width_removed += 1;
             evidence += 1;
@@ -208,47 +262,23 @@ pub fn normalize(text: &str) -> Normalized {
     }
 
     // 2. Compatibility folding without marks, lower case, look-alikes to Latin.
-    let mut confusables_mapped = 0;
-    let mut folded = String::with_capacity(visible.len());
-    let (mut word_ascii, mut word_confusable) = (false, false);
-    let finish_word = |ascii: &mut bool, conf: &mut bool, evidence: &mut usize| {
-        if *ascii && *conf {
-            *evidence += 1;
-        }
-        *ascii = false;
-        *conf = false;
-    };
-    let mut fold = |c: char| {
-        if is_combining_mark(c) {
-            return;
-        }
-        for l in c.to_lowercase() {
-            if is_combining_mark(l) {
-                continue;
-            }
-            if l.is_whitespace() {
-                finish_word(&mut word_ascii, &mut word_confusable, &mut evidence);
-                folded.push(l);
-            } else if let Some(latin) = confusable(l) {
-                confusables_mapped += 1;
-                word_confusable = true;
-                folded.push(latin);
-            } else {
-                word_ascii |= l.is_ascii_alphabetic();
-                folded.push(l);
-            }
-        }
-    };
+    let mut folder = Folder { folded: String::with_capacity(visible.len()), ..Folder::default() };
     // Marks are dropped, so decomposing char by char gives the same result as decomposing the whole string; ASCII
     // is its own decomposition.
     for c in visible.chars() {
         if c.is_ascii() {
-            fold(c);
-        } else {
-            std::iter::once(c).nfkd().for_each(&mut fold);
+            folder.push(c.to_ascii_lowercase());
+        } else if !is_combining_mark(c) {
+            for d in std::iter::once(c).nfkd() {
+                if !is_combining_mark(d) {
+                    d.to_lowercase().for_each(|l| folder.push(l));
+                }
+            }
         }
     }
-    finish_word(&mut word_ascii, &mut word_confusable, &mut evidence);
+    folder.finish_word();
+    let Folder { folded, confusables_mapped, evidence: folding_evidence, .. } = folder;
+    evidence += folding_evidence;
     // Recompose what decomposition split without marks (Hangul syllables); ASCII needs no pass.
     let folded: String = if folded.is_ascii() { folded } else { folded.nfc().collect() };
 
