@@ -25,6 +25,7 @@ const SQLITE: &[(i64, &str, &str)] = &[
     (12, "pipeline_flow", include_str!("../migrations/sqlite/0012_pipeline_flow.sql")),
     (13, "document_sync", include_str!("../migrations/sqlite/0013_document_sync.sql")),
     (14, "chunk_vectors_shadow", include_str!("../migrations/sqlite/0014_chunk_vectors_shadow.sql")),
+    (15, "audit_head_batches", include_str!("../migrations/sqlite/0015_audit_head_batches.sql")),
 ];
 
 /// `(version, description, sql)` for PostgreSQL, in order.

@@ -215,38 +215,66 @@ pub(crate) async fn append_in_tx(
     event: NewAuditEvent,
     now: DateTime<Utc>,
 ) -> StoreResult<AuditEvent> {
+    let mut sealed = append_all_in_tx(conn, tenant, vec![event], now).await?;
+    sealed.pop().ok_or_else(|| StoreError::Internal("an appended audit event went missing".into()))
+}
+
+/// Audit rows per INSERT statement: 11 parameters each, well inside SQLite's limit on bound parameters.
+const AUDIT_INSERT_ROWS: usize = 64;
+
+/// Seals `events`, in order, onto the tenant's chain and advances the head once: one read of the head, one
+/// INSERT per [`AUDIT_INSERT_ROWS`] events and one write of the head, however many events there are. The caller
+/// holds the write lock (`BEGIN IMMEDIATE`).
+pub(crate) async fn append_all_in_tx(
+    conn: &mut SqliteConnection,
+    tenant: &TenantId,
+    events: Vec<NewAuditEvent>,
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<AuditEvent>> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
     let head = sqlx::query("SELECT seq, hash FROM audit_heads WHERE tenant_id = ?")
         .bind(tenant.as_str())
         .fetch_optional(&mut *conn)
         .await
         .map_err(err("audit head"))?;
-    let (seq, prev_hash) = match head {
+    let (mut seq, mut prev_hash) = match head {
         Some(row) => (column::<_, i64>(&row, "seq")?, column::<_, String>(&row, "hash")?),
         None => (0, GENESIS_HASH.to_owned()),
     };
-    let sealed = event.seal(tenant, seq + 1, &prev_hash, now);
-    sqlx::query(concat!("INSERT INTO audit_events (", audit_columns!(), ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"))
-        .bind(sealed.tenant_id.as_str())
-        .bind(sealed.seq)
-        .bind(sealed.event_id.to_string())
-        .bind(&sealed.event_type)
-        .bind(codec::encode_timestamp(&sealed.timestamp))
-        .bind(&sealed.actor)
-        .bind(&sealed.resource_type)
-        .bind(&sealed.resource_id)
-        .bind(codec::encode_details(&sealed.details))
-        .bind(&sealed.prev_hash)
-        .bind(&sealed.hash)
-        .execute(&mut *conn)
-        .await
-        .map_err(err("audit event"))?;
+    let mut sealed = Vec::with_capacity(events.len());
+    for event in events {
+        seq += 1;
+        let e = event.seal(tenant, seq, &prev_hash, now);
+        prev_hash.clone_from(&e.hash);
+        sealed.push(e);
+    }
+    for rows in sealed.chunks(AUDIT_INSERT_ROWS) {
+        let mut insert =
+            sqlx::QueryBuilder::<Sqlite>::new(concat!("INSERT INTO audit_events (", audit_columns!(), ") "));
+        insert.push_values(rows, |mut b, e| {
+            b.push_bind(e.tenant_id.as_str().to_owned())
+                .push_bind(e.seq)
+                .push_bind(e.event_id.to_string())
+                .push_bind(e.event_type.clone())
+                .push_bind(codec::encode_timestamp(&e.timestamp))
+                .push_bind(e.actor.clone())
+                .push_bind(e.resource_type.clone())
+                .push_bind(e.resource_id.clone())
+                .push_bind(codec::encode_details(&e.details))
+                .push_bind(e.prev_hash.clone())
+                .push_bind(e.hash.clone());
+        });
+        insert.build().execute(&mut *conn).await.map_err(err("audit event"))?;
+    }
     sqlx::query(
         "INSERT INTO audit_heads (tenant_id, seq, hash) VALUES (?, ?, ?) \
          ON CONFLICT (tenant_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
     )
     .bind(tenant.as_str())
-    .bind(sealed.seq)
-    .bind(&sealed.hash)
+    .bind(seq)
+    .bind(&prev_hash)
     .execute(&mut *conn)
     .await
     .map_err(err("audit head"))?;

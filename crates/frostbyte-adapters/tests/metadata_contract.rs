@@ -542,6 +542,8 @@ async fn audit_rows_are_append_only(h: &Harness) {
     // The chain head cannot be rewound or removed either.
     assert!(h.exec(&format!("UPDATE audit_heads SET seq = 1 WHERE tenant_id = '{id}'")).await.is_err());
     assert!(h.exec(&format!("DELETE FROM audit_heads WHERE tenant_id = '{id}'")).await.is_err());
+    // Nor moved ahead to an event that is not stored.
+    assert!(h.exec(&format!("UPDATE audit_heads SET seq = seq + 5 WHERE tenant_id = '{id}'")).await.is_err());
 
     let verifier = verify(h, &id).await;
     assert_eq!(verifier.events_checked(), 2);

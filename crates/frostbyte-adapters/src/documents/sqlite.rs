@@ -22,7 +22,7 @@ use super::sqlite_lifecycle as lifecycle;
 use super::{decode_object, decode_stages, decode_status, document_columns, encode_stages};
 use crate::codec::{self, column};
 use crate::db_error::{self, Dialect};
-use crate::sqlite::{SqliteStore, append_in_tx};
+use crate::sqlite::{SqliteStore, append_all_in_tx, append_in_tx};
 
 fn err(resource: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
     move |e| db_error::map(Dialect::Sqlite, resource, e)
@@ -271,7 +271,8 @@ async fn update_stage_checked(
 ) -> StoreResult<DocumentRecord> {
     let now = frostbyte_core::now();
     let mut tx = store.begin_write().await?;
-    let doc = apply_in_tx(&mut tx, tenant, doc_id, generation, update, next_job, vec![audit], None, now).await?;
+    let doc = apply_in_tx(&mut tx, tenant, doc_id, generation, update, next_job, None, now).await?;
+    append_in_tx(&mut tx, tenant, audit, now).await?;
     tx.commit().await.map_err(err("transaction"))?;
     Ok(doc)
 }
@@ -286,36 +287,31 @@ async fn apply_stage_writes(
     let now = frostbyte_core::now();
     let mut tx = store.begin_write().await?;
     let mut results = Vec::with_capacity(writes.len());
+    // The committed items' events, in item order: appended together after the items, so the chain advances
+    // once per batch instead of once per event.
+    let mut audit = Vec::new();
     for w in writes {
         sqlx::query("SAVEPOINT stage_write").execute(&mut *tx).await.map_err(err("transaction"))?;
-        let applied = apply_in_tx(
-            &mut tx,
-            tenant,
-            w.doc_id,
-            Some(w.generation),
-            w.update,
-            w.next_job,
-            w.audit,
-            w.chunks.as_deref(),
-            now,
-        )
-        .await;
+        let applied =
+            apply_in_tx(&mut tx, tenant, w.doc_id, Some(w.generation), w.update, w.next_job, w.chunks.as_deref(), now)
+                .await;
         match applied {
             Err(e) if !super::is_refusal(&e) => return Err(e),
             Err(_) => {
                 sqlx::query("ROLLBACK TO stage_write").execute(&mut *tx).await.map_err(err("transaction"))?;
             }
-            Ok(_) => {}
+            Ok(_) => audit.extend(w.audit),
         }
         sqlx::query("RELEASE stage_write").execute(&mut *tx).await.map_err(err("transaction"))?;
         results.push(applied);
     }
+    append_all_in_tx(&mut tx, tenant, audit, now).await?;
     tx.commit().await.map_err(err("transaction"))?;
     Ok(results)
 }
 
 /// One document's stage transition inside the caller's write transaction: the generation guard, the chunks (if
-/// any), the row, the next job, the job completion and the audit events.
+/// any), the row, the next job and the job completion. The caller appends the audit events.
 #[allow(clippy::too_many_arguments)]
 async fn apply_in_tx(
     conn: &mut SqliteConnection,
@@ -324,7 +320,6 @@ async fn apply_in_tx(
     generation: Option<u64>,
     update: StageUpdate,
     next_job: Option<NewJob>,
-    audit: Vec<NewAuditEvent>,
     chunks: Option<&[IndexedChunk]>,
     now: DateTime<Utc>,
 ) -> StoreResult<DocumentRecord> {
@@ -356,9 +351,6 @@ async fn apply_in_tx(
     }
     if let Some((job_id, worker)) = &update.completes_job {
         crate::queue::sqlite::complete_in_tx(conn, *job_id, worker, now).await?;
-    }
-    for event in audit {
-        append_in_tx(conn, tenant, event, now).await?;
     }
     Ok(doc)
 }
