@@ -177,3 +177,31 @@ pub fn print(r: &StagesReport) {
         println!("{:<16} {:>9.3} {:>10.1} {:>6.1}%", s.step, s.secs, s.mb_per_sec, s.share * 100.0);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_step_is_timed_and_unparseable_files_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let prose = "Frostbyte turns documents into governed, searchable data. ".repeat(200);
+        std::fs::write(dir.path().join("a.txt"), format!("{prose}\n\nCall 555-867-5309 or mail jo@example.com."))
+            .unwrap();
+        std::fs::write(dir.path().join("b.md"), format!("# Title\n\n{prose}\n\n- one\n- two\n")).unwrap();
+        std::fs::write(dir.path().join("c.bin"), [0u8, 159, 146, 150, 0, 1, 2, 3]).unwrap();
+
+        let r = stages(&[dir.path().to_path_buf()], 2).unwrap();
+        assert_eq!((r.files, r.rounds), (3, 2));
+        assert_eq!(r.skipped, 2, "the binary file is skipped once per round");
+        assert!(r.chunks >= 4, "{}", r.chunks);
+        assert_eq!(r.steps.len(), STEPS.len());
+        let summed: f64 = r.steps.iter().map(|s| s.secs).sum();
+        assert!((summed - r.total_secs).abs() < 1e-6);
+        assert!(r.mb_per_sec > 0.0 && r.steps.iter().all(|s| s.secs > 0.0), "{r:?}");
+
+        assert!(stages(&[dir.path().join("missing")], 1).is_err());
+        let empty = tempfile::tempdir().unwrap();
+        assert!(stages(&[empty.path().to_path_buf()], 1).is_err());
+    }
+}
