@@ -271,6 +271,7 @@ async fn update_stage_checked(
 ) -> StoreResult<DocumentRecord> {
     let now = frostbyte_core::now();
     let mut tx = store.begin_write().await?;
+    crate::queue::sqlite::ready_for_jobs_in_tx(&mut tx, tenant).await?;
     let doc = apply_in_tx(&mut tx, tenant, doc_id, generation, update, next_job, None, now).await?;
     append_in_tx(&mut tx, tenant, audit, now).await?;
     tx.commit().await.map_err(err("transaction"))?;
@@ -286,6 +287,15 @@ async fn apply_stage_writes(
 ) -> StoreResult<Vec<StoreResult<DocumentRecord>>> {
     let now = frostbyte_core::now();
     let mut tx = store.begin_write().await?;
+    // Once for the batch, not per document: the tenant exists and can take jobs.
+    match crate::queue::sqlite::ready_for_jobs_in_tx(&mut tx, tenant).await {
+        Ok(()) => {}
+        // No tenant: every write is refused, as each would have been on its own.
+        Err(StoreError::NotFound { resource }) => {
+            return Ok(writes.iter().map(|_| Err(StoreError::NotFound { resource })).collect());
+        }
+        Err(e) => return Err(e),
+    }
     let mut results = Vec::with_capacity(writes.len());
     // The committed items' events, in item order: appended together after the items, so the chain advances
     // once per batch instead of once per event.
@@ -311,7 +321,8 @@ async fn apply_stage_writes(
 }
 
 /// One document's stage transition inside the caller's write transaction: the generation guard, the chunks (if
-/// any), the row, the next job and the job completion. The caller appends the audit events.
+/// any), the row, the next job and the job completion. The caller has checked the tenant
+/// ([`crate::queue::sqlite::ready_for_jobs_in_tx`]) and appends the audit events.
 #[allow(clippy::too_many_arguments)]
 async fn apply_in_tx(
     conn: &mut SqliteConnection,
@@ -329,7 +340,7 @@ async fn apply_in_tx(
         lifecycle::check_generation(conn, tenant, &doc_id.to_string(), generation).await?;
     }
     if let Some(chunks) = chunks {
-        crate::index::sqlite::replace_document_chunks_in_tx(conn, tenant, &doc_id.to_string(), chunks).await?;
+        crate::index::sqlite::swap_document_chunks_in_tx(conn, tenant, &doc_id.to_string(), chunks).await?;
     }
     update.apply_to(&mut doc, now);
     sqlx::query(
@@ -347,7 +358,7 @@ async fn apply_in_tx(
     .await
     .map_err(err("document"))?;
     if let Some(job) = next_job {
-        crate::queue::sqlite::enqueue_in_tx(conn, tenant, job).await?;
+        crate::queue::sqlite::insert_job_in_tx(conn, tenant, job).await?;
     }
     if let Some((job_id, worker)) = &update.completes_job {
         crate::queue::sqlite::complete_in_tx(conn, *job_id, worker, now).await?;

@@ -165,10 +165,20 @@ pub(crate) async fn replace_document_chunks_in_tx(
     doc_id: &str,
     chunks: &[IndexedChunk],
 ) -> StoreResult<()> {
-    check_chunks(doc_id, chunks)?;
     if !tenant_exists(conn, tenant).await? {
         return Err(StoreError::NotFound { resource: "tenant" });
     }
+    swap_document_chunks_in_tx(conn, tenant, doc_id, chunks).await
+}
+
+/// [`replace_document_chunks_in_tx`] for a tenant the caller has already checked exists in this transaction.
+pub(crate) async fn swap_document_chunks_in_tx(
+    conn: &mut SqliteConnection,
+    tenant: &TenantId,
+    doc_id: &str,
+    chunks: &[IndexedChunk],
+) -> StoreResult<()> {
+    check_chunks(doc_id, chunks)?;
     delete_document_in_tx(conn, tenant, doc_id).await?;
     // Many rows per statement: one round trip per `INSERT_ROWS` chunks instead of two per chunk.
     for rows in chunks.chunks(INSERT_ROWS) {

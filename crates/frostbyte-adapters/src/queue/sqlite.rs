@@ -89,7 +89,13 @@ async fn find_job(conn: &mut SqliteConnection, tenant: Option<&TenantId>, job_id
 /// Inserts a job inside the caller's write transaction (or returns the tenant's existing job with the same
 /// `dedupe_key`), so that a job commits or rolls back with the row that causes it.
 pub(crate) async fn enqueue_in_tx(conn: &mut SqliteConnection, tenant: &TenantId, job: NewJob) -> StoreResult<Job> {
-    let now = frostbyte_core::now();
+    ready_for_jobs_in_tx(conn, tenant).await?;
+    insert_job_in_tx(conn, tenant, job).await
+}
+
+/// Checks the tenant exists (`NotFound` before anything is written) and gives it its fairness row: what
+/// [`insert_job_in_tx`] needs, done once for any number of jobs in one transaction.
+pub(crate) async fn ready_for_jobs_in_tx(conn: &mut SqliteConnection, tenant: &TenantId) -> StoreResult<()> {
     let exists = sqlx::query("SELECT 1 FROM tenants WHERE tenant_id = ?")
         .bind(tenant.as_str())
         .fetch_optional(&mut *conn)
@@ -103,6 +109,13 @@ pub(crate) async fn enqueue_in_tx(conn: &mut SqliteConnection, tenant: &TenantId
         .execute(&mut *conn)
         .await
         .map_err(err("job"))?;
+    Ok(())
+}
+
+/// Enqueues a job for a tenant made [`ready_for_jobs_in_tx`] in the same transaction; with a dedupe key already
+/// taken, returns the existing job.
+pub(crate) async fn insert_job_in_tx(conn: &mut SqliteConnection, tenant: &TenantId, job: NewJob) -> StoreResult<Job> {
+    let now = frostbyte_core::now();
     let payload = serde_json::to_string(&job.payload)
         .map_err(|_| StoreError::Internal("job payload could not be encoded".into()))?;
     let inserted = sqlx::query(concat!(
