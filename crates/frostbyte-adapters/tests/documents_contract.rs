@@ -330,19 +330,26 @@ mod lifecycle {
                 .next_job(Some(stage_job(Stage::Policy, c.doc_id, gc))),
             // Refused: no such document.
             StageWrite::new(frostbyte_core::ids::new_id(), 1, stage(PipelineStage::Parse), event("X", "d")),
+            // Applied after the refusals: its event is sealed onto the chain right after the first write's.
+            StageWrite::new(a.doc_id, ga, stage(PipelineStage::Policy), event("POLICY_GATE_PASSED", "a")),
         ];
         let results = h.store.apply_stage_writes(&t, writes).await.unwrap();
-        assert_eq!(results.len(), 4);
+        assert_eq!(results.len(), 5);
+        assert_eq!(results[4].as_ref().expect("the last write applies").stages.policy, StageStatus::Done);
         let updated = results[0].as_ref().expect("the first write applies");
         assert_eq!(updated.stages.parse, StageStatus::Done);
         assert!(matches!(results[1], Err(StoreError::Conflict(_))), "{:?}", results[1]);
         assert!(matches!(results[2], Err(StoreError::Conflict(_))), "{:?}", results[2]);
         assert!(matches!(results[3], Err(StoreError::NotFound { .. })), "{:?}", results[3]);
 
-        assert_eq!(audit_count(h, &t).await, before + 2, "only the applied write's two events");
+        assert_eq!(audit_count(h, &t).await, before + 3, "only the applied writes' events, on a valid chain");
         let events = h.store.audit_after(&t, 0, 100).await.unwrap();
-        let kinds: Vec<&str> = events.iter().rev().take(2).map(|e| e.event_type.as_str()).collect();
-        assert_eq!(kinds, ["DOCUMENT_PARSED", "PII_DETECTED"], "findings before the transition");
+        let kinds: Vec<&str> = events.iter().rev().take(3).map(|e| e.event_type.as_str()).collect();
+        assert_eq!(
+            kinds,
+            ["POLICY_GATE_PASSED", "DOCUMENT_PARSED", "PII_DETECTED"],
+            "newest first: the last write, then the first write's transition after its finding"
+        );
         assert_eq!(h.index().document_chunks(&t, &a_id).await.unwrap().len(), 2);
         assert!(h.index().document_chunks(&t, &b.doc_id.to_string()).await.unwrap().is_empty());
         for (d, status) in [(a, JobStatus::Succeeded), (b, JobStatus::Running), (c, JobStatus::Running)] {
