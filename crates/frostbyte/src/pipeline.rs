@@ -55,7 +55,7 @@
 //! before that commit under fixed keys, so a replay rewrites the same bytes.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -84,6 +84,15 @@ use crate::http::AppState;
 
 /// The actor of pipeline audit events.
 const ACTOR: &str = "system:pipeline";
+
+/// The cores this process may use.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, usize::from)
+}
+
+/// Documents whose stage work is in flight in this process, across all its workers: one per core. More would not
+/// finish sooner; they would only hold more parsed documents (and a PDF parser's object graph) in memory at once.
+static STAGE_WORK: LazyLock<tokio::sync::Semaphore> = LazyLock::new(|| tokio::sync::Semaphore::new(cores()));
 
 /// The stages these workers take.
 pub const STAGES: [Stage; 3] = [Stage::Parse, Stage::Policy, Stage::Index];
@@ -419,11 +428,17 @@ impl Pipeline {
             }
         }
 
-        // The stage's work, as many documents at a time as there are cores (the CPU-bound parts run on blocking
-        // threads): more would only hold more parsed documents in memory at once.
-        let in_flight = std::thread::available_parallelism().map_or(2, usize::from);
-        let work: Vec<_> = running.iter().map(|a| self.prepare(stage, a, config.as_ref())).collect();
-        let prepared: Vec<_> = futures::stream::iter(work).buffered(in_flight).collect().await;
+        // The stage's work, as many documents at a time as there are cores in the whole process (the CPU-bound
+        // parts run on blocking threads): more would only hold more parsed documents in memory at once.
+        let config = config.as_ref();
+        let work: Vec<_> = running
+            .iter()
+            .map(|a| async move {
+                let _permit = STAGE_WORK.acquire().await.ok();
+                self.prepare(stage, a, config).await
+            })
+            .collect();
+        let prepared: Vec<_> = futures::stream::iter(work).buffered(cores()).collect().await;
         let mut ready = Vec::with_capacity(running.len());
         for (a, p) in running.into_iter().zip(prepared) {
             match p {
