@@ -7,13 +7,6 @@ use frostbyte::cli::{Cli, Command};
 use frostbyte::config::{Config, LogFormat, Overrides};
 use frostbyte::{app, commands};
 
-/// mimalloc instead of the system allocator: glibc gives each thread that allocates an arena of its own and keeps
-/// what is freed there, so parsing large documents on many blocking threads left hundreds of MB resident after
-/// the documents were gone.
-#[cfg(feature = "mimalloc")]
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
