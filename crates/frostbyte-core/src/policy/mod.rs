@@ -175,9 +175,12 @@ impl PolicyEngine {
     /// ([`PolicyEngine::assess_chunk`]) once it is chunked.
     pub fn screen(&self, text: &str, config: &TenantConfig) -> Result<Screened, PolicyError> {
         self.check_size(text)?;
-        let limits = thresholds(config)?;
-        let types = pii_types(config)?;
+        self.screen_within(text, config, &thresholds(config)?)
+    }
 
+    /// [`PolicyEngine::screen`] once the size and the thresholds are checked.
+    fn screen_within(&self, text: &str, config: &TenantConfig, limits: &Thresholds) -> Result<Screened, PolicyError> {
+        let types = pii_types(config)?;
         let (out_text, pii) = match config.pii_policy {
             PiiPolicy::Flag => (None, PiiSummary::from_matches(&pii::detect(text, &types))),
             PiiPolicy::Redact | PiiPolicy::Block => {
@@ -192,8 +195,9 @@ impl PolicyEngine {
 
     /// Applies the tenant's policy to a document's text; see the module docs.
     pub fn apply(&self, text: &str, config: &TenantConfig) -> Result<PolicyOutcome, PolicyError> {
-        let screened = self.screen(text, config)?;
+        self.check_size(text)?;
         let limits = thresholds(config)?;
+        let screened = self.screen_within(text, config, &limits)?;
         let mut flags = Vec::new();
         if !screened.pii.is_empty() {
             flags.push(match config.pii_policy {
