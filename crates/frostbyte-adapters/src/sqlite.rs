@@ -266,7 +266,8 @@ pub(crate) async fn append_all_in_tx(
                 .push_bind(e.prev_hash.clone())
                 .push_bind(e.hash.clone());
         });
-        insert.build().execute(&mut *conn).await.map_err(err("audit event"))?;
+        // One statement per row count: not kept prepared (see `index::sqlite::swap_chunks_in_tx`).
+        insert.build().persistent(false).execute(&mut *conn).await.map_err(err("audit event"))?;
     }
     sqlx::query(
         "INSERT INTO audit_heads (tenant_id, seq, hash) VALUES (?, ?, ?) \

@@ -297,6 +297,25 @@ impl StageWrite {
         self.chunks = Some(chunks);
         self
     }
+
+    /// About how many bytes the write holds in memory: its chunks' text and vectors, their per-chunk fields, and
+    /// a fixed share for the row update and events. What a batch of writes is bounded by.
+    pub fn weight(&self) -> usize {
+        const PER_WRITE: usize = 1 << 10;
+        const PER_CHUNK: usize = 256;
+        let chunks = self.chunks.as_deref().unwrap_or_default();
+        PER_WRITE
+            + chunks
+                .iter()
+                .map(|c| {
+                    PER_CHUNK
+                        + c.text.len()
+                        + c.vector.len() * std::mem::size_of::<f32>()
+                        + c.heading_path.iter().map(String::len).sum::<usize>()
+                        + c.original_filename.len()
+                })
+                .sum::<usize>()
+    }
 }
 
 /// The blob key of a document's raw bytes (content-addressed, so identical uploads share one object).
@@ -343,6 +362,9 @@ pub trait DocumentStore: Send + Sync + 'static {
     // --- lifecycle: replace in place, erasure, tenant purge (see `crate::lifecycle`) ---------------------------
     /// The live document's generation; `None` when there is none (never existed, erased, purged).
     async fn document_generation(&self, tenant: &TenantId, doc_id: Uuid) -> StoreResult<Option<u64>>;
+    /// The live documents among `doc_ids`, each with its generation, in one read (a worker admits and settles a
+    /// whole batch with it). Absent ids (never existed, erased, purged) are left out; the order is the store's.
+    async fn documents_at(&self, tenant: &TenantId, doc_ids: &[Uuid]) -> StoreResult<Vec<(DocumentRecord, u64)>>;
     /// [`DocumentStore::update_stage`], applied only while the document is still at `generation` (checked in the
     /// transaction): `Conflict` once a replacement moved it on, `NotFound` once it was erased.
     async fn update_stage_at(

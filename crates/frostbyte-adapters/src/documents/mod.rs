@@ -8,6 +8,7 @@ pub(crate) mod postgres;
 pub(crate) mod postgres_lifecycle;
 pub(crate) mod sqlite;
 pub(crate) mod sqlite_lifecycle;
+mod sqlite_stage_writes;
 
 use frostbyte_core::StoreResult;
 use frostbyte_core::documents::{DocumentStages, DocumentStatus};

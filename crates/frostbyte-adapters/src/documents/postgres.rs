@@ -142,6 +142,27 @@ impl DocumentStore for PostgresStore {
         lifecycle::document_generation(self, tenant, doc_id).await
     }
 
+    async fn documents_at(&self, tenant: &TenantId, doc_ids: &[Uuid]) -> StoreResult<Vec<(DocumentRecord, u64)>> {
+        let ids: Vec<String> = doc_ids.iter().map(Uuid::to_string).collect();
+        let rows = sqlx::query(concat!(
+            "SELECT generation, ",
+            document_columns!(),
+            " FROM documents WHERE tenant_id = $1 AND doc_id = ANY($2)"
+        ))
+        .bind(tenant.as_str())
+        .bind(ids)
+        .fetch_all(self.pool())
+        .await
+        .map_err(err("document"))?;
+        rows.iter()
+            .map(|row| {
+                let generation = u64::try_from(column::<_, i64>(row, "generation")?)
+                    .map_err(|_| codec::corrupt("documents.generation"))?;
+                Ok((document_from_row(row)?, generation))
+            })
+            .collect()
+    }
+
     async fn update_stage_at(
         &self,
         tenant: &TenantId,

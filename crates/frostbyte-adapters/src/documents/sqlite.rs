@@ -22,7 +22,7 @@ use super::sqlite_lifecycle as lifecycle;
 use super::{decode_object, decode_stages, decode_status, document_columns, encode_stages};
 use crate::codec::{self, column};
 use crate::db_error::{self, Dialect};
-use crate::sqlite::{SqliteStore, append_all_in_tx, append_in_tx};
+use crate::sqlite::{SqliteStore, append_in_tx};
 
 fn err(resource: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
     move |e| db_error::map(Dialect::Sqlite, resource, e)
@@ -32,7 +32,7 @@ fn json_column(row: &SqliteRow, name: &'static str, what: &'static str) -> Store
     serde_json::from_str(&column::<_, String>(row, name)?).map_err(|_| codec::corrupt(what))
 }
 
-fn document_from_row(row: &SqliteRow) -> StoreResult<DocumentRecord> {
+pub(super) fn document_from_row(row: &SqliteRow) -> StoreResult<DocumentRecord> {
     Ok(DocumentRecord {
         doc_id: codec::decode_uuid(&column::<_, String>(row, "doc_id")?, "documents.doc_id")?,
         receipt_id: codec::decode_uuid(&column::<_, String>(row, "receipt_id")?, "documents.receipt_id")?,
@@ -141,6 +141,12 @@ impl DocumentStore for SqliteStore {
         lifecycle::document_generation(self, tenant, doc_id).await
     }
 
+    async fn documents_at(&self, tenant: &TenantId, doc_ids: &[Uuid]) -> StoreResult<Vec<(DocumentRecord, u64)>> {
+        let mut conn = self.pool().acquire().await.map_err(err("database"))?;
+        let found = super::sqlite_stage_writes::documents_at(&mut conn, tenant, doc_ids.iter().copied()).await?;
+        Ok(found.into_values().collect())
+    }
+
     async fn update_stage_at(
         &self,
         tenant: &TenantId,
@@ -158,7 +164,7 @@ impl DocumentStore for SqliteStore {
         tenant: &TenantId,
         writes: Vec<StageWrite>,
     ) -> StoreResult<Vec<StoreResult<DocumentRecord>>> {
-        apply_stage_writes(self, tenant, writes).await
+        super::sqlite_stage_writes::apply_stage_writes(self, tenant, writes).await
     }
 
     async fn replace_content(
@@ -276,48 +282,6 @@ async fn update_stage_checked(
     append_in_tx(&mut tx, tenant, audit, now).await?;
     tx.commit().await.map_err(err("transaction"))?;
     Ok(doc)
-}
-
-/// A batch of stage writes in one transaction, each under its own savepoint (see
-/// [`DocumentStore::apply_stage_writes`]).
-async fn apply_stage_writes(
-    store: &SqliteStore,
-    tenant: &TenantId,
-    writes: Vec<StageWrite>,
-) -> StoreResult<Vec<StoreResult<DocumentRecord>>> {
-    let now = frostbyte_core::now();
-    let mut tx = store.begin_write().await?;
-    // Once for the batch, not per document: the tenant exists and can take jobs.
-    match crate::queue::sqlite::ready_for_jobs_in_tx(&mut tx, tenant).await {
-        Ok(()) => {}
-        // No tenant: every write is refused, as each would have been on its own.
-        Err(StoreError::NotFound { resource }) => {
-            return Ok(writes.iter().map(|_| Err(StoreError::NotFound { resource })).collect());
-        }
-        Err(e) => return Err(e),
-    }
-    let mut results = Vec::with_capacity(writes.len());
-    // The committed items' events, in item order: appended together after the items, so the chain advances
-    // once per batch instead of once per event.
-    let mut audit = Vec::new();
-    for w in writes {
-        sqlx::query("SAVEPOINT stage_write").execute(&mut *tx).await.map_err(err("transaction"))?;
-        let applied =
-            apply_in_tx(&mut tx, tenant, w.doc_id, Some(w.generation), w.update, w.next_job, w.chunks.as_deref(), now)
-                .await;
-        match applied {
-            Err(e) if !super::is_refusal(&e) => return Err(e),
-            Err(_) => {
-                sqlx::query("ROLLBACK TO stage_write").execute(&mut *tx).await.map_err(err("transaction"))?;
-            }
-            Ok(_) => audit.extend(w.audit),
-        }
-        sqlx::query("RELEASE stage_write").execute(&mut *tx).await.map_err(err("transaction"))?;
-        results.push(applied);
-    }
-    append_all_in_tx(&mut tx, tenant, audit, now).await?;
-    tx.commit().await.map_err(err("transaction"))?;
-    Ok(results)
 }
 
 /// One document's stage transition inside the caller's write transaction: the generation guard, the chunks (if

@@ -178,22 +178,53 @@ pub(crate) async fn swap_document_chunks_in_tx(
     doc_id: &str,
     chunks: &[IndexedChunk],
 ) -> StoreResult<()> {
-    check_chunks(doc_id, chunks)?;
-    delete_document_in_tx(conn, tenant, doc_id).await?;
+    swap_chunks_in_tx(conn, tenant, &[(doc_id, chunks)]).await
+}
+
+/// Replaces several documents' chunks at once, inside the caller's write transaction, for a tenant it has
+/// checked: their old keyword entries and rows go in two statements, the new rows in multi-row inserts, and the
+/// new keyword entries in one statement. Each document's chunks must carry its id.
+pub(crate) async fn swap_chunks_in_tx(
+    conn: &mut SqliteConnection,
+    tenant: &TenantId,
+    docs: &[(&str, &[IndexedChunk])],
+) -> StoreResult<()> {
+    if docs.is_empty() {
+        return Ok(());
+    }
+    for (doc_id, chunks) in docs {
+        check_chunks(doc_id, chunks)?;
+    }
+    let ids = serde_json::to_string(&docs.iter().map(|(doc_id, _)| doc_id).collect::<Vec<_>>())
+        .map_err(|_| StoreError::Internal("document ids could not be encoded".into()))?;
+    const OF_DOCS: &str = "FROM chunks WHERE tenant_id = ?1 AND doc_id IN (SELECT value FROM json_each(?2))";
+    for sql in [
+        format!("INSERT INTO chunks_fts (chunks_fts, rowid, text) SELECT 'delete', id, text {OF_DOCS}"),
+        format!("DELETE {OF_DOCS}"),
+    ] {
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(tenant.as_str())
+            .bind(&ids)
+            .execute(&mut *conn)
+            .await
+            .map_err(err("chunk"))?;
+    }
     // Many rows per statement: one round trip per `INSERT_ROWS` chunks instead of two per chunk.
-    for rows in chunks.chunks(INSERT_ROWS) {
+    let rows: Vec<(&str, &IndexedChunk)> =
+        docs.iter().flat_map(|(doc_id, chunks)| chunks.iter().map(move |c| (*doc_id, c))).collect();
+    for rows in rows.chunks(INSERT_ROWS) {
         let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
             "INSERT INTO chunks (tenant_id, chunk_id, doc_id, position, text, start_offset, end_offset, page_start, \
              page_end, heading_path, kind, text_hash, classification, collection, metadata, quarantined, \
              embed_model, dimension, vector, source_sha256, original_filename, ingested_at) ",
         );
         let mut encoded = Vec::with_capacity(rows.len());
-        for chunk in rows {
+        for (doc_id, chunk) in rows {
             let metadata = serde_json::to_string(&chunk.metadata)
                 .map_err(|_| StoreError::Internal("chunk metadata could not be encoded".into()))?;
-            encoded.push((chunk, metadata, encode_headings(&chunk.heading_path)?));
+            encoded.push((*doc_id, *chunk, metadata, encode_headings(&chunk.heading_path)?));
         }
-        insert.push_values(encoded, |mut b, (chunk, metadata, headings)| {
+        insert.push_values(encoded, |mut b, (doc_id, chunk, metadata, headings)| {
             b.push_bind(tenant.as_str().to_owned())
                 .push_bind(chunk.chunk_id.clone())
                 .push_bind(doc_id.to_owned())
@@ -217,18 +248,17 @@ pub(crate) async fn swap_document_chunks_in_tx(
                 .push_bind(chunk.original_filename.clone())
                 .push_bind(ts(&chunk.ingested_at));
         });
-        insert.build().execute(&mut *conn).await.map_err(err("chunk"))?;
+        // Not kept prepared: every row count would be a statement of its own, cached on every pooled connection
+        // with its last rows' text and vectors still bound to it.
+        insert.build().persistent(false).execute(&mut *conn).await.map_err(err("chunk"))?;
     }
-    // The document's rows are all new: their keyword entries in one statement.
-    sqlx::query(
-        "INSERT INTO chunks_fts (rowid, text) SELECT id, text FROM chunks WHERE tenant_id = ? AND doc_id = ? \
-         ORDER BY id",
-    )
-    .bind(tenant.as_str())
-    .bind(doc_id)
-    .execute(&mut *conn)
-    .await
-    .map_err(err("chunk"))?;
+    // The documents' rows are all new: their keyword entries in one statement.
+    sqlx::query(AssertSqlSafe(format!("INSERT INTO chunks_fts (rowid, text) SELECT id, text {OF_DOCS} ORDER BY id")))
+        .bind(tenant.as_str())
+        .bind(&ids)
+        .execute(&mut *conn)
+        .await
+        .map_err(err("chunk"))?;
     Ok(())
 }
 
@@ -377,7 +407,7 @@ impl ChunkIndex for SqliteStore {
                 list.push_bind(id.as_str());
             }
             query.push(")");
-            for row in query.build().fetch_all(self.pool()).await.map_err(err("chunk"))? {
+            for row in query.build().persistent(false).fetch_all(self.pool()).await.map_err(err("chunk"))? {
                 chunks.push(chunk_from_row(&row)?);
             }
         }

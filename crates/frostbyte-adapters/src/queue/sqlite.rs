@@ -181,6 +181,87 @@ pub(crate) async fn complete_in_tx(
     }
 }
 
+/// Enqueues several jobs for a tenant made [`ready_for_jobs_in_tx`] in the same transaction, in one multi-row
+/// insert; a job whose dedupe key is taken is skipped, as [`insert_job_in_tx`] would (which returns the existing
+/// one instead).
+pub(crate) async fn insert_jobs_in_tx(
+    conn: &mut SqliteConnection,
+    tenant: &TenantId,
+    jobs: Vec<NewJob>,
+) -> StoreResult<()> {
+    /// Rows per statement: 11 parameters each, far below SQLite's bound-parameter limit.
+    const ROWS: usize = 500;
+    let now = ts(&frostbyte_core::now());
+    let mut encoded = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let payload = serde_json::to_string(&job.payload)
+            .map_err(|_| StoreError::Internal("job payload could not be encoded".into()))?;
+        let run_after = job.run_after.as_ref().map_or_else(|| now.clone(), ts);
+        encoded.push((job, payload, run_after));
+    }
+    for rows in encoded.chunks(ROWS) {
+        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(concat!("INSERT INTO jobs (", job_columns!(), ") "));
+        insert.push_values(rows, |mut b, (job, payload, run_after)| {
+            b.push_bind(frostbyte_core::ids::new_id().to_string())
+                .push_bind(tenant.as_str().to_owned())
+                .push_bind(job.stage.as_str())
+                .push_bind(job.resource_id.clone())
+                .push_bind(payload.clone())
+                .push_bind(job.dedupe_key.clone())
+                .push("'queued', 0")
+                .push_bind(default_max_attempts(job.stage))
+                .push("NULL, NULL")
+                .push_bind(run_after.clone())
+                .push("NULL, NULL")
+                .push_bind(now.clone())
+                .push_bind(now.clone())
+                .push("NULL, NULL, NULL");
+        });
+        insert.push(" ON CONFLICT DO NOTHING");
+        // One statement per row count: not kept prepared (see `index::sqlite::swap_chunks_in_tx`).
+        insert.build().persistent(false).execute(&mut *conn).await.map_err(err("job"))?;
+    }
+    Ok(())
+}
+
+/// [`complete_in_tx`] for several jobs `(job_id, worker_id)` in one statement: the result for each, in order.
+/// A job that is not running under that worker's lease is refused (`Conflict`, or `NotFound`) and left as it is.
+pub(crate) async fn complete_all_in_tx(
+    conn: &mut SqliteConnection,
+    jobs: &[(Uuid, &str)],
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<StoreResult<()>>> {
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let pairs = serde_json::to_string(&jobs.iter().map(|(id, worker)| (id.to_string(), worker)).collect::<Vec<_>>())
+        .map_err(|_| StoreError::Internal("job ids could not be encoded".into()))?;
+    let done: std::collections::HashSet<String> = sqlx::query_scalar(
+        "UPDATE jobs SET status = 'succeeded', lease_owner = NULL, lease_expires_at = NULL, finished_at = ?2, \
+         updated_at = ?2 WHERE job_id IN (SELECT value ->> 0 FROM json_each(?1)) AND status = 'running' \
+         AND (job_id, lease_owner) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?1)) RETURNING job_id",
+    )
+    .bind(&pairs)
+    .bind(ts(&now))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(err("job"))?
+    .into_iter()
+    .collect();
+    let mut results = Vec::with_capacity(jobs.len());
+    for (job_id, _) in jobs {
+        results.push(if done.contains(&job_id.to_string()) {
+            Ok(())
+        } else {
+            match find_job(conn, None, *job_id).await? {
+                Some(job) => Err(not_owned(job.status)),
+                None => Err(StoreError::NotFound { resource: "job" }),
+            }
+        });
+    }
+    Ok(results)
+}
+
 /// Dead-letters the tenant's running jobs whose lease expired with no attempts left, auditing each.
 async fn reap_expired(conn: &mut SqliteConnection, tenant: &str, now: &str) -> StoreResult<()> {
     let rows = sqlx::query(concat!(
