@@ -54,6 +54,7 @@
 //! (`LEASE_LOST`): the stage's outcome is recorded exactly once. Blobs (canonical and policed JSON) are written
 //! before that commit under fixed keys, so a replay rewrites the same bytes.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -69,7 +70,7 @@ use frostbyte_core::documents::{
 };
 use frostbyte_core::embed::{EmbedError, Embedder, EmbedderRegistry, check_vectors};
 use frostbyte_core::index::IndexedChunk;
-use frostbyte_core::lifecycle::{canonical_key, policed_key, stage_job};
+use frostbyte_core::lifecycle::{canonical_key, job_generation, policed_key, stage_job};
 use frostbyte_core::policy::{POLICY_VERSION, assess_chunk, screen};
 use frostbyte_core::ports::{BlobStore, MetadataStore};
 use frostbyte_core::queue::{ClaimOptions, Job, JobError, JobQueue, RetryPolicy, RunOnce, Stage, StageRetry};
@@ -90,9 +91,27 @@ fn cores() -> usize {
     std::thread::available_parallelism().map_or(2, usize::from)
 }
 
-/// Documents whose stage work is in flight in this process, across all its workers: one per core. More would not
-/// finish sooner; they would only hold more parsed documents (and a PDF parser's object graph) in memory at once.
-static STAGE_WORK: LazyLock<tokio::sync::Semaphore> = LazyLock::new(|| tokio::sync::Semaphore::new(cores()));
+/// CPU-bound stage work (parsing, JSON, policy, chunking, local embedding) in flight in this process, across all
+/// its workers: one piece per core. More would not finish sooner; it would only hold more parsed documents (and a
+/// PDF parser's object graph) in memory at once. Blob reads and writes wait outside it, so one document's I/O
+/// overlaps another's CPU work.
+static CPU_WORK: LazyLock<tokio::sync::Semaphore> = LazyLock::new(|| tokio::sync::Semaphore::new(cores()));
+
+/// Runs `work` on a blocking thread once a core is free ([`CPU_WORK`]). `Err` if it panicked.
+async fn on_cpu<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, tokio::task::JoinError> {
+    let _core = CPU_WORK.acquire().await.ok();
+    tokio::task::spawn_blocking(work).await
+}
+
+/// Documents of one batch whose stage runs at once: twice the cores, so that while one document waits for its
+/// blobs another keeps the core busy.
+fn in_flight() -> usize {
+    2 * cores()
+}
+
+/// A batch's finished outcomes are committed as soon as they hold this many bytes (chunk text and vectors),
+/// so a batch of large documents never holds all their chunks at once; small documents still commit by the dozen.
+const FLUSH_BYTES: usize = 8 << 20;
 
 /// The stages these workers take.
 pub const STAGES: [Stage; 3] = [Stage::Parse, Stage::Policy, Stage::Index];
@@ -209,6 +228,14 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
 
 /// The chunk-set hash: what embedding produced. sha256 over the model id, the dimension and, per chunk in
 /// order, its id, text hash and vector (little-endian f32).
+/// A canonical (or policed) document as stored: its JSON bytes and their sha256.
+fn encode_json(doc: &CanonicalDocument) -> Result<(Vec<u8>, String), StageError> {
+    let bytes = serde_json::to_vec(doc)
+        .map_err(|_| StageError::permanent("CANONICAL_ENCODE", "the canonical document could not be encoded"))?;
+    let hash = sha256_hex(&bytes);
+    Ok((bytes, hash))
+}
+
 pub fn chunk_set_hash(model: &str, dimension: usize, chunks: &[(String, String, Vec<f32>)]) -> String {
     let mut h = Sha256::new();
     h.update(b"frostbyte.chunk-set.v1\n");
@@ -394,14 +421,8 @@ impl Pipeline {
         let Some((tenant, stage)) = jobs.first().map(|j| (j.tenant_id.clone(), j.stage)) else {
             return outcomes;
         };
-        let mut admitted = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            match self.admit(job).await {
-                Ok(Admission::Run(a)) => admitted.push(*a),
-                Ok(Admission::Skip(job_id)) => outcomes.push((job_id, Ok(Finished::NeedsCompletion))),
-                Err((job_id, e)) => outcomes.push((job_id, Err(e))),
-            }
-        }
+        let (admitted, skipped) = self.admit_all(&tenant, jobs).await;
+        outcomes.extend(skipped);
         if admitted.is_empty() {
             return outcomes;
         }
@@ -428,62 +449,121 @@ impl Pipeline {
             }
         }
 
-        // The stage's work, as many documents at a time as there are cores in the whole process (the CPU-bound
-        // parts run on blocking threads): more would only hold more parsed documents in memory at once.
+        // The stage's work, [`in_flight`] documents at a time (their CPU-bound parts one per core, see
+        // [`on_cpu`]); the outcomes, with their jobs' completions, commit together, in one write per
+        // [`FLUSH_BYTES`] of chunks.
         let config = config.as_ref();
         let work: Vec<_> = running
-            .iter()
+            .into_iter()
             .map(|a| async move {
-                let _permit = STAGE_WORK.acquire().await.ok();
-                self.prepare(stage, a, config).await
+                let prepared = self.prepare(stage, &a, config).await;
+                (a, prepared)
             })
             .collect();
-        let prepared: Vec<_> = futures::stream::iter(work).buffered(cores()).collect().await;
-        let mut ready = Vec::with_capacity(running.len());
-        for (a, p) in running.into_iter().zip(prepared) {
-            match p {
-                Ok(p) => ready.push((a, p)),
+        let mut work = futures::stream::iter(work).buffered(in_flight());
+        let (mut ready, mut bytes) = (Vec::new(), 0);
+        while let Some((a, prepared)) = work.next().await {
+            match prepared {
+                Ok(p) => {
+                    bytes += p.write.weight();
+                    ready.push((a, p));
+                }
                 Err(e) => outcomes.push(self.failed(&a, e).await),
             }
+            if bytes >= FLUSH_BYTES {
+                outcomes.extend(self.commit(&tenant, stage, std::mem::take(&mut ready)).await);
+                bytes = 0;
+            }
         }
+        outcomes.extend(self.commit(&tenant, stage, ready).await);
+        outcomes
+    }
 
-        // Every outcome, with its job's completion, in one write.
+    /// Commits prepared stage outcomes in one write and settles each job by how its write went.
+    async fn commit(&self, tenant: &TenantId, stage: Stage, ready: Vec<(Admitted, Prepared)>) -> Vec<(Uuid, Outcome)> {
+        let mut outcomes = Vec::with_capacity(ready.len());
+        if ready.is_empty() {
+            return outcomes;
+        }
         let (ready, prepared): (Vec<_>, Vec<_>) = ready.into_iter().unzip();
-        for (a, written) in ready.iter().zip(self.write_batch(&tenant, prepared).await) {
-            outcomes.push(match written {
+        let mut done = Vec::with_capacity(ready.len());
+        for (a, written) in ready.iter().zip(self.write_batch(tenant, prepared).await) {
+            match written {
                 Ok(()) => {
                     tracing::debug!(tenant = %tenant, doc_id = %a.doc_id, stage = stage.as_str(), "stage done");
-                    (a.job.job_id, self.settle(a, Ok(Finished::Completed)).await)
+                    done.push(a);
                 }
-                Err(e) => self.failed(a, e).await,
-            });
+                Err(e) => outcomes.push(self.failed(a, e).await),
+            }
+        }
+        outcomes.extend(self.settle_all(tenant, done).await);
+        outcomes
+    }
+
+    /// [`Pipeline::settle`] for jobs whose stage committed, with one read for the batch: only a document no
+    /// longer at its job's generation (erased or replaced while the job ran) is settled on its own.
+    async fn settle_all(&self, tenant: &TenantId, done: Vec<&Admitted>) -> Vec<(Uuid, Outcome)> {
+        let ids: Vec<Uuid> = done.iter().map(|a| a.doc_id).collect();
+        // If the read fails, each job is settled on its own (which retries the read, and the job if it fails).
+        let live: HashMap<Uuid, u64> = match self.documents.documents_at(tenant, &ids).await {
+            Ok(found) => found.into_iter().map(|(doc, generation)| (doc.doc_id, generation)).collect(),
+            Err(_) => HashMap::new(),
+        };
+        let mut outcomes = Vec::with_capacity(done.len());
+        for a in done {
+            let outcome = match live.get(&a.doc_id) {
+                Some(g) if *g == a.generation => Ok(Finished::Completed),
+                _ => self.settle(a, Ok(Finished::Completed)).await,
+            };
+            outcomes.push((a.job.job_id, outcome));
         }
         outcomes
     }
 
-    /// Whether a job should run: its document live at the job's generation and not quarantined.
-    async fn admit(&self, job: Job) -> Result<Admission, (Uuid, (JobError, Recovery))> {
-        use frostbyte_core::service::lifecycle::admit_job;
-        let job_id = job.job_id;
-        let retry =
-            |e: &dyn std::fmt::Display| (job_id, (JobError::new("STORE_ERROR", e.to_string()), Recovery::Retry));
-        let Ok(doc_id) = Uuid::parse_str(&job.resource_id) else {
-            let e = JobError::new("INVALID_JOB", "the job's resource id is not a document id");
-            return Err((job_id, (e, Recovery::DeadLetter)));
-        };
-        let Some(generation) = admit_job(&*self.documents, &job).await.map_err(|e| retry(&e))? else {
-            tracing::info!(tenant = %job.tenant_id, doc_id = %doc_id, stage = job.stage.as_str(),
-                "skipping a job of an erased or replaced document");
-            return Ok(Admission::Skip(job_id));
-        };
-        let Some(doc) = self.documents.get_document(&job.tenant_id, doc_id).await.map_err(|e| retry(&e))? else {
-            return Ok(Admission::Skip(job_id));
-        };
-        if doc.status == DocumentStatus::Quarantined {
-            tracing::info!(tenant = %job.tenant_id, doc_id = %doc_id, stage = job.stage.as_str(), "document quarantined; job skipped");
-            return Ok(Admission::Skip(job_id));
+    /// Which jobs should run: their documents live at the jobs' generations and not quarantined, all read at
+    /// once. The others end here: an invalid job is dead-lettered, one of an erased, replaced or quarantined
+    /// document just completes, and if the read fails every job is retried.
+    async fn admit_all(&self, tenant: &TenantId, jobs: Vec<Job>) -> (Vec<Admitted>, Vec<(Uuid, Outcome)>) {
+        let mut outcomes = Vec::new();
+        let mut wanted = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            match Uuid::parse_str(&job.resource_id) {
+                Ok(doc_id) => wanted.push((doc_id, job)),
+                Err(_) => {
+                    let e = JobError::new("INVALID_JOB", "the job's resource id is not a document id");
+                    outcomes.push((job.job_id, Err((e, Recovery::DeadLetter))));
+                }
+            }
         }
-        Ok(Admission::Run(Box::new(Admitted { job, doc_id, generation, doc })))
+        let ids: Vec<Uuid> = wanted.iter().map(|(doc_id, _)| *doc_id).collect();
+        let live: HashMap<Uuid, (DocumentRecord, u64)> = match self.documents.documents_at(tenant, &ids).await {
+            Ok(found) => found.into_iter().map(|(doc, generation)| (doc.doc_id, (doc, generation))).collect(),
+            Err(e) => {
+                let e = JobError::new("STORE_ERROR", e.to_string());
+                outcomes.extend(wanted.into_iter().map(|(_, job)| (job.job_id, Err((e.clone(), Recovery::Retry)))));
+                return (Vec::new(), outcomes);
+            }
+        };
+        let mut admitted = Vec::with_capacity(wanted.len());
+        for (doc_id, job) in wanted {
+            let generation = job_generation(&job);
+            let stage = job.stage.as_str();
+            match live.get(&doc_id) {
+                Some((doc, g)) if *g == generation && doc.status != DocumentStatus::Quarantined => {
+                    admitted.push(Admitted { job, doc_id, generation, doc: doc.clone() });
+                }
+                Some((_, g)) if *g == generation => {
+                    tracing::info!(tenant = %tenant, doc_id = %doc_id, stage, "document quarantined; job skipped");
+                    outcomes.push((job.job_id, Ok(Finished::NeedsCompletion)));
+                }
+                _ => {
+                    tracing::info!(tenant = %tenant, doc_id = %doc_id, stage,
+                        "skipping a job of an erased or replaced document");
+                    outcomes.push((job.job_id, Ok(Finished::NeedsCompletion)));
+                }
+            }
+        }
+        (admitted, outcomes)
     }
 
     /// Marks the job's first stage `running` (and the document `processing` again, for a job retried from the
@@ -644,18 +724,15 @@ impl Pipeline {
     /// A stored canonical (or policed) document and the sha256 of its bytes as read.
     async fn load_json(&self, tenant: &TenantId, key: &str) -> Result<(CanonicalDocument, String), StageError> {
         let bytes = self.blobs.get(tenant, key).await.map_err(blob_err)?;
-        let doc = serde_json::from_slice(&bytes)
-            .map_err(|_| StageError::permanent("CANONICAL_CORRUPT", format!("{key} is not a canonical document")))?;
-        Ok((doc, sha256_hex(&bytes)))
+        let decoded = on_cpu(move || serde_json::from_slice(&bytes).ok().map(|doc| (doc, sha256_hex(&bytes))))
+            .await
+            .map_err(|_| StageError::retryable("CANONICAL_DECODE", "the decoding task panicked or was cancelled"))?;
+        decoded.ok_or_else(|| StageError::permanent("CANONICAL_CORRUPT", format!("{key} is not a canonical document")))
     }
 
-    /// Stores a canonical (or policed) document; returns the sha256 of the bytes written.
-    async fn save_json(&self, tenant: &TenantId, key: &str, doc: &CanonicalDocument) -> Result<String, StageError> {
-        let bytes = serde_json::to_vec(doc)
-            .map_err(|_| StageError::permanent("CANONICAL_ENCODE", "the canonical document could not be encoded"))?;
-        let hash = sha256_hex(&bytes);
-        self.blobs.put(tenant, key, Bytes::from(bytes)).await.map_err(blob_err)?;
-        Ok(hash)
+    /// Stores an encoded canonical (or policed) document ([`encode_json`]).
+    async fn save_json(&self, tenant: &TenantId, key: &str, bytes: Vec<u8>) -> Result<(), StageError> {
+        self.blobs.put(tenant, key, Bytes::from(bytes)).await.map_err(blob_err)
     }
 
     async fn parse(&self, a: &Admitted) -> Result<Prepared, StageError> {
@@ -663,20 +740,23 @@ impl Pipeline {
         let (tenant, doc_id, generation, doc) = (&a.job.tenant_id, a.doc_id, a.generation, &a.doc);
         let raw = self.blobs.get(tenant, &raw_blob_key(&doc.raw_sha256)).await.map_err(blob_err)?;
         let (mime, limits, id) = (doc.mime_type.clone(), self.parse_limits.clone(), doc_id.to_string());
-        let (canonical, raw_hash) = tokio::task::spawn_blocking(move || {
-            let raw_hash = sha256_hex(&raw);
-            (parse(&raw, &mime, &id, &limits), raw_hash)
+        let expected = doc.raw_sha256.clone();
+        let parsed = on_cpu(move || {
+            if sha256_hex(&raw) != expected {
+                return Err(StageError::dead_letter("RAW_CORRUPT", "the stored raw bytes do not match their sha256"));
+            }
+            let canonical = parse(&raw, &mime, &id, &limits).map_err(|e| StageError {
+                error: JobError::new(e.code(), format!("parsing {mime} failed")),
+                recovery: if e.is_retryable() { Recovery::Retry } else { Recovery::Permanent },
+            })?;
+            let (bytes, hash) = encode_json(&canonical)?;
+            Ok((canonical, bytes, hash))
         })
         .await
         .map_err(|_| StageError::retryable("PARSER_ERROR", "the parser task panicked or was cancelled"))?;
-        if raw_hash != doc.raw_sha256 {
-            return Err(StageError::dead_letter("RAW_CORRUPT", "the stored raw bytes do not match their sha256"));
-        }
-        let canonical = canonical.map_err(|e| StageError {
-            error: JobError::new(e.code(), format!("parsing {} failed", doc.mime_type)),
-            recovery: if e.is_retryable() { Recovery::Retry } else { Recovery::Permanent },
-        })?;
-        let output_hash = self.save_json(tenant, &canonical_key(&doc_id, generation), &canonical).await?;
+        let (canonical, bytes, output_hash) = parsed?;
+        let raw_hash = doc.raw_sha256.clone();
+        self.save_json(tenant, &canonical_key(&doc_id, generation), bytes).await?;
         let parser_version = format!("{}@{}", canonical.parser.name, canonical.parser.version);
         let next = stage_job(Stage::Policy, doc_id, generation);
         let audit = event(
@@ -700,11 +780,16 @@ impl Pipeline {
         let (tenant, doc_id, generation) = (&a.job.tenant_id, a.doc_id, a.generation);
         let (canonical, input_hash) = self.load_json(tenant, &canonical_key(&doc_id, generation)).await?;
         let owned = config.clone();
-        let policed = tokio::task::spawn_blocking(move || police(&canonical, &owned))
-            .await
-            .map_err(|_| StageError::retryable("POLICY_ERROR", "the policy task panicked or was cancelled"))?;
-        let Policed { document: policed, blocked, redacted_blocks, pii, policy_version, classification } =
-            policed.map_err(|e| StageError::permanent(e.code(), "the policy checks refused the document"))?;
+        let policed = on_cpu(move || {
+            let policed = police(&canonical, &owned)
+                .map_err(|e| StageError::permanent(e.code(), "the policy checks refused the document"))?;
+            // Encoded only for a document that passes; a blocked one is never stored.
+            let encoded = if policed.blocked { None } else { Some(encode_json(&policed.document)?) };
+            Ok::<_, StageError>((policed, encoded))
+        })
+        .await
+        .map_err(|_| StageError::retryable("POLICY_ERROR", "the policy task panicked or was cancelled"))?;
+        let (Policed { blocked, redacted_blocks, pii, policy_version, classification, .. }, encoded) = policed?;
         let pii_total: usize = pii.values().sum();
         let action = serde_json::to_value(config.pii_policy).unwrap_or(Value::Null);
         let update = StageUpdate::new(PipelineStage::Policy, StageStatus::Done)
@@ -729,7 +814,10 @@ impl Pipeline {
             tracing::info!(tenant = %tenant, doc_id = %doc_id, "document quarantined by policy");
             (StageWrite::new(doc_id, generation, update, event("POLICY_GATE_FAILED", doc_id, details)), None)
         } else {
-            let output_hash = self.save_json(tenant, &policed_key(&doc_id, generation), &policed).await?;
+            let (bytes, output_hash) = encoded.ok_or_else(|| {
+                StageError::permanent("CANONICAL_ENCODE", "the policed document could not be encoded")
+            })?;
+            self.save_json(tenant, &policed_key(&doc_id, generation), bytes).await?;
             let details = json!({"component": "policy", "status": "done", "input_hash": input_hash,
                 "output_hash": output_hash, "policy_version": policy_version, "pii_detected": pii_total,
                 "redacted_blocks": redacted_blocks, "classification": classification, "duration_ms": duration_ms});
@@ -763,7 +851,8 @@ impl Pipeline {
         let model = embedder.model_id().to_owned();
         let (dimension, n) = (embedder.dimension(), texts.len());
         let vectors = if embedder.compute_bound() {
-            tokio::task::spawn_blocking(move || tokio::runtime::Handle::current().block_on(embedder.embed(&texts)))
+            let handle = tokio::runtime::Handle::current();
+            on_cpu(move || handle.block_on(embedder.embed(&texts)))
                 .await
                 .map_err(|_| StageError::retryable("EMBED_ERROR", "the embedding task panicked or was cancelled"))?
         } else {
@@ -782,7 +871,7 @@ impl Pipeline {
         let embedder = self.embedder_for(config)?;
         let (policed, input_hash) = self.load_json(tenant, &policed_key(&doc_id, generation)).await?;
         let (chunking, owned) = (self.chunking.clone(), config.clone());
-        let assessed = tokio::task::spawn_blocking(move || {
+        let assessed = on_cpu(move || {
             let chunks = chunk_document(&policed, &chunking)
                 .map_err(|_| StageError::permanent("CHUNK_CONFIG_INVALID", "the chunking configuration is invalid"))?;
             let verdicts = chunks
@@ -923,12 +1012,6 @@ struct Admitted {
     generation: u64,
     /// The document as it was when the job was admitted.
     doc: DocumentRecord,
-}
-
-enum Admission {
-    Run(Box<Admitted>),
-    /// Nothing to do (the document was erased, replaced or quarantined): the job just completes.
-    Skip(Uuid),
 }
 
 /// A stage's outcome ready to commit, and the events to publish once it has.

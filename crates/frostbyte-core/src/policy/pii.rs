@@ -176,6 +176,9 @@ static DOB_CONTEXT: LazyLock<Regex> = LazyLock::new(|| {
 });
 static DOB_CONTEXT_AFTER: LazyLock<Regex> =
     LazyLock::new(|| re(r"(?i)^[\s(\[,:-]{0,3}(?:dob|d\.o\.b|date\s+of\s+birth|born|birthday)\b"));
+/// A word that every match of [`DOB_CONTEXT`] and [`DOB_CONTEXT_AFTER`] contains, with no boundaries or anchors:
+/// a text without any has no date of birth, so its dates are not even looked for.
+static DOB_WORDS: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)born|birth|dob|d\.o\.b|geb|naissance|nacimiento"));
 static MRN_CONTEXT: LazyLock<Regex> = LazyLock::new(|| {
     re(
         r"(?i)\b(?:mrn|medical\s+record|med\.?\s*rec|patient\s+(?:id|identifier|number|no)|chart\s+(?:id|number|no)|health\s+record|hospital\s+(?:number|no))",
@@ -616,6 +619,9 @@ fn date_valid(kind: usize, caps: &Captures<'_>) -> bool {
 }
 
 fn detect_dob(text: &str, out: &mut Vec<PiiMatch>) {
+    if !DOB_WORDS.is_match(text) {
+        return;
+    }
     for (kind, pattern) in [&*DATE_ISO, &*DATE_NUMERIC, &*DATE_TEXT].into_iter().enumerate() {
         for caps in pattern.captures_iter(text) {
             let m = caps.get(0).expect("group 0");
@@ -848,6 +854,33 @@ mod tests {
         assert!(found("DOB: 1985-13-45", PiiType::Dob).is_empty(), "not a date");
         assert!(found("reborn 1985-03-12", PiiType::Dob).is_empty());
         assert!(found("born in Leeds.\nShipped 1985-03-12", PiiType::Dob).is_empty(), "other line");
+    }
+
+    #[test]
+    fn every_dob_context_passes_the_word_prefilter() {
+        // Each way of saying it, in the case and spacing the context patterns accept: the prefilter must never
+        // be what stops a date of birth from being found.
+        for context in [
+            "Born",
+            "BIRTH",
+            "birthday",
+            "DoB",
+            "d.o.b",
+            "D.O.B",
+            "geb.",
+            "Geboren",
+            "date de  naissance",
+            "Fecha de nacimiento",
+            "date of\tbirth",
+        ] {
+            let before = format!("{context}: 1985-03-12");
+            assert_eq!(found(&before, PiiType::Dob), ["1985-03-12"], "{before}");
+        }
+        for context in ["dob", "D.O.B", "date of birth", "born", "Birthday"] {
+            let after = format!("1985-03-12 ({context})");
+            assert_eq!(found(&after, PiiType::Dob), ["1985-03-12"], "{after}");
+        }
+        assert!(found("Shipped 1985-03-12 to Leeds", PiiType::Dob).is_empty());
     }
 
     #[test]
