@@ -22,11 +22,12 @@
 //! stages shows as a broken link.
 //!
 //! **Batches.** [`Pipeline::try_run_one`] claims up to [`Pipeline::batch`] jobs with [`JobQueue::claim_batch`]:
-//! one tenant's, of one stage. Each job is admitted on its own (its document live at the job's generation and
-//! not quarantined), the admitted ones are marked `running` (`DOCUMENT_STAGE_STARTED`) in one write, their stage
-//! work runs concurrently (parsing, policy, chunking and local embedding on blocking threads), and their
-//! outcomes commit in one [`DocumentStore::apply_stage_writes`] transaction, each document under its own
-//! savepoint, so one refused write (a lost lease, a superseded generation) costs only its own document. While a
+//! one tenant's, of one stage. The jobs are admitted with one read of their documents (each live at its job's
+//! generation and not quarantined), the admitted ones are marked `running` (`DOCUMENT_STAGE_STARTED`) in one
+//! write, their stage work runs concurrently (parsing, JSON, policy, chunking and local embedding on blocking
+//! threads, one per core across the process: [`on_cpu`]), and their outcomes commit in one
+//! [`DocumentStore::apply_stage_writes`] transaction per [`FLUSH_BYTES`] of chunks, where one refused write (a
+//! lost lease, a superseded generation) costs only its own document. While a
 //! batch runs, every job's lease is extended every [`Pipeline::heartbeat_interval`], so a slow stage is never
 //! taken over by a second worker; a worker that dies stops heartbeating and its jobs are reclaimed when their
 //! leases run out. A failed document is recorded on its own ([`Pipeline::fail_stage`]) and never holds up the

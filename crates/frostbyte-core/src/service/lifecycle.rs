@@ -1,7 +1,8 @@
 //! Document lifecycle use-cases: erasure with a verified receipt (GDPR right to erasure), replacement of a
-//! document's content under the same id, export of everything supplied and derived (portability), and the two
-//! checks that keep pipeline jobs from writing for an erased or superseded document ([`admit_job`],
-//! [`settle_job`]). The domain rules (generations, keys) are in [`crate::lifecycle`].
+//! document's content under the same id, export of everything supplied and derived (portability), and the check
+//! that keeps pipeline jobs from leaving anything of an erased or superseded document ([`settle_job`]; workers
+//! admit a batch's jobs by [`crate::lifecycle::job_generation`] against `DocumentStore::documents_at`). The
+//! domain rules (generations, keys) are in [`crate::lifecycle`].
 //!
 //! Concurrency, as defined here and tested through the API:
 //! - erasure wins over everything: a replacement that commits first is erased with the rest; one that comes
@@ -26,11 +27,10 @@ use crate::error::StoreError;
 use crate::ids::TenantId;
 use crate::index::{ChunkIndex, IndexedChunk};
 use crate::lifecycle::{
-    DocumentErasure, DocumentResidue, ReplacementContent, canonical_key, derived_prefixes, job_generation, policed_key,
-    stage_job,
+    DocumentErasure, DocumentResidue, ReplacementContent, canonical_key, derived_prefixes, policed_key, stage_job,
 };
 use crate::ports::{BlobError, BlobStore, MetadataStore};
-use crate::queue::{Job, Stage};
+use crate::queue::Stage;
 use crate::service::tenants::{Actor, ServiceError, ServiceResult};
 
 /// How many times the blob sweep and its verification run before an erasure is reported as unverified (a
@@ -454,19 +454,6 @@ impl DocumentLifecycle {
             .map(Some)
             .map_err(|_| ServiceError::Store(StoreError::Internal(format!("{key} is not valid JSON"))))
     }
-}
-
-/// Whether a pipeline job should run: `Some(generation)` when its document is live at the job's generation,
-/// `None` when the document was erased (or never existed) or a replacement superseded the job. Jobs that do not
-/// work on a document (pipeline runs) always run.
-pub async fn admit_job(documents: &dyn DocumentStore, job: &Job) -> Result<Option<u64>, StoreError> {
-    let generation = job_generation(job);
-    if job.stage.resource_type() != "document" {
-        return Ok(Some(generation));
-    }
-    let Ok(doc_id) = Uuid::parse_str(&job.resource_id) else { return Ok(Some(generation)) };
-    let current = documents.document_generation(&job.tenant_id, doc_id).await?;
-    Ok((current == Some(generation)).then_some(generation))
 }
 
 /// Runs after a document job: if the document was erased or superseded while the job ran, removes the derived
