@@ -9,14 +9,14 @@
 //! parent (`docs/guide/intro.md` for `frostbyte ingest docs`), or its file name for a file argument, so the same
 //! tree ingested from the same place is recognised.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use frostbyte_core::TenantId;
-use frostbyte_core::documents::DocumentStatus;
+use frostbyte_core::documents::{DocumentRecord, DocumentStatus};
 use frostbyte_core::tenant::TenantState;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -333,16 +333,19 @@ async fn wait_for_pipeline(
                 continue;
             }
             (processing, quiet) = (Some(now), 0);
+            // Every pending document in one read.
+            let ids: Vec<Uuid> =
+                pending.iter().map(|&i| outcomes[i].doc_id.expect("accepted files have a document")).collect();
+            let found: HashMap<Uuid, DocumentRecord> =
+                state.documents.documents_at(tenant, &ids).await?.into_iter().map(|(d, _)| (d.doc_id, d)).collect();
             let mut still = Vec::with_capacity(pending.len());
-            for i in pending {
-                let doc_id = outcomes[i].doc_id.expect("accepted files have a document");
-                let doc = state.documents.get_document(tenant, doc_id).await?;
-                match doc {
+            for (i, doc_id) in pending.into_iter().zip(ids) {
+                match found.get(&doc_id) {
                     Some(d) if d.status == DocumentStatus::Processing => still.push(i),
                     Some(d) => {
                         outcomes[i].pages = d.lineage.get("pages").and_then(Value::as_u64).unwrap_or(0);
                         outcomes[i].status = d.status.as_str().to_owned();
-                        outcomes[i].reason = d.error_code;
+                        outcomes[i].reason = d.error_code.clone();
                         bar.inc(1);
                     }
                     None => {

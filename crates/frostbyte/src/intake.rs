@@ -467,6 +467,7 @@ impl Intake {
         let job = parse_job(&doc);
         let audit = ingested_event(actor, &doc, vetted.scan.result.as_str(), None);
         self.documents.create_document(tenant, &doc, job, audit).await?;
+        crate::pipeline::wake_workers();
         crate::events::document_accepted(tenant, &doc);
         tracing::info!(
             tenant = %tenant, doc_id = %doc.doc_id, mime = %doc.mime_type, size_bytes = doc.size_bytes,
@@ -625,6 +626,7 @@ impl Intake {
         };
         let (accepted, rejected, quarantined) = (batch.accepted, batch.rejected, batch.quarantined);
         self.batches.create_batch(tenant, NewBatch { batch, files: records, documents, audit }).await?;
+        crate::pipeline::wake_workers();
         tracing::info!(
             tenant = %tenant, batch_id = %outcome.batch_id, accepted, rejected, quarantined, "batch received"
         );

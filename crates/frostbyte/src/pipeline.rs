@@ -104,6 +104,15 @@ async fn on_cpu<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) ->
     tokio::task::spawn_blocking(work).await
 }
 
+/// Wakes this process's idle workers when it has queued work for them (intake, a committed stage), so that they
+/// do not sleep out their poll interval first. Jobs queued by other processes are found by polling, as before.
+static QUEUED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Tells this process's idle workers that jobs were queued (see [`QUEUED`]).
+pub fn wake_workers() {
+    QUEUED.notify_waiters();
+}
+
 /// Documents of one batch whose stage runs at once: twice the cores, so that while one document waits for its
 /// blobs another keeps the core busy.
 fn in_flight() -> usize {
@@ -597,8 +606,14 @@ impl Pipeline {
         let n = prepared.len();
         let (writes, events): (Vec<_>, Vec<_>) = prepared.into_iter().map(|p| (p.write, p.events)).unzip();
         let completing: Vec<bool> = writes.iter().map(|w| w.update.completes_job.is_some()).collect();
+        let queues = writes.iter().any(|w| w.next_job.is_some());
         let results = match self.documents.apply_stage_writes(tenant, writes).await {
-            Ok(results) => results,
+            Ok(results) => {
+                if queues {
+                    wake_workers();
+                }
+                results
+            }
             Err(e) => {
                 let e = store_err(e);
                 return (0..n).map(|_| Err(e.clone())).collect();
@@ -1084,6 +1099,7 @@ pub async fn run_worker(pipeline: Pipeline, poll: Duration, mut shutdown: tokio:
         if idle {
             tokio::select! {
                 _ = tokio::time::sleep(poll) => {}
+                _ = QUEUED.notified() => {}
                 _ = shutdown.changed() => {}
             }
         }
