@@ -252,6 +252,7 @@ mod lifecycle {
         purge_removes_one_tenants_rows_only_and_is_idempotent,
         a_chunk_swap_racing_an_erasure_never_survives_it,
         batched_stage_writes_commit_together_and_a_refused_one_writes_nothing,
+        documents_at_reads_the_tenants_live_documents_with_their_generations,
     );
 
     fn chunks(doc_id: &str, texts: &[&str]) -> Vec<IndexedChunk> {
@@ -363,6 +364,45 @@ mod lifecycle {
         let hits =
             h.index().keyword_search(&t, "bravo", &frostbyte_core::index::SearchFilter::default(), 5).await.unwrap();
         assert_eq!(hits.len(), 1, "keyword entries commit with the rows");
+    }
+
+    async fn documents_at_reads_the_tenants_live_documents_with_their_generations(h: &Harness) {
+        let t = tenant(h, "at").await;
+        let (kept, replaced, erased) = (indexed(h, &t).await, indexed(h, &t).await, indexed(h, &t).await);
+        h.store
+            .replace_content(
+                &t,
+                replaced.doc_id,
+                1,
+                &content(&"cd".repeat(32)),
+                stage_job(Stage::Parse, replaced.doc_id, 2),
+                event("R", "a"),
+            )
+            .await
+            .unwrap();
+        h.store.erase_document(&t, erased.doc_id, erasure_audit()).await.unwrap().expect("erased");
+        let other = tenant(h, "at-other").await;
+        let foreign = indexed(h, &other).await;
+        let never = frostbyte_core::ids::new_id();
+
+        let ids = [kept.doc_id, replaced.doc_id, erased.doc_id, foreign.doc_id, never];
+        let mut found: Vec<(Uuid, u64, String)> = h
+            .store
+            .documents_at(&t, &ids)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(d, g)| (d.doc_id, g, d.original_filename))
+            .collect();
+        found.sort();
+        let mut expected =
+            vec![(kept.doc_id, 1, kept.original_filename.clone()), (replaced.doc_id, 2, "v2.md".to_owned())];
+        expected.sort();
+        assert_eq!(found, expected, "erased, unknown and another tenant's ids are left out");
+        assert!(h.store.documents_at(&t, &[]).await.unwrap().is_empty());
+        let theirs: Vec<Uuid> =
+            h.store.documents_at(&other, &ids).await.unwrap().into_iter().map(|(d, _)| d.doc_id).collect();
+        assert_eq!(theirs, [foreign.doc_id]);
     }
 
     fn erasure_audit() -> frostbyte_core::lifecycle::ErasureAudit {

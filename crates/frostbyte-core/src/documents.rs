@@ -434,6 +434,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_writes_weight_grows_with_its_chunks_text_and_vectors() {
+        let chunk = |text: &str, dim: usize| IndexedChunk {
+            chunk_id: "c".into(),
+            doc_id: "d".into(),
+            position: 0,
+            text: text.into(),
+            start: 0,
+            end: 0,
+            page_start: None,
+            page_end: None,
+            heading_path: vec!["Intro".into()],
+            kind: "text".into(),
+            text_hash: String::new(),
+            classification: None,
+            collection: None,
+            metadata: serde_json::json!({}),
+            quarantined: false,
+            embed_model: "m".into(),
+            vector: vec![0.0; dim],
+            source_sha256: String::new(),
+            original_filename: "a.txt".into(),
+            ingested_at: crate::now(),
+        };
+        let update = StageUpdate::new(PipelineStage::Index, StageStatus::Done);
+        let audit = NewAuditEvent::new("INDEX_WRITTEN", "t", "document", "d", serde_json::json!({}));
+        let bare = StageWrite::new(Uuid::nil(), 1, update, audit);
+        let small = bare.clone().chunks(vec![chunk("short", 4)]);
+        let large = bare.clone().chunks(vec![chunk(&"x".repeat(10_000), 384); 100]);
+        assert!(bare.weight() < small.weight() && small.weight() < large.weight());
+        // Text and vectors of every chunk are counted in full.
+        assert!(large.weight() >= 100 * (10_000 + 384 * 4), "{}", large.weight());
+    }
+
+    #[test]
     fn stages_serialise_by_name_and_report_the_current_stage() {
         let mut s = DocumentStages::received();
         assert_eq!(s.current(), Some(PipelineStage::Parse));

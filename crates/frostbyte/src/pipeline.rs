@@ -236,8 +236,6 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// The chunk-set hash: what embedding produced. sha256 over the model id, the dimension and, per chunk in
-/// order, its id, text hash and vector (little-endian f32).
 /// A canonical (or policed) document as stored: its JSON bytes and their sha256.
 fn encode_json(doc: &CanonicalDocument) -> Result<(Vec<u8>, String), StageError> {
     let bytes = serde_json::to_vec(doc)
@@ -246,6 +244,8 @@ fn encode_json(doc: &CanonicalDocument) -> Result<(Vec<u8>, String), StageError>
     Ok((bytes, hash))
 }
 
+/// The chunk-set hash: what embedding produced. sha256 over the model id, the dimension and, per chunk in
+/// order, its id, text hash and vector (little-endian f32).
 pub fn chunk_set_hash(model: &str, dimension: usize, chunks: &[(String, String, Vec<f32>)]) -> String {
     let mut h = Sha256::new();
     h.update(b"frostbyte.chunk-set.v1\n");
@@ -819,27 +819,29 @@ impl Pipeline {
                 "action": action, "types": pii, "total": pii_total, "input_hash": input_hash});
             event("PII_DETECTED", doc_id, details)
         });
-        let (write, next) = if blocked {
-            let update = update
-                .also(PipelineStage::Embed, StageStatus::Skipped)
-                .also(PipelineStage::Index, StageStatus::Skipped)
-                .document_status(DocumentStatus::Quarantined);
-            let details = json!({"component": "policy", "status": "quarantined", "reason": "pii_blocked",
-                "input_hash": input_hash, "policy_version": policy_version, "pii_detected": pii_total,
-                "classification": classification, "duration_ms": duration_ms});
-            tracing::info!(tenant = %tenant, doc_id = %doc_id, "document quarantined by policy");
-            (StageWrite::new(doc_id, generation, update, event("POLICY_GATE_FAILED", doc_id, details)), None)
-        } else {
-            let (bytes, output_hash) = encoded.ok_or_else(|| {
-                StageError::permanent("CANONICAL_ENCODE", "the policed document could not be encoded")
-            })?;
-            self.save_json(tenant, &policed_key(&doc_id, generation), bytes).await?;
-            let details = json!({"component": "policy", "status": "done", "input_hash": input_hash,
-                "output_hash": output_hash, "policy_version": policy_version, "pii_detected": pii_total,
-                "redacted_blocks": redacted_blocks, "classification": classification, "duration_ms": duration_ms});
-            let update = update.lineage("policed_sha256", output_hash);
-            let write = StageWrite::new(doc_id, generation, update, event("POLICY_GATE_PASSED", doc_id, details));
-            (write, Some(stage_job(Stage::Index, doc_id, generation)))
+        // The policed bytes exist exactly when the document passed (see above).
+        let (write, next) = match encoded {
+            None => {
+                let update = update
+                    .also(PipelineStage::Embed, StageStatus::Skipped)
+                    .also(PipelineStage::Index, StageStatus::Skipped)
+                    .document_status(DocumentStatus::Quarantined);
+                let details = json!({"component": "policy", "status": "quarantined", "reason": "pii_blocked",
+                    "input_hash": input_hash, "policy_version": policy_version, "pii_detected": pii_total,
+                    "classification": classification, "duration_ms": duration_ms});
+                tracing::info!(tenant = %tenant, doc_id = %doc_id, "document quarantined by policy");
+                (StageWrite::new(doc_id, generation, update, event("POLICY_GATE_FAILED", doc_id, details)), None)
+            }
+            Some((bytes, output_hash)) => {
+                self.save_json(tenant, &policed_key(&doc_id, generation), bytes).await?;
+                let details = json!({"component": "policy", "status": "done", "input_hash": input_hash,
+                    "output_hash": output_hash, "policy_version": policy_version, "pii_detected": pii_total,
+                    "redacted_blocks": redacted_blocks, "classification": classification,
+                    "duration_ms": duration_ms});
+                let update = update.lineage("policed_sha256", output_hash);
+                let write = StageWrite::new(doc_id, generation, update, event("POLICY_GATE_PASSED", doc_id, details));
+                (write, Some(stage_job(Stage::Index, doc_id, generation)))
+            }
         };
         let write = match finding {
             Some(finding) => write.finding(finding),

@@ -155,11 +155,7 @@ impl DocumentStore for PostgresStore {
         .await
         .map_err(err("document"))?;
         rows.iter()
-            .map(|row| {
-                let generation = u64::try_from(column::<_, i64>(row, "generation")?)
-                    .map_err(|_| codec::corrupt("documents.generation"))?;
-                Ok((document_from_row(row)?, generation))
-            })
+            .map(|row| Ok((document_from_row(row)?, lifecycle::generation_from(column(row, "generation")?)?)))
             .collect()
     }
 

@@ -32,7 +32,7 @@ async fn exec(conn: &mut PgConnection, tenant: &TenantId, sql: &'static str) -> 
     Ok(sqlx::query(sql).bind(tenant.as_str()).execute(&mut *conn).await.map_err(err("document"))?.rows_affected())
 }
 
-fn generation_from(stored: i64) -> StoreResult<u64> {
+pub(crate) fn generation_from(stored: i64) -> StoreResult<u64> {
     u64::try_from(stored).map_err(|_| codec::corrupt("documents.generation"))
 }
 
