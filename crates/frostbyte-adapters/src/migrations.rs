@@ -26,6 +26,7 @@ const SQLITE: &[(i64, &str, &str)] = &[
     (13, "document_sync", include_str!("../migrations/sqlite/0013_document_sync.sql")),
     (14, "chunk_vectors_shadow", include_str!("../migrations/sqlite/0014_chunk_vectors_shadow.sql")),
     (15, "audit_head_batches", include_str!("../migrations/sqlite/0015_audit_head_batches.sql")),
+    (16, "raw_usage", include_str!("../migrations/sqlite/0016_raw_usage.sql")),
 ];
 
 /// `(version, description, sql)` for PostgreSQL, in order.
@@ -43,6 +44,7 @@ const POSTGRES: &[(i64, &str, &str)] = &[
     (12, "pipeline_flow", include_str!("../migrations/postgres/0012_pipeline_flow.sql")),
     (13, "document_sync", include_str!("../migrations/postgres/0013_document_sync.sql")),
     (14, "chunk_vectors_shadow", include_str!("../migrations/postgres/0014_chunk_vectors_shadow.sql")),
+    (16, "raw_usage", include_str!("../migrations/postgres/0016_raw_usage.sql")),
 ];
 
 fn build(list: &'static [(i64, &'static str, &'static str)]) -> Migrator {

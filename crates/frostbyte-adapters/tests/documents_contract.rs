@@ -253,6 +253,7 @@ mod lifecycle {
         a_chunk_swap_racing_an_erasure_never_survives_it,
         batched_stage_writes_commit_together_and_a_refused_one_writes_nothing,
         documents_at_reads_the_tenants_live_documents_with_their_generations,
+        raw_usage_follows_every_row_that_adds_replaces_or_removes_raw_bytes,
     );
 
     fn chunks(doc_id: &str, texts: &[&str]) -> Vec<IndexedChunk> {
@@ -403,6 +404,48 @@ mod lifecycle {
         let theirs: Vec<Uuid> =
             h.store.documents_at(&other, &ids).await.unwrap().into_iter().map(|(d, _)| d.doc_id).collect();
         assert_eq!(theirs, [foreign.doc_id]);
+    }
+
+    /// Intake's storage figure (each distinct raw object once) is kept up to date by the store on every path that
+    /// changes which raw objects a tenant's documents hold; it always equals the sum over the live rows.
+    async fn raw_usage_follows_every_row_that_adds_replaces_or_removes_raw_bytes(h: &Harness) {
+        let t = tenant(h, "usage-paths").await;
+        let other = tenant(h, "usage-other").await;
+        let usage = |t: TenantId| async move {
+            h.batches().intake_usage(&t, frostbyte_core::now()).await.unwrap().raw_bytes
+        };
+        let with = |sha: &str, size: u64| DocumentRecord { raw_sha256: sha.repeat(32), size_bytes: size, ..record() };
+        let create = |t: TenantId, doc: DocumentRecord| async move {
+            h.store.create_document(&t, &doc, parse_job(&doc), event("DOCUMENT_INGESTED", "a")).await.unwrap();
+            doc
+        };
+        let (a1, a2, b) = (with("aa", 100), with("aa", 100), with("bb", 50));
+        for doc in [a1.clone(), a2.clone(), b.clone()] {
+            create(t.clone(), doc).await;
+        }
+        create(other.clone(), with("aa", 100)).await;
+        assert_eq!((usage(t.clone()).await, usage(other.clone()).await), (150, 100), "shared bytes count once");
+
+        // Replacing one holder of `aa` keeps it; replacing the last holder of `bb` drops it.
+        let replace = |doc: Uuid, sha: &str, size: u64| {
+            let content = ReplacementContent { size_bytes: size, ..content(&sha.repeat(32)) };
+            let (t, job) = (t.clone(), stage_job(Stage::Parse, doc, 2));
+            async move { h.store.replace_content(&t, doc, 1, &content, job, event("R", "a")).await.unwrap() }
+        };
+        replace(a1.doc_id, "cc", 30).await;
+        assert_eq!(usage(t.clone()).await, 180, "aa 100 + bb 50 + cc 30");
+        replace(b.doc_id, "cc", 30).await;
+        assert_eq!(usage(t.clone()).await, 130, "bb is gone; cc counts once");
+
+        h.store.erase_document(&t, a2.doc_id, erasure_audit()).await.unwrap().expect("erased");
+        assert_eq!(usage(t.clone()).await, 30, "the last holder of aa was erased");
+        h.store.erase_document(&t, a1.doc_id, erasure_audit()).await.unwrap().expect("erased");
+        assert_eq!(usage(t.clone()).await, 30, "b still holds cc");
+
+        h.store.purge_tenant(&t, purge_audit()).await.unwrap();
+        assert_eq!((usage(t.clone()).await, usage(other.clone()).await), (0, 100));
+        create(t.clone(), with("dd", 9)).await;
+        assert_eq!(usage(t).await, 9, "a purged tenant starts again from nothing");
     }
 
     fn erasure_audit() -> frostbyte_core::lifecycle::ErasureAudit {

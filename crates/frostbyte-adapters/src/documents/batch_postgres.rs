@@ -214,9 +214,9 @@ impl BatchStore for PostgresStore {
     }
 
     async fn intake_usage(&self, tenant: &TenantId, since: DateTime<Utc>) -> StoreResult<IntakeUsage> {
+        // Kept by a trigger on `documents` (migration 0016), one row per tenant.
         let raw: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(SUM(size), 0)::BIGINT FROM \
-             (SELECT MAX(size_bytes) AS size FROM documents WHERE tenant_id = $1 GROUP BY raw_sha256) AS distinct_raw",
+            "SELECT COALESCE((SELECT raw_bytes FROM tenant_raw_usage WHERE tenant_id = $1), 0)::BIGINT",
         )
         .bind(tenant.as_str())
         .fetch_one(self.pool())

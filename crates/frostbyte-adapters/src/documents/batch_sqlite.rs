@@ -214,14 +214,13 @@ impl BatchStore for SqliteStore {
     }
 
     async fn intake_usage(&self, tenant: &TenantId, since: DateTime<Utc>) -> StoreResult<IntakeUsage> {
-        let raw: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(SUM(size), 0) FROM \
-             (SELECT MAX(size_bytes) AS size FROM documents WHERE tenant_id = ? GROUP BY raw_sha256)",
-        )
-        .bind(tenant.as_str())
-        .fetch_one(self.pool())
-        .await
-        .map_err(err("documents"))?;
+        // Kept by triggers on `documents` (migration 0016), one row per tenant.
+        let raw: i64 =
+            sqlx::query_scalar("SELECT COALESCE((SELECT raw_bytes FROM tenant_raw_usage WHERE tenant_id = ?), 0)")
+                .bind(tenant.as_str())
+                .fetch_one(self.pool())
+                .await
+                .map_err(err("documents"))?;
         let today: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM documents WHERE tenant_id = ? AND created_at >= ?")
             .bind(tenant.as_str())
             .bind(codec::encode_timestamp(&since))

@@ -256,6 +256,7 @@ pub(crate) async fn purge_tenant(
     let now = frostbyte_core::now();
     let mut tx = store.begin().await?;
     let documents = exec(&mut tx, tenant, "DELETE FROM documents WHERE tenant_id = $1").await?;
+    exec(&mut tx, tenant, "DELETE FROM tenant_raw_usage WHERE tenant_id = $1").await?;
     let tombstones = exec(&mut tx, tenant, "DELETE FROM document_tombstones WHERE tenant_id = $1").await?;
     // Documents first: deleting their rows waits for any guarded chunk swap holding one, so the chunks it
     // committed are visible to (and removed by) the next statement. Keyword entries live in the chunk rows.

@@ -239,6 +239,7 @@ pub(crate) async fn purge_tenant(
     let now = frostbyte_core::now();
     let mut tx = store.begin_write().await?;
     let documents = exec(&mut tx, tenant, "DELETE FROM documents WHERE tenant_id = ?").await?;
+    exec(&mut tx, tenant, "DELETE FROM tenant_raw_usage WHERE tenant_id = ?").await?;
     let tombstones = exec(&mut tx, tenant, "DELETE FROM document_tombstones WHERE tenant_id = ?").await?;
     // Keyword entries first: the FTS5 'delete' command needs the text of the rows it removes.
     exec(
