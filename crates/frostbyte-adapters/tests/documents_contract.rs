@@ -411,9 +411,8 @@ mod lifecycle {
     async fn raw_usage_follows_every_row_that_adds_replaces_or_removes_raw_bytes(h: &Harness) {
         let t = tenant(h, "usage-paths").await;
         let other = tenant(h, "usage-other").await;
-        let usage = |t: TenantId| async move {
-            h.batches().intake_usage(&t, frostbyte_core::now()).await.unwrap().raw_bytes
-        };
+        let usage =
+            |t: TenantId| async move { h.batches().intake_usage(&t, frostbyte_core::now()).await.unwrap().raw_bytes };
         let with = |sha: &str, size: u64| DocumentRecord { raw_sha256: sha.repeat(32), size_bytes: size, ..record() };
         let create = |t: TenantId, doc: DocumentRecord| async move {
             h.store.create_document(&t, &doc, parse_job(&doc), event("DOCUMENT_INGESTED", "a")).await.unwrap();

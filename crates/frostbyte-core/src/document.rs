@@ -20,7 +20,6 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use unicode_segmentation::UnicodeSegmentation;
 
 /// What separates two consecutive blocks in the document text.
 pub const BLOCK_SEPARATOR: &str = "\n\n";
@@ -516,7 +515,7 @@ pub fn char_to_byte(text: &str, index: usize) -> Option<usize> {
 }
 
 fn count_words_in_blocks(blocks: &[Block]) -> usize {
-    blocks.iter().map(|b| b.text().unicode_words().count()).sum()
+    blocks.iter().map(|b| crate::words::count_words(&b.text())).sum()
 }
 
 fn render_table(rows: &[Vec<String>]) -> String {

@@ -30,9 +30,10 @@
 //! documents with the one its config names, and [`check_vectors`] holds every batch to the embedder's contract
 //! before anything is written.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::sync::Arc;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -366,7 +367,8 @@ impl HashEmbedder {
 /// counting sort, linear) and each slot's few features sorted on their own, rather than sorting them all.
 fn accumulate(occurrences: &[(u64, f32)], region: &mut [f32], signed: bool) {
     let size = region.len();
-    let slots: Vec<u32> = occurrences.iter().map(|&(hash, _)| (hash % size as u64) as u32).collect();
+    let modulo = FastMod::new(size as u64);
+    let slots: Vec<u32> = occurrences.iter().map(|&(hash, _)| modulo.rem(hash) as u32).collect();
     let mut starts = vec![0usize; size + 1];
     for &s in &slots {
         starts[s as usize + 1] += 1;
@@ -395,8 +397,37 @@ fn accumulate(occurrences: &[(u64, f32)], region: &mut [f32], signed: bool) {
 }
 
 /// `1 + ln tf`, computed in f64 and rounded once, so a last-bit difference between platforms' `ln` cannot show.
+/// Small counts (nearly all of them) come from a table of the same values.
 fn sublinear_tf(tf: usize) -> f32 {
-    if tf == 1 { 1.0 } else { (1.0 + (tf as f64).ln()) as f32 }
+    static SMALL: LazyLock<[f32; 64]> = LazyLock::new(|| std::array::from_fn(sublinear_tf_exact));
+    SMALL.get(tf).copied().unwrap_or_else(|| sublinear_tf_exact(tf))
+}
+
+fn sublinear_tf_exact(tf: usize) -> f32 {
+    if tf <= 1 { 1.0 } else { (1.0 + (tf as f64).ln()) as f32 }
+}
+
+/// `x % d` for a fixed `d` by two multiplications instead of a division (Lemire, Kaser and Kurz, "Faster
+/// remainder by direct computation", 2019; exact for every 64-bit `x` and `d`): the hash embedder takes one
+/// remainder per feature occurrence.
+#[derive(Debug, Clone, Copy)]
+struct FastMod {
+    m: u128,
+    d: u64,
+}
+
+impl FastMod {
+    fn new(d: u64) -> Self {
+        assert!(d > 0, "remainder by zero");
+        FastMod { m: (u128::MAX / u128::from(d)).wrapping_add(1), d }
+    }
+
+    fn rem(self, x: u64) -> u64 {
+        // The high 64 bits of the 192-bit product (m·x mod 2^128)·d.
+        let low = self.m.wrapping_mul(u128::from(x));
+        let (high, low) = ((low >> 64) as u64, low as u64);
+        ((u128::from(high) * u128::from(self.d) + ((u128::from(low) * u128::from(self.d)) >> 64)) >> 64) as u64
+    }
 }
 
 #[async_trait]
@@ -510,34 +541,42 @@ struct Token {
 
 /// Lowercased words: UAX #29 words that hold a letter or digit, split further at `_` and `.` (identifiers,
 /// dotted names, host names); apostrophes are dropped (`don't` → `dont`, `python's` → `python`); then plural
-/// endings are stemmed.
+/// endings are stemmed. ASCII text (most chunks) takes [`crate::words::AsciiWords`], which finds the same words
+/// without the general segmenter's per-character table lookups.
 fn tokenize(text: &str) -> Vec<Token> {
     let mut out = Vec::new();
-    for word in text.split_word_bounds() {
-        if !word.chars().any(char::is_alphanumeric) {
-            continue;
-        }
-        for part in word.split(['_', '.', '\u{ff0e}']) {
-            let mut token = String::with_capacity(part.len());
-            for c in part.chars() {
-                if c.is_alphanumeric() || is_mark(c) {
-                    token.extend(c.to_lowercase());
-                } else if is_apostrophe(c) {
-                    token.push('\'');
-                }
-            }
-            // A possessive `'s` goes, unless it is all there is.
-            if let Some(base) = token.strip_suffix("'s").filter(|b| b.chars().any(char::is_alphanumeric)) {
-                token.truncate(base.len());
-            }
-            token.retain(|c| c != '\'');
-            if token.chars().any(char::is_alphanumeric) {
-                let stop = is_stop_word(&token);
-                out.push(Token { text: stem(token), stop });
-            }
-        }
+    if text.is_ascii() {
+        crate::words::AsciiWords::new(text).for_each(|word| push_word(word, &mut out));
+    } else {
+        text.split_word_bounds().for_each(|word| push_word(word, &mut out));
     }
     out
+}
+
+/// Adds the tokens of one UAX #29 word (nothing for a segment without a letter or digit).
+fn push_word(word: &str, out: &mut Vec<Token>) {
+    if !word.chars().any(char::is_alphanumeric) {
+        return;
+    }
+    for part in word.split(['_', '.', '\u{ff0e}']) {
+        let mut token = String::with_capacity(part.len());
+        for c in part.chars() {
+            if c.is_alphanumeric() || is_mark(c) {
+                token.extend(c.to_lowercase());
+            } else if is_apostrophe(c) {
+                token.push('\'');
+            }
+        }
+        // A possessive `'s` goes, unless it is all there is.
+        if let Some(base) = token.strip_suffix("'s").filter(|b| b.chars().any(char::is_alphanumeric)) {
+            token.truncate(base.len());
+        }
+        token.retain(|c| c != '\'');
+        if token.chars().any(char::is_alphanumeric) {
+            let stop = is_stop_word(&token);
+            out.push(Token { text: stem(token), stop });
+        }
+    }
 }
 
 fn is_apostrophe(c: char) -> bool {
@@ -581,10 +620,29 @@ fn stem(mut word: String) -> String {
 /// Common English function words (matched before stemming). They still count, at a tenth, so a text made only
 /// of them embeds.
 fn is_stop_word(word: &str) -> bool {
-    STOP_WORDS.binary_search(&word).is_ok()
+    static SET: LazyLock<HashSet<&str, BuildHasherDefault<FnvHasher>>> =
+        LazyLock::new(|| STOP_WORDS.iter().copied().collect());
+    word.len() <= STOP_WORD_MAX_LEN && SET.contains(word)
 }
 
-/// Sorted, for binary search.
+/// The longest stop word's length: longer words are not looked up.
+const STOP_WORD_MAX_LEN: usize = 10;
+
+/// FNV-1a as a [`Hasher`], for the stop-word set: short keys, no need for a seeded hash.
+#[derive(Default)]
+struct FnvHasher(u64);
+
+impl Hasher for FnvHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = fnv_extend(if self.0 == 0 { FNV_OFFSET } else { self.0 }, bytes);
+    }
+}
+
+/// Sorted.
 const STOP_WORDS: &[&str] = &[
     "a",
     "about",
@@ -934,7 +992,58 @@ mod tests {
         assert!(!EmbedError::DimensionMismatch { expected: 1, got: 2 }.is_retryable());
     }
 
+    /// What [`tokenize`] gives when every text takes the general UAX #29 segmenter.
+    fn tokenize_by_segmenter(text: &str) -> Vec<(String, bool)> {
+        let mut out = Vec::new();
+        text.split_word_bounds().for_each(|word| push_word(word, &mut out));
+        out.into_iter().map(|t| (t.text, t.stop)).collect()
+    }
+
+    fn tokens_with_stops(text: &str) -> Vec<(String, bool)> {
+        tokenize(text).into_iter().map(|t| (t.text, t.stop)).collect()
+    }
+
+    #[test]
+    fn the_ascii_path_tokenizes_like_the_segmenter_on_prose() {
+        for text in [
+            "The interpreter's garbage collector; does it free cycles? x_y.z https://example.com/a?b=c.",
+            "PEP 8: 4 spaces, 79 chars; v3.11.2 (2023-02-08) __init__.py can't won't O'Neil's",
+        ] {
+            assert_eq!(tokens_with_stops(text), tokenize_by_segmenter(text), "{text}");
+        }
+    }
+
+    #[test]
+    fn the_stop_word_set_holds_exactly_the_list() {
+        assert!(STOP_WORDS.iter().all(|w| is_stop_word(w) && w.len() <= STOP_WORD_MAX_LEN));
+        for word in ["python", "thee", "", "themselvess", "ab", "A", "The"] {
+            assert!(!is_stop_word(word), "{word}");
+        }
+    }
+
+    #[test]
+    fn fast_remainders_equal_division() {
+        for d in [1u64, 2, 3, 7, 8, 48, 144, 192, 1000, 65_536, u64::MAX] {
+            let m = FastMod::new(d);
+            for x in [0u64, 1, d - 1, d, d.wrapping_add(1), u64::MAX, u64::MAX - 1, 0x8000_0000_0000_0000] {
+                assert_eq!(m.rem(x), x % d, "{x} % {d}");
+            }
+        }
+        assert_eq!((1..64).map(sublinear_tf).collect::<Vec<_>>(), (1..64).map(sublinear_tf_exact).collect::<Vec<_>>());
+        assert_eq!(sublinear_tf(1000), sublinear_tf_exact(1000));
+    }
+
     proptest! {
+        #[test]
+        fn the_ascii_path_tokenizes_like_the_segmenter(text in "[a-e0-3A_:.,;' \t\r\n\"/()?!@#=+-]{0,60}") {
+            prop_assert_eq!(tokens_with_stops(&text), tokenize_by_segmenter(&text));
+        }
+
+        #[test]
+        fn fast_remainders_equal_division_everywhere(x in any::<u64>(), d in 1u64..=65_536) {
+            prop_assert_eq!(FastMod::new(d).rem(x), x % d);
+        }
+
         #[test]
         fn any_text_with_a_letter_or_digit_embeds_to_a_unit_vector(text in "\\PC{0,40}", dim in 8usize..64) {
             let e = HashEmbedder::new(dim).unwrap();

@@ -27,6 +27,7 @@ pub mod search;
 pub mod service;
 pub mod signals;
 pub mod tenant;
+pub mod words;
 
 pub use error::{StoreError, StoreResult};
 pub use ids::TenantId;

@@ -219,8 +219,21 @@ impl Folder {
 static LETTER_SPACED: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\b\w(?:[ ._*-]\w\b){2,}").expect("built-in pattern compiles"));
 
-/// Prepares text for scoring; see the module docs.
-pub fn normalize(text: &str) -> Normalized {
+/// Steps 1 and 2 of [`normalize`]: the text without invisible characters, folded to lower-case Latin, and
+/// what that took.
+struct Folded {
+    text: String,
+    zero_width_removed: usize,
+    confusables_mapped: usize,
+    evidence: usize,
+}
+
+/// [`fold`] for ASCII text, which holds no invisible character, tag, mark or look-alike: just lower case.
+fn fold_ascii(text: &str) -> Folded {
+    Folded { text: text.to_ascii_lowercase(), zero_width_removed: 0, confusables_mapped: 0, evidence: 0 }
+}
+
+fn fold(text: &str) -> Folded {
     // 1. Invisible characters out (counted), tag characters decoded.
     let mut zero_width_removed = 0;
     let mut evidence = 0;
@@ -281,6 +294,13 @@ pub fn normalize(text: &str) -> Normalized {
     evidence += folding_evidence;
     // Recompose what decomposition split without marks (Hangul syllables); ASCII needs no pass.
     let folded: String = if folded.is_ascii() { folded } else { folded.nfc().collect() };
+    Folded { text: folded, zero_width_removed, confusables_mapped, evidence }
+}
+
+/// Prepares text for scoring; see the module docs.
+pub fn normalize(text: &str) -> Normalized {
+    let Folded { text: folded, zero_width_removed, confusables_mapped, evidence } =
+        if text.is_ascii() { fold_ascii(text) } else { fold(text) };
 
     // 3. Letter-spaced words joined.
     let joined = LETTER_SPACED.replace_all(&folded, |caps: &regex::Captures<'_>| {
@@ -635,6 +655,16 @@ mod tests {
         fn score_is_bounded_and_never_panics(text in "\\PC{0,300}") {
             let s = score(&text);
             prop_assert!((0.0..=1.0).contains(&s.score));
+        }
+
+        #[test]
+        fn ascii_text_folds_like_any_other(text in "[ -~\t\n]{0,200}") {
+            let (fast, general) = (fold_ascii(&text), fold(&text));
+            prop_assert_eq!(&fast.text, &general.text);
+            prop_assert_eq!(
+                (fast.zero_width_removed, fast.confusables_mapped, fast.evidence),
+                (general.zero_width_removed, general.confusables_mapped, general.evidence)
+            );
         }
 
         #[test]
