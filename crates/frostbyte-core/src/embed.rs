@@ -30,9 +30,8 @@
 //! documents with the one its config names, and [`check_vectors`] holds every batch to the embedder's contract
 //! before anything is written.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -620,27 +619,12 @@ fn stem(mut word: String) -> String {
 /// Common English function words (matched before stemming). They still count, at a tenth, so a text made only
 /// of them embeds.
 fn is_stop_word(word: &str) -> bool {
-    static SET: LazyLock<HashSet<&str, BuildHasherDefault<FnvHasher>>> =
-        LazyLock::new(|| STOP_WORDS.iter().copied().collect());
+    static SET: LazyLock<foldhash::HashSet<&str>> = LazyLock::new(|| STOP_WORDS.iter().copied().collect());
     word.len() <= STOP_WORD_MAX_LEN && SET.contains(word)
 }
 
 /// The longest stop word's length: longer words are not looked up.
 const STOP_WORD_MAX_LEN: usize = 10;
-
-/// FNV-1a as a [`Hasher`], for the stop-word set: short keys, no need for a seeded hash.
-#[derive(Default)]
-struct FnvHasher(u64);
-
-impl Hasher for FnvHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        self.0 = fnv_extend(if self.0 == 0 { FNV_OFFSET } else { self.0 }, bytes);
-    }
-}
 
 /// Sorted.
 const STOP_WORDS: &[&str] = &[

@@ -87,9 +87,11 @@ use crate::http::AppState;
 /// The actor of pipeline audit events.
 const ACTOR: &str = "system:pipeline";
 
-/// The cores this process may use.
+/// The cores this process may use, read once: `available_parallelism` reads the cgroup CPU quota files on every
+/// call, and every batch asks.
 fn cores() -> usize {
-    std::thread::available_parallelism().map_or(2, usize::from)
+    static CORES: LazyLock<usize> = LazyLock::new(|| std::thread::available_parallelism().map_or(2, usize::from));
+    *CORES
 }
 
 /// CPU-bound stage work (parsing, JSON, policy, chunking, local embedding) in flight in this process, across all
