@@ -298,6 +298,30 @@ impl StageWrite {
         self
     }
 
+    /// This write followed by `next`, a later stage of the same document and generation, as one write: both
+    /// stages' statuses, the lineage of both, the later document status, error code, next job and chunks where
+    /// it sets them, the audit events of this write and then of `next`. The job completed is this write's (a
+    /// worker that ran both stages for one job). The two must set different stages.
+    pub fn then(mut self, next: StageWrite) -> Self {
+        debug_assert_eq!((self.doc_id, self.generation), (next.doc_id, next.generation), "one document's stages");
+        let StageWrite { update, next_job, mut audit, chunks, .. } = next;
+        let first = &mut self.update;
+        debug_assert!(update.completes_job.is_none() || update.completes_job == first.completes_job);
+        first.also.push((first.stage, first.status));
+        first.also.push((update.stage, update.status));
+        first.also.extend(update.also);
+        // The later stage leads: it is the transition the write announces.
+        first.stage = update.stage;
+        first.status = update.status;
+        first.document_status = update.document_status.or(first.document_status);
+        first.lineage.extend(update.lineage);
+        first.error_code = update.error_code.or(first.error_code.take());
+        self.next_job = next_job;
+        self.audit.append(&mut audit);
+        self.chunks = chunks.or(self.chunks);
+        self
+    }
+
     /// About how many bytes the write holds in memory: its chunks' text and vectors, their per-chunk fields, and
     /// a fixed share for the row update and events. What a batch of writes is bounded by.
     pub fn weight(&self) -> usize {
@@ -465,6 +489,81 @@ mod tests {
         assert!(bare.weight() < small.weight() && small.weight() < large.weight());
         // Text and vectors of every chunk are counted in full.
         assert!(large.weight() >= 100 * (10_000 + 384 * 4), "{}", large.weight());
+    }
+
+    #[test]
+    fn chained_writes_apply_as_the_stages_would_one_after_the_other() {
+        let (doc_id, job) = (Uuid::now_v7(), Uuid::now_v7());
+        let audit = |kind: &str| NewAuditEvent::new(kind, "t", "document", "d", serde_json::json!({}));
+        let next = |stage| crate::lifecycle::stage_job(stage, doc_id, 1);
+        let parsed = StageWrite::new(
+            doc_id,
+            1,
+            StageUpdate::new(PipelineStage::Parse, StageStatus::Done)
+                .lineage("pages", 1)
+                .lineage("parser_version", "text@1")
+                .completes_job(job, "w"),
+            audit("DOCUMENT_PARSED"),
+        )
+        .next_job(Some(next(crate::queue::Stage::Policy)));
+        let blocked = StageWrite::new(
+            doc_id,
+            1,
+            StageUpdate::new(PipelineStage::Policy, StageStatus::Done)
+                .also(PipelineStage::Embed, StageStatus::Skipped)
+                .also(PipelineStage::Index, StageStatus::Skipped)
+                .document_status(DocumentStatus::Quarantined)
+                .lineage("pages", 2)
+                .completes_job(job, "w"),
+            audit("POLICY_GATE_FAILED"),
+        )
+        .finding(audit("PII_DETECTED"));
+
+        let chained = parsed.clone().then(blocked.clone());
+        assert_eq!(chained.next_job, None, "the later stage queues nothing");
+        assert_eq!(chained.update.completes_job, Some((job, "w".to_owned())));
+        let kinds: Vec<&str> = chained.audit.iter().map(|e| e.event_type.as_str()).collect();
+        assert_eq!(kinds, ["DOCUMENT_PARSED", "PII_DETECTED", "POLICY_GATE_FAILED"]);
+        assert_eq!(chained.update.stage, PipelineStage::Policy, "the later transition leads");
+
+        // Applied at once, the record ends where the two writes applied in turn leave it.
+        let record = || DocumentRecord {
+            doc_id,
+            receipt_id: Uuid::nil(),
+            original_filename: "a.txt".into(),
+            mime_type: "text/plain".into(),
+            size_bytes: 1,
+            raw_sha256: String::new(),
+            metadata: serde_json::json!({}),
+            collection: None,
+            status: DocumentStatus::Processing,
+            stages: DocumentStages::received(),
+            lineage: Map::new(),
+            error_code: None,
+            created_at: crate::now(),
+            updated_at: crate::now(),
+        };
+        let now = crate::now();
+        let (mut once, mut twice) = (record(), record());
+        chained.update.apply_to(&mut once, now);
+        parsed.update.apply_to(&mut twice, now);
+        blocked.update.apply_to(&mut twice, now);
+        assert_eq!(once, twice);
+        assert_eq!(once.status, DocumentStatus::Quarantined);
+        assert_eq!(once.lineage["pages"], 2, "later lineage wins");
+        assert_eq!(once.lineage["parser_version"], "text@1");
+        assert_eq!(once.stages.get(PipelineStage::Parse), StageStatus::Done);
+        assert_eq!(once.stages.get(PipelineStage::Index), StageStatus::Skipped);
+
+        // A later write that queues a job keeps it.
+        let policed = StageWrite::new(
+            doc_id,
+            1,
+            StageUpdate::new(PipelineStage::Policy, StageStatus::Done),
+            audit("POLICY_GATE_PASSED"),
+        )
+        .next_job(Some(next(crate::queue::Stage::Index)));
+        assert_eq!(parsed.then(policed).next_job, Some(next(crate::queue::Stage::Index)));
     }
 
     #[test]

@@ -21,6 +21,14 @@
 //! index hash ([`index_hash`]: the rows as written). Stages hash the bytes they read, so a blob changed between
 //! stages shows as a broken link.
 //!
+//! **Chains.** A parse job does not stop at parsing: [`Pipeline::parse_onward`] runs policy on the canonical
+//! document it holds, then the index stage on the policed document, and commits all three stages as one write
+//! ([`StageWrite::then`]): their transitions, each stage's `DOCUMENT_STAGE_STARTED` and closing events in order,
+//! the chunks and the job's completion. Both JSON blobs are still written, so the hash chain and exports are
+//! those of separate stages. A chained stage that fails ends the chain without being recorded: the stages before
+//! it commit with its job queued, and that job runs it again, with its own retries and dead-lettering. With
+//! [`Pipeline::chain`] off every stage waits for its own job.
+//!
 //! **Batches.** [`Pipeline::try_run_one`] claims up to [`Pipeline::batch`] jobs with [`JobQueue::claim_batch`]:
 //! one tenant's, of one stage. The jobs are admitted with one read of their documents (each live at its job's
 //! generation and not quarantined), the admitted ones are marked `running` (`DOCUMENT_STAGE_STARTED`) in one
@@ -147,6 +155,9 @@ pub struct Pipeline {
     pub heartbeat: Option<Duration>,
     /// The most jobs claimed and run together (one tenant, one stage; their writes commit together).
     pub batch: usize,
+    /// Whether a parse job takes its document on through policy and index in the same run (see the module
+    /// docs' chains). Off, every stage waits for its own job.
+    pub chain: bool,
 }
 
 /// How a failed stage should be handled.
@@ -318,6 +329,7 @@ impl Pipeline {
             chunking: ChunkConfig::default(),
             heartbeat: None,
             batch: 1,
+            chain: true,
         }
     }
 
@@ -439,7 +451,7 @@ impl Pipeline {
             return outcomes;
         }
         let config = match stage {
-            Stage::Parse => None,
+            Stage::Parse if !self.chain => None,
             _ => match self.config(&tenant).await {
                 Ok(config) => Some(config),
                 Err(e) => {
@@ -581,25 +593,75 @@ impl Pipeline {
     /// Marks the job's first stage `running` (and the document `processing` again, for a job retried from the
     /// dead-letter list).
     fn running_write(&self, a: &Admitted) -> Prepared {
-        let stage = first_stage_of(a.job.stage);
-        let update = StageUpdate::new(stage, StageStatus::Running).document_status(DocumentStatus::Processing);
+        let (update, audit) = self.started(a, first_stage_of(a.job.stage));
+        let update = update.document_status(DocumentStatus::Processing);
+        Prepared::new(&a.job.tenant_id, StageWrite::new(a.doc_id, a.generation, update, audit))
+    }
+
+    /// A stage of the job's document starting: its `running` transition and `DOCUMENT_STAGE_STARTED` event.
+    fn started(&self, a: &Admitted, stage: PipelineStage) -> (StageUpdate, NewAuditEvent) {
+        let update = StageUpdate::new(stage, StageStatus::Running);
         let audit = event(
             "DOCUMENT_STAGE_STARTED",
             a.doc_id,
             json!({"component": stage.as_str(), "status": "running", "attempt": a.job.attempts,
                    "job_id": a.job.job_id.to_string()}),
         );
-        Prepared::new(&a.job.tenant_id, StageWrite::new(a.doc_id, a.generation, update, audit))
+        (update, audit)
     }
 
-    /// Runs the stage of one admitted job, up to (not including) its commit.
+    /// Runs the stage of one admitted job, up to (not including) its commit; a parse job goes on as far as its
+    /// chain reaches ([`Pipeline::parse_onward`]).
     async fn prepare(&self, stage: Stage, a: &Admitted, config: Option<&TenantConfig>) -> Result<Prepared, StageError> {
+        let tenant = &a.job.tenant_id;
         match (stage, config) {
-            (Stage::Parse, _) => self.parse(a).await,
-            (Stage::Policy, Some(config)) => self.policy(a, config).await,
-            (Stage::Index, Some(config)) => self.index(a, config).await,
+            (Stage::Parse, Some(config)) if self.chain => self.parse_onward(a, config).await,
+            (Stage::Parse, _) => self.parse(a).await.map(|(prepared, _)| prepared),
+            (Stage::Policy, Some(config)) => {
+                let canonical = self.load_json(tenant, &canonical_key(&a.doc_id, a.generation)).await?;
+                self.policy(a, config, canonical).await.map(|(prepared, _)| prepared)
+            }
+            (Stage::Index, Some(config)) => {
+                let policed = self.load_json(tenant, &policed_key(&a.doc_id, a.generation)).await?;
+                self.index(a, config, policed).await
+            }
             (other, _) => Err(StageError::dead_letter("UNSUPPORTED_STAGE", format!("no worker for stage {other}"))),
         }
+    }
+
+    /// A parse job's chain: parse, then policy on the canonical document in memory, then index on the policed
+    /// one, all committed as one write ([`StageWrite::then`]). A later stage that fails is not recorded here:
+    /// the chain commits the stages before it, with the failing stage's job queued as usual, and that job runs
+    /// it again under its own retry schedule, so a failure is handled exactly as without the chain.
+    async fn parse_onward(&self, a: &Admitted, config: &TenantConfig) -> Result<Prepared, StageError> {
+        let (parsed, canonical) = self.parse(a).await?;
+        let (policed, passed) = match self.policy(a, config, canonical).await {
+            Ok(done) => done,
+            Err(e) => return Ok(self.chain_stops(a, Stage::Policy, &e, parsed)),
+        };
+        let chained = parsed.then(self.announced(a, PipelineStage::Policy, policed));
+        let Some(passed) = passed else { return Ok(chained) };
+        match self.index(a, config, passed).await {
+            Ok(indexed) => Ok(chained.then(self.announced(a, first_stage_of(Stage::Index), indexed))),
+            Err(e) => Ok(self.chain_stops(a, Stage::Index, &e, chained)),
+        }
+    }
+
+    /// `prepared` with the `DOCUMENT_STAGE_STARTED` of its stage before its own events.
+    fn announced(&self, a: &Admitted, stage: PipelineStage, mut prepared: Prepared) -> Prepared {
+        let (update, audit) = self.started(a, stage);
+        prepared.events.insert(0, stage_event(&a.job.tenant_id, a.doc_id, &update, &audit));
+        prepared.write.audit.insert(0, audit);
+        prepared
+    }
+
+    /// A chain that ends before `stage` because it failed: what ran before commits, and `stage` is left to its own
+    /// job, already queued by `done`.
+    fn chain_stops(&self, a: &Admitted, stage: Stage, failure: &StageError, done: Prepared) -> Prepared {
+        tracing::debug!(tenant = %a.job.tenant_id, doc_id = %a.doc_id, stage = stage.as_str(),
+            code = %failure.error.code, "chained stage failed; left to its own job");
+        debug_assert!(done.write.next_job.as_ref().is_some_and(|job| job.stage == stage));
+        done
     }
 
     /// Applies a batch of prepared writes in one transaction, publishing each written one's events. A write the
@@ -753,7 +815,8 @@ impl Pipeline {
         self.blobs.put(tenant, key, Bytes::from(bytes)).await.map_err(blob_err)
     }
 
-    async fn parse(&self, a: &Admitted) -> Result<Prepared, StageError> {
+    /// Parses the raw bytes; the write and the canonical document with the sha256 of its JSON as stored.
+    async fn parse(&self, a: &Admitted) -> Result<(Prepared, (CanonicalDocument, String)), StageError> {
         let started = std::time::Instant::now();
         let (tenant, doc_id, generation, doc) = (&a.job.tenant_id, a.doc_id, a.generation, &a.doc);
         let raw = self.blobs.get(tenant, &raw_blob_key(&doc.raw_sha256)).await.map_err(blob_err)?;
@@ -787,16 +850,23 @@ impl Pipeline {
         );
         let update = StageUpdate::new(PipelineStage::Parse, StageStatus::Done)
             .lineage("parser_version", parser_version)
-            .lineage("canonical_sha256", output_hash)
+            .lineage("canonical_sha256", output_hash.clone())
             .lineage("pages", canonical.pages.len())
             .completes_job(a.job.job_id, self.claim.worker_id.clone());
-        Ok(Prepared::new(tenant, StageWrite::new(doc_id, generation, update, audit).next_job(Some(next))))
+        let prepared = Prepared::new(tenant, StageWrite::new(doc_id, generation, update, audit).next_job(Some(next)));
+        Ok((prepared, (canonical, output_hash)))
     }
 
-    async fn policy(&self, a: &Admitted, config: &TenantConfig) -> Result<Prepared, StageError> {
+    /// Screens the canonical document (and the sha256 of its JSON); the write and, when the document passed,
+    /// the policed document with the sha256 of its JSON as stored.
+    async fn policy(
+        &self,
+        a: &Admitted,
+        config: &TenantConfig,
+        (canonical, input_hash): (CanonicalDocument, String),
+    ) -> Result<(Prepared, Option<(CanonicalDocument, String)>), StageError> {
         let started = std::time::Instant::now();
         let (tenant, doc_id, generation) = (&a.job.tenant_id, a.doc_id, a.generation);
-        let (canonical, input_hash) = self.load_json(tenant, &canonical_key(&doc_id, generation)).await?;
         let owned = config.clone();
         let policed = on_cpu(move || {
             let policed = police(&canonical, &owned)
@@ -807,7 +877,7 @@ impl Pipeline {
         })
         .await
         .map_err(|_| StageError::retryable("POLICY_ERROR", "the policy task panicked or was cancelled"))?;
-        let (Policed { blocked, redacted_blocks, pii, policy_version, classification, .. }, encoded) = policed?;
+        let (Policed { document, blocked, redacted_blocks, pii, policy_version, classification }, encoded) = policed?;
         let pii_total: usize = pii.values().sum();
         let action = serde_json::to_value(config.pii_policy).unwrap_or(Value::Null);
         let update = StageUpdate::new(PipelineStage::Policy, StageStatus::Done)
@@ -822,7 +892,7 @@ impl Pipeline {
             event("PII_DETECTED", doc_id, details)
         });
         // The policed bytes exist exactly when the document passed (see above).
-        let (write, next) = match encoded {
+        let (write, next, passed) = match encoded {
             None => {
                 let update = update
                     .also(PipelineStage::Embed, StageStatus::Skipped)
@@ -832,7 +902,8 @@ impl Pipeline {
                     "input_hash": input_hash, "policy_version": policy_version, "pii_detected": pii_total,
                     "classification": classification, "duration_ms": duration_ms});
                 tracing::info!(tenant = %tenant, doc_id = %doc_id, "document quarantined by policy");
-                (StageWrite::new(doc_id, generation, update, event("POLICY_GATE_FAILED", doc_id, details)), None)
+                let write = StageWrite::new(doc_id, generation, update, event("POLICY_GATE_FAILED", doc_id, details));
+                (write, None, None)
             }
             Some((bytes, output_hash)) => {
                 self.save_json(tenant, &policed_key(&doc_id, generation), bytes).await?;
@@ -840,16 +911,16 @@ impl Pipeline {
                     "output_hash": output_hash, "policy_version": policy_version, "pii_detected": pii_total,
                     "redacted_blocks": redacted_blocks, "classification": classification,
                     "duration_ms": duration_ms});
-                let update = update.lineage("policed_sha256", output_hash);
+                let update = update.lineage("policed_sha256", output_hash.clone());
                 let write = StageWrite::new(doc_id, generation, update, event("POLICY_GATE_PASSED", doc_id, details));
-                (write, Some(stage_job(Stage::Index, doc_id, generation)))
+                (write, Some(stage_job(Stage::Index, doc_id, generation)), Some((document, output_hash)))
             }
         };
         let write = match finding {
             Some(finding) => write.finding(finding),
             None => write,
         };
-        Ok(Prepared::new(tenant, write.next_job(next)))
+        Ok((Prepared::new(tenant, write.next_job(next)), passed))
     }
 
     /// The tenant's embedder, by its `embedding_model`.
@@ -885,11 +956,15 @@ impl Pipeline {
 
     /// Chunks, embeds and indexes: the chunks, the `DOCUMENT_EMBEDDED` and `INDEX_WRITTEN` events and the
     /// document's `embed` and `index` stages commit in one write.
-    async fn index(&self, a: &Admitted, config: &TenantConfig) -> Result<Prepared, StageError> {
+    async fn index(
+        &self,
+        a: &Admitted,
+        config: &TenantConfig,
+        (policed, input_hash): (CanonicalDocument, String),
+    ) -> Result<Prepared, StageError> {
         let started = std::time::Instant::now();
         let (tenant, doc_id, generation, doc) = (&a.job.tenant_id, a.doc_id, a.generation, &a.doc);
         let embedder = self.embedder_for(config)?;
-        let (policed, input_hash) = self.load_json(tenant, &policed_key(&doc_id, generation)).await?;
         let (chunking, owned) = (self.chunking.clone(), config.clone());
         let assessed = on_cpu(move || {
             let chunks = chunk_document(&policed, &chunking)
@@ -1047,6 +1122,13 @@ impl Prepared {
             None => Vec::new(),
         };
         Prepared { write, events }
+    }
+
+    /// This stage's outcome followed by the next stage's, as one write ([`StageWrite::then`]).
+    fn then(mut self, mut next: Prepared) -> Self {
+        self.write = self.write.then(next.write);
+        self.events.append(&mut next.events);
+        self
     }
 }
 

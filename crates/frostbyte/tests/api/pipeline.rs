@@ -81,7 +81,7 @@ async fn markdown_upload_is_parsed_policed_and_indexed_without_the_ssn() {
     assert_eq!(receipt.data()["stages"]["intake"], json!("done"));
     assert_eq!(receipt.data()["stages"]["parse"], json!("pending"));
 
-    assert_eq!(drain(&pipeline(&app)).await, 3, "parse, policy, index");
+    assert_eq!(drain(&pipeline(&app)).await, 1, "one job: parse, then policy and index on what it parsed");
 
     let d = app.get(&format!("/api/v1/query/acme/document/{doc_id}"), Some(&t.key)).await;
     d.expect(200);

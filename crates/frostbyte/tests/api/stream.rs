@@ -213,7 +213,7 @@ async fn a_blocked_document_fails_the_policy_gate_and_the_chain_stops_there() {
     let t = app.tenant("acme").await;
     app.patch_tenant("acme", &json!({"config": {"pii_policy": "block"}})).await.expect(200);
     let doc_id = upload(&app, &t.key, "acme", "operations").await;
-    assert_eq!(drain(&app.pipeline("w1")).await, 2, "parse and policy; nothing after the gate");
+    assert_eq!(drain(&app.pipeline("w1")).await, 1, "parse and policy; nothing after the gate");
     let events = chain(&app, &t.key, &doc_id).await;
     let parsed = of_type(&events, "DOCUMENT_PARSED");
     let failed = of_type(&events, "POLICY_GATE_FAILED");
