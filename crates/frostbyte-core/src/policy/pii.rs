@@ -190,24 +190,60 @@ static PASSPORT_TOKEN: LazyLock<Regex> = LazyLock::new(|| re(r"\b[A-Z0-9]{6,9}\b
 
 /// Finds PII of the given types. See the module docs for the contract.
 pub fn detect(text: &str, types: &[PiiType]) -> Vec<PiiMatch> {
+    let present = Present::scan(text);
     let mut candidates = Vec::new();
     for t in PiiType::ALL {
-        if !types.contains(&t) {
+        if !types.contains(&t) || !present.may_hold(t) {
             continue;
         }
-        match t {
-            PiiType::Email => detect_email(text, &mut candidates),
-            PiiType::Phone => detect_phone(text, &mut candidates),
-            PiiType::Ssn => detect_ssn(text, &mut candidates),
-            PiiType::CreditCard => detect_card(text, &mut candidates),
-            PiiType::Iban => detect_iban(text, &mut candidates),
-            PiiType::IpAddress => detect_ip(text, &mut candidates),
-            PiiType::Dob => detect_dob(text, &mut candidates),
-            PiiType::MedicalRecord => detect_mrn(text, &mut candidates),
-            PiiType::Passport => detect_passport(text, &mut candidates),
-        }
+        run_detector(t, text, &mut candidates);
     }
     resolve_overlaps(candidates)
+}
+
+/// The bytes a text holds that PII detectors need (see [`Present::may_hold`]), from one pass over it.
+#[derive(Debug, Clone, Copy)]
+struct Present {
+    digit: bool,
+    at: bool,
+    colons: usize,
+}
+
+impl Present {
+    fn scan(text: &str) -> Self {
+        let bytes = text.as_bytes();
+        Present {
+            digit: bytes.iter().any(u8::is_ascii_digit),
+            at: bytes.contains(&b'@'),
+            colons: bytes.iter().filter(|&&b| b == b':').take(2).count(),
+        }
+    }
+
+    /// Whether a text with these bytes can hold a match of `t` at all. Every match of every detector but e-mail
+    /// and IPv6 contains an ASCII digit (their patterns' `[0-9]`, or a digit check on the token: passports);
+    /// an e-mail address contains `@`, an IPv6 address two `:`. Most prose has none of these, so its detectors'
+    /// regexes are not run. Property-tested against running every detector.
+    fn may_hold(self, t: PiiType) -> bool {
+        match t {
+            PiiType::Email => self.at,
+            PiiType::IpAddress => self.digit || self.colons >= 2,
+            _ => self.digit,
+        }
+    }
+}
+
+fn run_detector(t: PiiType, text: &str, candidates: &mut Vec<PiiMatch>) {
+    match t {
+        PiiType::Email => detect_email(text, candidates),
+        PiiType::Phone => detect_phone(text, candidates),
+        PiiType::Ssn => detect_ssn(text, candidates),
+        PiiType::CreditCard => detect_card(text, candidates),
+        PiiType::Iban => detect_iban(text, candidates),
+        PiiType::IpAddress => detect_ip(text, candidates),
+        PiiType::Dob => detect_dob(text, candidates),
+        PiiType::MedicalRecord => detect_mrn(text, candidates),
+        PiiType::Passport => detect_passport(text, candidates),
+    }
 }
 
 /// Replaces each match with `[REDACTED:TYPE]`. Matches may come in any order; overlapping parts are redacted once,
@@ -984,6 +1020,21 @@ mod tests {
             let json = serde_json::to_string(&summary).unwrap();
             for m in detect(&text, &PiiType::ALL) {
                 prop_assert!(!json.contains(&text[m.start..m.end]));
+            }
+        }
+
+        #[test]
+        fn detectors_skipped_for_missing_bytes_would_have_found_nothing(
+            parts in proptest::collection::vec(prop_oneof![fragment(), "[a-zA-Z@:.+ -]{1,12}".prop_map(String::from)], 0..24)
+        ) {
+            let text = parts.join(" ");
+            let present = Present::scan(&text);
+            for t in PiiType::ALL {
+                if !present.may_hold(t) {
+                    let mut found = Vec::new();
+                    run_detector(t, &text, &mut found);
+                    prop_assert!(found.is_empty(), "{t:?} in {text:?}");
+                }
             }
         }
 
