@@ -364,6 +364,15 @@ pub trait DocumentStore: Send + Sync + 'static {
         doc: &DocumentRecord,
         first_job: NewJob,
         audit: NewAuditEvent,
+    ) -> StoreResult<()> {
+        self.create_documents(tenant, vec![(doc.clone(), first_job, audit)]).await
+    }
+    /// [`DocumentStore::create_document`] for several documents in one transaction: all of them or, on any error,
+    /// none. Their audit events are appended in order.
+    async fn create_documents(
+        &self,
+        tenant: &TenantId,
+        documents: Vec<(DocumentRecord, NewJob, NewAuditEvent)>,
     ) -> StoreResult<()>;
     async fn get_document(&self, tenant: &TenantId, doc_id: Uuid) -> StoreResult<Option<DocumentRecord>>;
     async fn get_by_receipt(&self, tenant: &TenantId, receipt_id: Uuid) -> StoreResult<Option<DocumentRecord>>;
@@ -527,6 +536,7 @@ mod tests {
         assert_eq!(chained.update.stage, PipelineStage::Policy, "the later transition leads");
 
         // Applied at once, the record ends where the two writes applied in turn leave it.
+        let now = crate::now();
         let record = || DocumentRecord {
             doc_id,
             receipt_id: Uuid::nil(),
@@ -540,10 +550,9 @@ mod tests {
             stages: DocumentStages::received(),
             lineage: Map::new(),
             error_code: None,
-            created_at: crate::now(),
-            updated_at: crate::now(),
+            created_at: now,
+            updated_at: now,
         };
-        let now = crate::now();
         let (mut once, mut twice) = (record(), record());
         chained.update.apply_to(&mut once, now);
         parsed.update.apply_to(&mut twice, now);
