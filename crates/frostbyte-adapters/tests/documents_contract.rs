@@ -20,6 +20,7 @@ contract_tests!(
     create_writes_document_job_and_audit_together,
     unknown_tenant_writes_nothing,
     duplicate_ids_are_rejected_atomically,
+    several_documents_are_created_all_or_none,
     update_stage_moves_on_with_its_job,
     other_tenants_documents_are_invisible,
     find_by_filename_returns_the_newest_document_within_the_tenant,
@@ -109,6 +110,43 @@ async fn duplicate_ids_are_rejected_atomically(h: &Harness) {
     assert!(matches!(e, StoreError::AlreadyExists { .. }), "{e:?}");
     assert_eq!(audit_count(h, &t).await, before, "no audit event for a write that did not happen");
     assert_eq!(h.store.get_by_receipt(&t, again.receipt_id).await.unwrap(), None);
+}
+
+async fn several_documents_are_created_all_or_none(h: &Harness) {
+    let t = tenant(h, "group").await;
+    let before = audit_count(h, &t).await;
+    let docs: Vec<DocumentRecord> = (0..3).map(|_| record()).collect();
+    let group = |docs: &[DocumentRecord]| -> Vec<_> {
+        docs.iter().map(|d| (d.clone(), parse_job(d), event("DOCUMENT_INGESTED", &d.doc_id.to_string()))).collect()
+    };
+    h.store.create_documents(&t, group(&docs)).await.unwrap();
+    for doc in &docs {
+        assert_eq!(h.store.get_document(&t, doc.doc_id).await.unwrap().as_ref(), Some(doc));
+    }
+    assert_eq!(audit_count(h, &t).await, before + 3, "one event per document, chained in order");
+    let events = h.store.audit_after(&t, i64::try_from(before).unwrap(), 10).await.unwrap();
+    let resources: Vec<String> = events.iter().map(|e| e.resource_id.clone()).collect();
+    assert_eq!(resources, docs.iter().map(|d| d.doc_id.to_string()).collect::<Vec<_>>());
+    let mut claimed = Vec::new();
+    while let Some(job) = claim(h).await {
+        claimed.push(job.resource_id);
+    }
+    claimed.sort();
+    let mut expected: Vec<String> = docs.iter().map(|d| d.doc_id.to_string()).collect();
+    expected.sort();
+    assert_eq!(claimed, expected, "one parse job per document");
+
+    // One taken id refuses the whole group: the fresh document, its job and its event are not written either.
+    let fresh = record();
+    let mut taken = record();
+    taken.doc_id = docs[1].doc_id;
+    let e = h.store.create_documents(&t, group(&[fresh.clone(), taken])).await.unwrap_err();
+    assert!(matches!(e, StoreError::AlreadyExists { .. }), "{e:?}");
+    assert_eq!(h.store.get_document(&t, fresh.doc_id).await.unwrap(), None);
+    assert_eq!(audit_count(h, &t).await, before + 3);
+    assert!(claim(h).await.is_none(), "no job for a document that was not written");
+    h.store.create_documents(&t, Vec::new()).await.expect("an empty group writes nothing");
+    assert_eq!(audit_count(h, &t).await, before + 3);
 }
 
 async fn update_stage_moves_on_with_its_job(h: &Harness) {

@@ -1,5 +1,6 @@
 //! `frostbyte ingest PATH… --tenant T`: walks files and directories and takes each file in through the same
-//! intake path as `POST /api/v1/ingest/{tenant}/documents` ([`Intake::accept`]), then (unless `--no-wait`) runs
+//! checks as `POST /api/v1/ingest/{tenant}/documents`, the files read meanwhile together in one transaction
+//! ([`Intake::accept_all`]), then (unless `--no-wait`) runs
 //! the pipeline workers in this process until every accepted document has finished, and prints what happened to
 //! each file with the throughput.
 //!
@@ -17,6 +18,7 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use frostbyte_core::TenantId;
 use frostbyte_core::documents::{DocumentRecord, DocumentStatus};
+use frostbyte_core::scan::ScanResult;
 use frostbyte_core::tenant::TenantState;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -133,39 +135,78 @@ pub async fn ingest(config: &Config, request: IngestRequest, json: bool) -> anyh
     let limit = max_upload_bytes(&tenant.config);
     // Workers start with intake, so the first documents are processed while the rest are still taken in.
     let workers = (!request.no_wait).then(|| Workers::start(config, &state));
-    // Several files in flight: reading, hashing and storing one overlaps the others' waits for the disk.
-    let mut taken = futures::stream::iter(&found)
-        .map(|file| take_in(&intake, &state, &tenant_id, &tenant.config, limit, file, &request, &metadata))
-        .buffered(INTAKE_CONCURRENCY);
-    let mut outcomes = Vec::with_capacity(found.len());
-    let mut refused = None;
-    while let Some(outcome) = taken.next().await {
-        match outcome {
-            Ok(outcome) => {
-                bar.set_message(outcome.name.clone());
-                bar.inc(outcome.size_bytes);
-                outcomes.push(outcome);
-            }
-            Err(e) => {
-                refused = Some(e);
+    // Files are read and hashed several at a time; whatever has been read while one group was taken in goes into
+    // the next group, which costs one quota check and one transaction (`Intake::accept_all`).
+    let budget = tokio::sync::Semaphore::new(INTAKE_READ_AHEAD_KIB as usize);
+    let budget = &budget;
+    let (read_tx, mut read_rx) = tokio::sync::mpsc::channel(INTAKE_GROUP);
+    let (found, state, tenant_id, request, metadata) = (&found, &state, &tenant_id, &request, &metadata);
+    let read_all = async move {
+        let mut reads = futures::stream::iter(found)
+            .map(|file| async move {
+                // Read-ahead is bounded in bytes as well as in files: a group of large files waits for room.
+                let kib = u32::try_from(file.size.div_ceil(1024)).unwrap_or(u32::MAX).clamp(1, INTAKE_READ_AHEAD_KIB);
+                let room = budget.acquire_many(kib).await.context("intake stopped")?;
+                read_in(state, tenant_id, limit, file, request, metadata).await.map(|read| (read, room))
+            })
+            .buffered(INTAKE_CONCURRENCY);
+        while let Some(read) = reads.next().await {
+            if read_tx.send(read).await.is_err() {
                 break;
             }
         }
-    }
-    drop(taken);
-    bar.finish_and_clear();
-    if let Some(e) = refused {
-        // What was accepted stays queued for the next run or a server's workers.
-        if let Some(workers) = workers {
-            workers.stop().await;
+    };
+    let take_all = async {
+        let mut outcomes = Vec::with_capacity(found.len());
+        let mut group = Vec::with_capacity(INTAKE_GROUP);
+        while read_rx.recv_many(&mut group, INTAKE_GROUP).await > 0 {
+            let first = outcomes.len();
+            let (mut uploads, mut waiting) = (Vec::new(), Vec::new());
+            let mut rooms = Vec::with_capacity(group.len());
+            for read in group.drain(..) {
+                let (read, room) = read?;
+                rooms.push(room);
+                match read {
+                    Read::Decided(outcome) => outcomes.push(outcome),
+                    Read::Upload(outcome, upload) => {
+                        waiting.push(outcomes.len());
+                        outcomes.push(outcome);
+                        uploads.push(upload);
+                    }
+                }
+            }
+            if !uploads.is_empty() {
+                let decided = intake.accept_all(tenant_id, &tenant.config, "cli", uploads).await?;
+                for (i, decided) in waiting.into_iter().zip(decided) {
+                    record_decision(&mut outcomes[i], decided)?;
+                }
+            }
+            // The group's bytes are stored: room for the next files.
+            drop(rooms);
+            for outcome in &outcomes[first..] {
+                bar.set_message(outcome.name.clone());
+                bar.inc(outcome.size_bytes);
+            }
         }
-        return Err(e);
-    }
+        Ok::<_, anyhow::Error>(outcomes)
+    };
+    let ((), taken) = tokio::join!(read_all, take_all);
+    bar.finish_and_clear();
+    let mut outcomes = match taken {
+        Ok(outcomes) => outcomes,
+        Err(e) => {
+            // What was accepted stays queued for the next run or a server's workers.
+            if let Some(workers) = workers {
+                workers.stop().await;
+            }
+            return Err(e);
+        }
+    };
 
     let pending: Vec<usize> =
         outcomes.iter().enumerate().filter(|(_, o)| o.status == "accepted").map(|(i, _)| i).collect();
     if let Some(workers) = workers {
-        let waited = wait_for_pipeline(&workers, &state, &tenant_id, &mut outcomes, pending).await;
+        let waited = wait_for_pipeline(&workers, state, tenant_id, &mut outcomes, pending).await;
         workers.stop().await;
         waited?;
     }
@@ -208,17 +249,21 @@ fn walk(paths: &[PathBuf]) -> anyhow::Result<Vec<Found>> {
     Ok(found)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn take_in(
-    intake: &Intake,
+/// A file as read: decided already (too large, empty, unchanged), or an upload for intake with its outcome so far.
+enum Read {
+    Decided(FileOutcome),
+    Upload(FileOutcome, Upload),
+}
+
+/// Reads and hashes one file, unless its size or an unchanged copy already decides it.
+async fn read_in(
     state: &AppState,
     tenant: &TenantId,
-    config: &frostbyte_core::tenant::TenantConfig,
     limit: u64,
     file: &Found,
     request: &IngestRequest,
     metadata: &Value,
-) -> anyhow::Result<FileOutcome> {
+) -> anyhow::Result<Read> {
     let mut outcome = FileOutcome {
         name: file.name.clone(),
         status: "rejected".into(),
@@ -230,11 +275,11 @@ async fn take_in(
     };
     if file.size > limit {
         outcome.reason = Some("SIZE_EXCEEDED".into());
-        return Ok(outcome);
+        return Ok(Read::Decided(outcome));
     }
     if file.size == 0 {
         outcome.reason = Some("EMPTY_FILE".into());
-        return Ok(outcome);
+        return Ok(Read::Decided(outcome));
     }
     let bytes = tokio::fs::read(&file.path).await.with_context(|| format!("cannot read {}", file.path.display()))?;
     let sha256 = hex::encode(Sha256::digest(&bytes));
@@ -242,7 +287,7 @@ async fn take_in(
         outcome.status = "unchanged".into();
         outcome.doc_id = Some(existing.doc_id);
         outcome.mime_type = Some(existing.mime_type);
-        return Ok(outcome);
+        return Ok(Read::Decided(outcome));
     }
     let upload = Upload {
         bytes: Bytes::from(bytes),
@@ -252,7 +297,15 @@ async fn take_in(
         metadata: metadata.clone(),
         collection: request.collection.clone(),
     };
-    match intake.accept(tenant, config, "cli", upload).await {
+    Ok(Read::Upload(outcome, upload))
+}
+
+/// Records what intake decided for one file; `Err` for an error that is not a refusal of the file.
+fn record_decision(
+    outcome: &mut FileOutcome,
+    decided: Result<(DocumentRecord, ScanResult), IntakeError>,
+) -> anyhow::Result<()> {
+    match decided {
         Ok((doc, _scan)) => {
             outcome.status = "accepted".into();
             outcome.doc_id = Some(doc.doc_id);
@@ -265,19 +318,25 @@ async fn take_in(
         Err(e) => match crate::corpus::refusal(&e) {
             Some(refused) => {
                 if matches!(e, IntakeError::Quota(_)) {
-                    tracing::warn!(file = %file.name, message = %refused.message, "quota exceeded");
+                    tracing::warn!(file = %outcome.name, message = %refused.message, "quota exceeded");
                 }
                 outcome.reason = Some(refused.reason.into());
                 outcome.mime_type = refused.sniffed.map(str::to_owned);
             }
-            None => return Err(anyhow::Error::new(e).context(format!("cannot take in {}", file.name))),
+            None => return Err(anyhow::Error::new(e).context(format!("cannot take in {}", outcome.name))),
         },
     }
-    Ok(outcome)
+    Ok(())
 }
 
-/// How many files `frostbyte ingest` takes in at once.
+/// How many files `frostbyte ingest` reads and hashes at once.
 const INTAKE_CONCURRENCY: usize = 8;
+
+/// The most files `frostbyte ingest` takes in with one transaction.
+const INTAKE_GROUP: usize = 64;
+
+/// The most bytes of files `frostbyte ingest` holds read but not yet stored, in KiB.
+const INTAKE_READ_AHEAD_KIB: u32 = 16 * 1024;
 
 /// Pipeline workers running in this process for the length of one `frostbyte ingest`.
 struct Workers {
@@ -323,6 +382,7 @@ async fn wait_for_pipeline(
         // look (or every `SWEEP_EVERY` polls, in case other uploads kept the count level): a poll while nothing
         // finished costs one query, not one per pending document.
         const SWEEP_EVERY: u32 = 20;
+        const LOOK_WINDOW: usize = 256;
         let (mut processing, mut quiet) = (None, 0);
         while !pending.is_empty() {
             let page = frostbyte_core::page::PageRequest::new(1, 1);
@@ -333,25 +393,39 @@ async fn wait_for_pipeline(
                 continue;
             }
             (processing, quiet) = (Some(now), 0);
-            // Every pending document in one read.
-            let ids: Vec<Uuid> =
-                pending.iter().map(|&i| outcomes[i].doc_id.expect("accepted files have a document")).collect();
-            let found: HashMap<Uuid, DocumentRecord> =
-                state.documents.documents_at(tenant, &ids).await?.into_iter().map(|(d, _)| (d.doc_id, d)).collect();
+            // Documents finish about in the order they were taken in, so a look reads the oldest pending ones, a
+            // window at a time, and stops at the first window in which most are still processing: with many
+            // thousands queued, a poll reads what may have finished, not everything still waiting.
             let mut still = Vec::with_capacity(pending.len());
-            for (i, doc_id) in pending.into_iter().zip(ids) {
-                match found.get(&doc_id) {
-                    Some(d) if d.status == DocumentStatus::Processing => still.push(i),
-                    Some(d) => {
-                        outcomes[i].pages = d.lineage.get("pages").and_then(Value::as_u64).unwrap_or(0);
-                        outcomes[i].status = d.status.as_str().to_owned();
-                        outcomes[i].reason = d.error_code.clone();
-                        bar.inc(1);
+            let mut rest = pending.into_iter();
+            loop {
+                let window: Vec<usize> = rest.by_ref().take(LOOK_WINDOW).collect();
+                if window.is_empty() {
+                    break;
+                }
+                let ids: Vec<Uuid> =
+                    window.iter().map(|&i| outcomes[i].doc_id.expect("accepted files have a document")).collect();
+                let found: HashMap<Uuid, DocumentRecord> =
+                    state.documents.documents_at(tenant, &ids).await?.into_iter().map(|(d, _)| (d.doc_id, d)).collect();
+                let waiting = still.len();
+                for (i, doc_id) in window.iter().copied().zip(ids) {
+                    match found.get(&doc_id) {
+                        Some(d) if d.status == DocumentStatus::Processing => still.push(i),
+                        Some(d) => {
+                            outcomes[i].pages = d.lineage.get("pages").and_then(Value::as_u64).unwrap_or(0);
+                            outcomes[i].status = d.status.as_str().to_owned();
+                            outcomes[i].reason = d.error_code.clone();
+                            bar.inc(1);
+                        }
+                        None => {
+                            outcomes[i].status = "erased".into();
+                            bar.inc(1);
+                        }
                     }
-                    None => {
-                        outcomes[i].status = "erased".into();
-                        bar.inc(1);
-                    }
+                }
+                if (still.len() - waiting) * 2 > window.len() {
+                    still.extend(rest);
+                    break;
                 }
             }
             pending = still;

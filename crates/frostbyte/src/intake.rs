@@ -14,6 +14,8 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use futures::{StreamExt, TryStreamExt};
+
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use frostbyte_adapters::parse::{mime, parser_for, sniff};
@@ -32,6 +34,9 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::metadata_schema::{self, CompiledSchema};
+
+/// Raw blobs a group of uploads stores at once ([`Intake::accept_all`]).
+const PUT_CONCURRENCY: usize = 8;
 
 /// An upload being read: bytes so far, their running sha256, and the limit they may not pass.
 pub struct UploadBuffer {
@@ -398,38 +403,50 @@ impl Intake {
         upload: &Upload,
     ) -> Result<Checked, IntakeError> {
         let schema = self.schema(tenant).await?;
+        let checked = self.check_content(tenant, config, actor, schema.as_ref(), upload).await?;
+        self.check_quotas(tenant, config, 1, &[(&upload.sha256, upload.bytes.len() as u64)]).await?;
+        Ok(checked)
+    }
+
+    /// [`Intake::check`] but the quotas, against a schema already read.
+    async fn check_content(
+        &self,
+        tenant: &TenantId,
+        config: &TenantConfig,
+        actor: &str,
+        schema: Option<&CompiledSchema>,
+        upload: &Upload,
+    ) -> Result<Checked, IntakeError> {
         // Browsers and HTTP clients send octet-stream for anything: it claims nothing.
         let declared =
             upload.declared_mime.as_deref().filter(|d| essence(d) != "application/octet-stream" && !d.is_empty());
-        let vetted =
-            match self.vet(config, schema.as_ref(), &upload.bytes, declared, &upload.filename, &upload.metadata).await?
-            {
-                Ok(v) => v,
-                Err(Problem::Infected(signature)) => {
-                    let receipt_id = frostbyte_core::ids::new_id().to_string();
-                    let event = NewAuditEvent::new(
-                        "DOCUMENT_QUARANTINED",
-                        actor,
-                        "upload",
-                        &receipt_id,
-                        json!({"component": "intake", "reason": "MALWARE_DETECTED", "signature": signature,
+        let vetted = match self.vet(config, schema, &upload.bytes, declared, &upload.filename, &upload.metadata).await?
+        {
+            Ok(v) => v,
+            Err(Problem::Infected(signature)) => {
+                let receipt_id = frostbyte_core::ids::new_id().to_string();
+                let event = NewAuditEvent::new(
+                    "DOCUMENT_QUARANTINED",
+                    actor,
+                    "upload",
+                    &receipt_id,
+                    json!({"component": "intake", "reason": "MALWARE_DETECTED", "signature": signature,
                                "input_hash": upload.sha256, "size_bytes": upload.bytes.len(),
                                "scanner": self.scanner.name()}),
-                    );
-                    self.store.append_audit(tenant, event).await?;
-                    tracing::warn!(tenant = %tenant, %signature, "upload quarantined: malware detected");
-                    return Err(IntakeError::MalwareDetected { signature });
-                }
-                Err(Problem::Reject(RejectReason::SchemaViolation, _)) => {
-                    let violations = schema.as_ref().map(|s| s.violations(&upload.metadata)).unwrap_or_default();
-                    return Err(IntakeError::SchemaViolation(violations));
-                }
-                Err(Problem::Reject(_, _)) => {
-                    let sniffed = sniff(&upload.bytes, declared, Some(&upload.filename));
-                    return Err(IntakeError::UnsupportedFormat { sniffed, declared: declared.map(essence) });
-                }
-            };
-        self.check_quotas(tenant, config, 1, &[(&upload.sha256, upload.bytes.len() as u64)]).await?;
+                );
+                self.store.append_audit(tenant, event).await?;
+                tracing::warn!(tenant = %tenant, %signature, "upload quarantined: malware detected");
+                return Err(IntakeError::MalwareDetected { signature });
+            }
+            Err(Problem::Reject(RejectReason::SchemaViolation, _)) => {
+                let violations = schema.map(|s| s.violations(&upload.metadata)).unwrap_or_default();
+                return Err(IntakeError::SchemaViolation(violations));
+            }
+            Err(Problem::Reject(_, _)) => {
+                let sniffed = sniff(&upload.bytes, declared, Some(&upload.filename));
+                return Err(IntakeError::UnsupportedFormat { sniffed, declared: declared.map(essence) });
+            }
+        };
         Ok(Checked { mime: vetted.mime, scan: vetted.scan })
     }
 
@@ -443,37 +460,109 @@ impl Intake {
         actor: &str,
         upload: Upload,
     ) -> Result<(DocumentRecord, ScanResult), IntakeError> {
-        let vetted = self.check(tenant, config, actor, &upload).await?;
-        self.put_raw(tenant, &upload.sha256, &upload.bytes).await?;
+        let checked = self.check(tenant, config, actor, &upload).await?;
+        let mut stored = self.store_all(tenant, actor, vec![(upload, checked)]).await?;
+        Ok(stored.pop().expect("one document per upload"))
+    }
+
+    /// [`Intake::accept`] for several uploads at once, with one quota check and one transaction for all that
+    /// pass their checks: each upload's outcome, in order. `Err` when nothing could be decided (the store or
+    /// the blob store failed). If the group together would pass a quota, its files are taken one at a time, so
+    /// that exactly those that fit are accepted.
+    pub async fn accept_all(
+        &self,
+        tenant: &TenantId,
+        config: &TenantConfig,
+        actor: &str,
+        uploads: Vec<Upload>,
+    ) -> Result<Vec<Result<(DocumentRecord, ScanResult), IntakeError>>, IntakeError> {
+        let schema = self.schema(tenant).await?;
+        let checks = uploads.iter().map(|u| self.check_content(tenant, config, actor, schema.as_ref(), u));
+        let checks = futures::future::join_all(checks).await;
+        let mut outcomes: Vec<Option<Result<(DocumentRecord, ScanResult), IntakeError>>> =
+            (0..uploads.len()).map(|_| None).collect();
+        let mut passed = Vec::with_capacity(uploads.len());
+        for ((i, upload), checked) in uploads.into_iter().enumerate().zip(checks) {
+            match checked {
+                Ok(checked) => passed.push((i, (upload, checked))),
+                Err(e) => outcomes[i] = Some(Err(e)),
+            }
+        }
+        let raw: Vec<(&str, u64)> =
+            passed.iter().map(|(_, (u, _))| (u.sha256.as_str(), u.bytes.len() as u64)).collect();
+        match self.check_quotas(tenant, config, passed.len() as u64, &raw).await {
+            Ok(()) => {
+                let (at, passed): (Vec<usize>, Vec<_>) = passed.into_iter().unzip();
+                for (i, stored) in at.into_iter().zip(self.store_all(tenant, actor, passed).await?) {
+                    outcomes[i] = Some(Ok(stored));
+                }
+            }
+            Err(IntakeError::Quota(_)) => {
+                for (i, (upload, checked)) in passed {
+                    let size = upload.bytes.len() as u64;
+                    outcomes[i] = Some(match self.check_quotas(tenant, config, 1, &[(&upload.sha256, size)]).await {
+                        Ok(()) => {
+                            let mut stored = self.store_all(tenant, actor, vec![(upload, checked)]).await?;
+                            Ok(stored.pop().expect("one document per upload"))
+                        }
+                        Err(e) => Err(e),
+                    });
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(outcomes.into_iter().map(|o| o.expect("every upload was decided")).collect())
+    }
+
+    /// Stores the raw bytes of checked uploads, then records their documents with their parse jobs and
+    /// `DOCUMENT_INGESTED` events in one transaction.
+    async fn store_all(
+        &self,
+        tenant: &TenantId,
+        actor: &str,
+        checked: Vec<(Upload, Checked)>,
+    ) -> Result<Vec<(DocumentRecord, ScanResult)>, IntakeError> {
+        // A few at a time: each put is a blocking file write and fsync of its own.
+        let puts: Vec<_> =
+            checked.iter().map(|(upload, _)| self.put_raw(tenant, &upload.sha256, &upload.bytes)).collect();
+        futures::stream::iter(puts).buffer_unordered(PUT_CONCURRENCY).try_collect::<Vec<()>>().await?;
         let now = frostbyte_core::now();
-        let mut lineage = Map::new();
-        lineage.insert("scan_result".into(), Value::from(vetted.scan.result.as_str()));
-        let doc = DocumentRecord {
-            doc_id: frostbyte_core::ids::new_id(),
-            receipt_id: frostbyte_core::ids::new_id(),
-            original_filename: upload.filename,
-            mime_type: vetted.mime.to_owned(),
-            size_bytes: upload.bytes.len() as u64,
-            raw_sha256: upload.sha256,
-            metadata: upload.metadata,
-            collection: upload.collection,
-            status: DocumentStatus::Processing,
-            stages: DocumentStages::received(),
-            lineage,
-            error_code: None,
-            created_at: now,
-            updated_at: now,
-        };
-        let job = parse_job(&doc);
-        let audit = ingested_event(actor, &doc, vetted.scan.result.as_str(), None);
-        self.documents.create_document(tenant, &doc, job, audit).await?;
+        let mut rows = Vec::with_capacity(checked.len());
+        let mut accepted = Vec::with_capacity(checked.len());
+        for (upload, vetted) in checked {
+            let mut lineage = Map::new();
+            lineage.insert("scan_result".into(), Value::from(vetted.scan.result.as_str()));
+            let doc = DocumentRecord {
+                doc_id: frostbyte_core::ids::new_id(),
+                receipt_id: frostbyte_core::ids::new_id(),
+                original_filename: upload.filename,
+                mime_type: vetted.mime.to_owned(),
+                size_bytes: upload.bytes.len() as u64,
+                raw_sha256: upload.sha256,
+                metadata: upload.metadata,
+                collection: upload.collection,
+                status: DocumentStatus::Processing,
+                stages: DocumentStages::received(),
+                lineage,
+                error_code: None,
+                created_at: now,
+                updated_at: now,
+            };
+            let job = parse_job(&doc);
+            let audit = ingested_event(actor, &doc, vetted.scan.result.as_str(), None);
+            rows.push((doc.clone(), job, audit));
+            accepted.push((doc, vetted.scan.result));
+        }
+        self.documents.create_documents(tenant, rows).await?;
         crate::pipeline::wake_workers();
-        crate::events::document_accepted(tenant, &doc);
-        tracing::info!(
-            tenant = %tenant, doc_id = %doc.doc_id, mime = %doc.mime_type, size_bytes = doc.size_bytes,
-            scan = vetted.scan.result.as_str(), "document accepted"
-        );
-        Ok((doc, vetted.scan.result))
+        for (doc, scan) in &accepted {
+            crate::events::document_accepted(tenant, doc);
+            tracing::info!(
+                tenant = %tenant, doc_id = %doc.doc_id, mime = %doc.mime_type, size_bytes = doc.size_bytes,
+                scan = scan.as_str(), "document accepted"
+            );
+        }
+        Ok(accepted)
     }
 
     /// Decides every file of a validated batch, checks quotas, stores the accepted files' bytes, and records the

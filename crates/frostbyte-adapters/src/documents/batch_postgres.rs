@@ -68,7 +68,11 @@ fn file_from_row(row: &PgRow) -> StoreResult<BatchFileRecord> {
     })
 }
 
-async fn insert_document(conn: &mut PgConnection, tenant: &TenantId, doc: &DocumentRecord) -> StoreResult<()> {
+pub(super) async fn insert_document(
+    conn: &mut PgConnection,
+    tenant: &TenantId,
+    doc: &DocumentRecord,
+) -> StoreResult<()> {
     sqlx::query(concat!(
         "INSERT INTO documents (tenant_id, ",
         document_columns!(),

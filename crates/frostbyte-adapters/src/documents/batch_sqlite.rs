@@ -68,7 +68,11 @@ fn file_from_row(row: &SqliteRow) -> StoreResult<BatchFileRecord> {
     })
 }
 
-async fn insert_document(conn: &mut SqliteConnection, tenant: &TenantId, doc: &DocumentRecord) -> StoreResult<()> {
+pub(super) async fn insert_document(
+    conn: &mut SqliteConnection,
+    tenant: &TenantId,
+    doc: &DocumentRecord,
+) -> StoreResult<()> {
     sqlx::query(concat!(
         "INSERT INTO documents (tenant_id, ",
         document_columns!(),

@@ -79,39 +79,22 @@ async fn select_one(
 
 #[async_trait]
 impl DocumentStore for PostgresStore {
-    async fn create_document(
+    async fn create_documents(
         &self,
         tenant: &TenantId,
-        doc: &DocumentRecord,
-        first_job: NewJob,
-        audit: NewAuditEvent,
+        documents: Vec<(DocumentRecord, NewJob, NewAuditEvent)>,
     ) -> StoreResult<()> {
+        if documents.is_empty() {
+            return Ok(());
+        }
+        let now = frostbyte_core::now();
         let mut tx = self.begin().await?;
-        crate::queue::postgres::enqueue_in_tx(&mut tx, tenant, first_job).await?;
-        sqlx::query(concat!(
-            "INSERT INTO documents (tenant_id, ",
-            document_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
-        ))
-        .bind(tenant.as_str())
-        .bind(doc.doc_id.to_string())
-        .bind(doc.receipt_id.to_string())
-        .bind(&doc.original_filename)
-        .bind(&doc.mime_type)
-        .bind(i64::try_from(doc.size_bytes).map_err(|_| StoreError::Internal("document too large".into()))?)
-        .bind(&doc.raw_sha256)
-        .bind(&doc.metadata)
-        .bind(doc.collection.as_deref())
-        .bind(doc.status.as_str())
-        .bind(encode_stages(&doc.stages))
-        .bind(Value::Object(doc.lineage.clone()))
-        .bind(doc.error_code.as_deref())
-        .bind(doc.created_at)
-        .bind(doc.updated_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(err("document"))?;
-        append_in_tx(&mut tx, tenant, audit, frostbyte_core::now()).await?;
+        for (doc, job, event) in documents {
+            // Checks (and share-locks) the tenant before anything of the document is written.
+            crate::queue::postgres::enqueue_in_tx(&mut tx, tenant, job).await?;
+            super::batch_postgres::insert_document(&mut tx, tenant, &doc).await?;
+            append_in_tx(&mut tx, tenant, event, now).await?;
+        }
         tx.commit().await.map_err(err("transaction"))
     }
 

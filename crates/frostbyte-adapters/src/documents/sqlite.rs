@@ -22,7 +22,7 @@ use super::sqlite_lifecycle as lifecycle;
 use super::{decode_object, decode_stages, decode_status, document_columns, encode_stages};
 use crate::codec::{self, column};
 use crate::db_error::{self, Dialect};
-use crate::sqlite::{SqliteStore, append_in_tx};
+use crate::sqlite::{SqliteStore, append_all_in_tx, append_in_tx};
 
 fn err(resource: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
     move |e| db_error::map(Dialect::Sqlite, resource, e)
@@ -77,40 +77,25 @@ async fn select_one(
 
 #[async_trait]
 impl DocumentStore for SqliteStore {
-    async fn create_document(
+    async fn create_documents(
         &self,
         tenant: &TenantId,
-        doc: &DocumentRecord,
-        first_job: NewJob,
-        audit: NewAuditEvent,
+        documents: Vec<(DocumentRecord, NewJob, NewAuditEvent)>,
     ) -> StoreResult<()> {
+        if documents.is_empty() {
+            return Ok(());
+        }
         let mut tx = self.begin_write().await?;
-        // enqueue_in_tx checks the tenant exists (NotFound) before anything is written.
-        crate::queue::sqlite::enqueue_in_tx(&mut tx, tenant, first_job).await?;
-        sqlx::query(concat!(
-            "INSERT INTO documents (tenant_id, ",
-            document_columns!(),
-            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        ))
-        .bind(tenant.as_str())
-        .bind(doc.doc_id.to_string())
-        .bind(doc.receipt_id.to_string())
-        .bind(&doc.original_filename)
-        .bind(&doc.mime_type)
-        .bind(i64::try_from(doc.size_bytes).map_err(|_| StoreError::Internal("document too large".into()))?)
-        .bind(&doc.raw_sha256)
-        .bind(doc.metadata.to_string())
-        .bind(doc.collection.as_deref())
-        .bind(doc.status.as_str())
-        .bind(encode_stages(&doc.stages).to_string())
-        .bind(Value::Object(doc.lineage.clone()).to_string())
-        .bind(doc.error_code.as_deref())
-        .bind(codec::encode_timestamp(&doc.created_at))
-        .bind(codec::encode_timestamp(&doc.updated_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(err("document"))?;
-        append_in_tx(&mut tx, tenant, audit, frostbyte_core::now()).await?;
+        // The tenant exists (NotFound) before anything is written.
+        crate::queue::sqlite::ready_for_jobs_in_tx(&mut tx, tenant).await?;
+        let (mut jobs, mut audit) = (Vec::with_capacity(documents.len()), Vec::with_capacity(documents.len()));
+        for (doc, job, event) in documents {
+            super::batch_sqlite::insert_document(&mut tx, tenant, &doc).await?;
+            jobs.push(job);
+            audit.push(event);
+        }
+        crate::queue::sqlite::insert_jobs_in_tx(&mut tx, tenant, jobs).await?;
+        append_all_in_tx(&mut tx, tenant, audit, frostbyte_core::now()).await?;
         tx.commit().await.map_err(err("transaction"))
     }
 

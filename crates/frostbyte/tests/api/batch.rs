@@ -590,3 +590,46 @@ fn the_scanner_is_configured_and_checked_at_load() {
     let text = e.to_string();
     assert!(text.contains("scan.scanner") && text.contains("scan.timeout_secs"), "{text}");
 }
+
+/// `frostbyte ingest` takes files in by the group (`Intake::accept_all`): one transaction for the group, each
+/// file's own refusal, and at the daily quota's edge exactly the files that fit.
+#[tokio::test]
+async fn a_group_of_uploads_is_decided_file_by_file_and_fills_the_quota_exactly() {
+    use frostbyte::intake::{Intake, IntakeError, Upload};
+    let app = spawn_app().await;
+    let t = app.tenant("acme").await;
+    let tenant = TenantId::parse("acme").unwrap();
+    let config = app.store.get_tenant(&tenant).await.unwrap().unwrap().config;
+    let upload = |name: &str, bytes: &[u8]| Upload {
+        bytes: bytes::Bytes::copy_from_slice(bytes),
+        sha256: hex::encode(Sha256::digest(bytes)),
+        filename: name.into(),
+        declared_mime: None,
+        metadata: json!({}),
+        collection: Some("cli".into()),
+    };
+    let intake = Intake::from_state(&app.state);
+    let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
+    let group = vec![upload("a.md", GOOD_MD), upload("image.png", png), upload("b.csv", GOOD_CSV)];
+    let decided = intake.accept_all(&tenant, &config, "cli", group).await.unwrap();
+    assert!(matches!(decided[1], Err(IntakeError::UnsupportedFormat { .. })), "{:?}", decided[1].as_ref().err());
+    let accepted: Vec<_> = decided.iter().filter_map(|d| d.as_ref().ok()).map(|(doc, _)| doc.clone()).collect();
+    assert_eq!(accepted.iter().map(|d| d.original_filename.as_str()).collect::<Vec<_>>(), ["a.md", "b.csv"]);
+    for doc in &accepted {
+        let stored = app.documents.get_document(&tenant, doc.doc_id).await.unwrap().expect("recorded");
+        assert_eq!(stored.collection.as_deref(), Some("cli"));
+        assert!(app.blobs.exists(&tenant, &format!("raw/{}", doc.raw_sha256)).await.unwrap());
+    }
+    let ingested = app.audit_events(&t.key, "acme", "?event_type=DOCUMENT_INGESTED").await;
+    assert_eq!(ingested.body["meta"]["total"], 2, "{}", ingested.text);
+
+    // Two accepted today, a quota of four: of three more files, the first two fit and the third is refused.
+    app.patch_tenant("acme", &json!({"config": {"quotas": {"documents_per_day": 4}}})).await.expect(200);
+    let config = app.store.get_tenant(&tenant).await.unwrap().unwrap().config;
+    let group = vec![upload("c.txt", b"third"), upload("d.txt", b"fourth"), upload("e.txt", b"fifth")];
+    let decided = intake.accept_all(&tenant, &config, "cli", group).await.unwrap();
+    assert!(decided[0].is_ok() && decided[1].is_ok(), "{decided:?}");
+    assert!(matches!(decided[2], Err(IntakeError::Quota(_))), "{:?}", decided[2].as_ref().err());
+    let ingested = app.audit_events(&t.key, "acme", "?event_type=DOCUMENT_INGESTED").await;
+    assert_eq!(ingested.body["meta"]["total"], 4, "{}", ingested.text);
+}
