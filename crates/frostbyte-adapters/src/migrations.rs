@@ -45,6 +45,7 @@ const POSTGRES: &[(i64, &str, &str)] = &[
     (13, "document_sync", include_str!("../migrations/postgres/0013_document_sync.sql")),
     (14, "chunk_vectors_shadow", include_str!("../migrations/postgres/0014_chunk_vectors_shadow.sql")),
     (16, "raw_usage", include_str!("../migrations/postgres/0016_raw_usage.sql")),
+    (17, "audit_head_batches", include_str!("../migrations/postgres/0017_audit_head_batches.sql")),
 ];
 
 fn build(list: &'static [(i64, &'static str, &'static str)]) -> Migrator {

@@ -208,6 +208,59 @@ pub(crate) async fn append_in_tx(
     Ok(sealed)
 }
 
+/// Events per multi-row INSERT of [`append_all_in_tx`]: 11 parameters each, far below PostgreSQL's limit.
+const AUDIT_INSERT_ROWS: usize = 64;
+
+/// Seals `events`, in order, onto the tenant's chain and advances the head once (migration 0017): one locked read
+/// of the head, one INSERT per [`AUDIT_INSERT_ROWS`] events and one write of the head.
+pub(crate) async fn append_all_in_tx(
+    conn: &mut PgConnection,
+    tenant: &TenantId,
+    events: Vec<NewAuditEvent>,
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<AuditEvent>> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (mut seq, mut prev_hash) = lock_head(conn, tenant).await?;
+    let mut sealed = Vec::with_capacity(events.len());
+    for event in events {
+        seq += 1;
+        let e = event.seal(tenant, seq, &prev_hash, now);
+        prev_hash.clone_from(&e.hash);
+        sealed.push(e);
+    }
+    for rows in sealed.chunks(AUDIT_INSERT_ROWS) {
+        let mut insert = sqlx::QueryBuilder::<sqlx::Postgres>::new(
+            "INSERT INTO audit_events (tenant_id, seq, event_id, event_type, \"timestamp\", actor, resource_type, \
+             resource_id, details, prev_hash, hash) ",
+        );
+        insert.push_values(rows, |mut b, e| {
+            b.push_bind(e.tenant_id.as_str().to_owned())
+                .push_bind(e.seq)
+                .push_bind(e.event_id.to_string())
+                .push_unseparated("::uuid")
+                .push_bind(e.event_type.clone())
+                .push_bind(e.timestamp)
+                .push_bind(e.actor.clone())
+                .push_bind(e.resource_type.clone())
+                .push_bind(e.resource_id.clone())
+                .push_bind(codec::encode_details(&e.details))
+                .push_bind(e.prev_hash.clone())
+                .push_bind(e.hash.clone());
+        });
+        insert.build().persistent(false).execute(&mut *conn).await.map_err(err("audit event"))?;
+    }
+    sqlx::query("UPDATE audit_heads SET seq = $2, hash = $3 WHERE tenant_id = $1")
+        .bind(tenant.as_str())
+        .bind(seq)
+        .bind(&prev_hash)
+        .execute(&mut *conn)
+        .await
+        .map_err(err("audit head"))?;
+    Ok(sealed)
+}
+
 /// Whether the tenant exists, taking a share lock on its row so it cannot change state underneath.
 async fn tenant_exists(conn: &mut PgConnection, tenant: &TenantId) -> StoreResult<bool> {
     let row = sqlx::query("SELECT 1 FROM tenants WHERE tenant_id = $1 FOR KEY SHARE")

@@ -22,7 +22,7 @@ use super::postgres_lifecycle as lifecycle;
 use super::{decode_object, decode_stages, decode_status, document_columns, encode_stages};
 use crate::codec::{self, column};
 use crate::db_error::{self, Dialect};
-use crate::postgres::{PostgresStore, append_in_tx};
+use crate::postgres::{PostgresStore, append_all_in_tx};
 
 fn err(resource: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
     move |e| db_error::map(Dialect::Postgres, resource, e)
@@ -89,12 +89,14 @@ impl DocumentStore for PostgresStore {
         }
         let now = frostbyte_core::now();
         let mut tx = self.begin().await?;
+        let mut audit = Vec::with_capacity(documents.len());
         for (doc, job, event) in documents {
             // Checks (and share-locks) the tenant before anything of the document is written.
             crate::queue::postgres::enqueue_in_tx(&mut tx, tenant, job).await?;
             super::batch_postgres::insert_document(&mut tx, tenant, &doc).await?;
-            append_in_tx(&mut tx, tenant, event, now).await?;
+            audit.push(event);
         }
+        append_all_in_tx(&mut tx, tenant, audit, now).await?;
         tx.commit().await.map_err(err("transaction"))
     }
 
@@ -278,7 +280,8 @@ async fn update_stage_checked(
 }
 
 /// A batch of stage writes in one transaction, each under its own savepoint (see
-/// [`DocumentStore::apply_stage_writes`]).
+/// [`DocumentStore::apply_stage_writes`]). The applied writes' audit events are appended together at the end, in
+/// write order, so the chain head moves once per batch; a refused write's events are never sealed.
 async fn apply_stage_writes(
     store: &PostgresStore,
     tenant: &TenantId,
@@ -287,6 +290,7 @@ async fn apply_stage_writes(
     let now = frostbyte_core::now();
     let mut tx = store.begin().await?;
     let mut results = Vec::with_capacity(writes.len());
+    let mut audit = Vec::new();
     for w in writes {
         sqlx::query("SAVEPOINT stage_write").execute(&mut *tx).await.map_err(err("transaction"))?;
         let applied = apply_in_tx(
@@ -296,7 +300,7 @@ async fn apply_stage_writes(
             Some(w.generation),
             w.update,
             w.next_job,
-            w.audit,
+            Vec::new(),
             w.chunks.as_deref(),
             now,
         )
@@ -306,11 +310,12 @@ async fn apply_stage_writes(
             Err(_) => {
                 sqlx::query("ROLLBACK TO SAVEPOINT stage_write").execute(&mut *tx).await.map_err(err("transaction"))?;
             }
-            Ok(_) => {}
+            Ok(_) => audit.extend(w.audit),
         }
         sqlx::query("RELEASE SAVEPOINT stage_write").execute(&mut *tx).await.map_err(err("transaction"))?;
         results.push(applied);
     }
+    append_all_in_tx(&mut tx, tenant, audit, now).await?;
     tx.commit().await.map_err(err("transaction"))?;
     Ok(results)
 }
@@ -358,8 +363,6 @@ async fn apply_in_tx(
     if let Some((job_id, worker)) = &update.completes_job {
         crate::queue::postgres::complete_in_tx(conn, *job_id, worker, now).await?;
     }
-    for event in audit {
-        append_in_tx(conn, tenant, event, now).await?;
-    }
+    append_all_in_tx(conn, tenant, audit, now).await?;
     Ok(doc)
 }
