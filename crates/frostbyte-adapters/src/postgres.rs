@@ -222,14 +222,10 @@ pub(crate) async fn append_all_in_tx(
     if events.is_empty() {
         return Ok(Vec::new());
     }
-    let (mut seq, mut prev_hash) = lock_head(conn, tenant).await?;
-    let mut sealed = Vec::with_capacity(events.len());
-    for event in events {
-        seq += 1;
-        let e = event.seal(tenant, seq, &prev_hash, now);
-        prev_hash.clone_from(&e.hash);
-        sealed.push(e);
-    }
+    let (seq, prev_hash) = lock_head(conn, tenant).await?;
+    let sealed = NewAuditEvent::seal_all(events, tenant, seq, &prev_hash, now);
+    let Some(head) = sealed.last() else { return Ok(sealed) };
+    let (seq, prev_hash) = (head.seq, head.hash.clone());
     for rows in sealed.chunks(AUDIT_INSERT_ROWS) {
         let mut insert = sqlx::QueryBuilder::<sqlx::Postgres>::new(
             "INSERT INTO audit_events (tenant_id, seq, event_id, event_type, \"timestamp\", actor, resource_type, \

@@ -239,17 +239,13 @@ pub(crate) async fn append_all_in_tx(
         .fetch_optional(&mut *conn)
         .await
         .map_err(err("audit head"))?;
-    let (mut seq, mut prev_hash) = match head {
+    let (seq, prev_hash) = match head {
         Some(row) => (column::<_, i64>(&row, "seq")?, column::<_, String>(&row, "hash")?),
         None => (0, GENESIS_HASH.to_owned()),
     };
-    let mut sealed = Vec::with_capacity(events.len());
-    for event in events {
-        seq += 1;
-        let e = event.seal(tenant, seq, &prev_hash, now);
-        prev_hash.clone_from(&e.hash);
-        sealed.push(e);
-    }
+    let sealed = NewAuditEvent::seal_all(events, tenant, seq, &prev_hash, now);
+    let Some(head) = sealed.last() else { return Ok(sealed) };
+    let (seq, prev_hash) = (head.seq, head.hash.clone());
     for rows in sealed.chunks(AUDIT_INSERT_ROWS) {
         let mut insert =
             sqlx::QueryBuilder::<Sqlite>::new(concat!("INSERT INTO audit_events (", audit_columns!(), ") "));

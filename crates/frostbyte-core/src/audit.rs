@@ -63,6 +63,24 @@ impl NewAuditEvent {
         event.hash = event.compute_hash();
         event
     }
+
+    /// Seals `events`, in order, after the chain head `(seq, prev_hash)`: each links to the one before it. Empty
+    /// for no events; the last one is the new head.
+    pub fn seal_all(
+        events: Vec<NewAuditEvent>,
+        tenant: &TenantId,
+        seq: i64,
+        prev_hash: &str,
+        timestamp: DateTime<Utc>,
+    ) -> Vec<AuditEvent> {
+        let mut sealed: Vec<AuditEvent> = Vec::with_capacity(events.len());
+        for (n, event) in (1..).zip(events) {
+            let prev = sealed.last().map_or(prev_hash, |e| e.hash.as_str());
+            let e = event.seal(tenant, seq + n, prev, timestamp);
+            sealed.push(e);
+        }
+        sealed
+    }
 }
 
 /// A sealed audit event.
@@ -270,6 +288,21 @@ mod tests {
                 e
             })
             .collect()
+    }
+
+    #[test]
+    fn events_sealed_together_continue_the_chain_from_its_head() {
+        let tenant = TenantId::parse("acme").unwrap();
+        let head = chain(3);
+        let new = |n: i64| NewAuditEvent::new("TENANT_UPDATED", "admin", "tenant", "acme", json!({"n": n}));
+        let last = &head[2];
+        let more = NewAuditEvent::seal_all(vec![new(4), new(5)], &tenant, last.seq, &last.hash, crate::now());
+        assert_eq!(more.iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 5]);
+        let mut v = ChainVerifier::default();
+        head.iter().chain(&more).for_each(|e| v.push(e));
+        assert_eq!(v.events_checked(), 5);
+        assert!(v.breaks().is_empty(), "{:?}", v.breaks());
+        assert!(NewAuditEvent::seal_all(Vec::new(), &tenant, 3, &last.hash, crate::now()).is_empty());
     }
 
     #[test]
