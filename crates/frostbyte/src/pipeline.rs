@@ -623,7 +623,7 @@ impl Pipeline {
             }
             (Stage::Index, Some(config)) => {
                 let policed = self.load_json(tenant, &policed_key(&a.doc_id, a.generation)).await?;
-                self.index(a, config, policed).await
+                self.index(a, config, policed, classification_of(&a.doc.lineage)).await
             }
             (other, _) => Err(StageError::dead_letter("UNSUPPORTED_STAGE", format!("no worker for stage {other}"))),
         }
@@ -639,9 +639,11 @@ impl Pipeline {
             Ok(done) => done,
             Err(e) => return Ok(self.chain_stops(a, Stage::Policy, &e, parsed)),
         };
+        // The policy stage's category, which the admitted record cannot hold yet.
+        let classification = classification_of(&policed.write.update.lineage);
         let chained = parsed.then(self.announced(a, PipelineStage::Policy, policed));
         let Some(passed) = passed else { return Ok(chained) };
-        match self.index(a, config, passed).await {
+        match self.index(a, config, passed, classification).await {
             Ok(indexed) => Ok(chained.then(self.announced(a, first_stage_of(Stage::Index), indexed))),
             Err(e) => Ok(self.chain_stops(a, Stage::Index, &e, chained)),
         }
@@ -954,13 +956,15 @@ impl Pipeline {
         Ok(vectors)
     }
 
-    /// Chunks, embeds and indexes: the chunks, the `DOCUMENT_EMBEDDED` and `INDEX_WRITTEN` events and the
-    /// document's `embed` and `index` stages commit in one write.
+    /// Chunks, embeds and indexes: the chunks (each with the document's `classification`), the
+    /// `DOCUMENT_EMBEDDED` and `INDEX_WRITTEN` events and the document's `embed` and `index` stages commit in one
+    /// write.
     async fn index(
         &self,
         a: &Admitted,
         config: &TenantConfig,
         (policed, input_hash): (CanonicalDocument, String),
+        classification: Option<String>,
     ) -> Result<Prepared, StageError> {
         let started = std::time::Instant::now();
         let (tenant, doc_id, generation, doc) = (&a.job.tenant_id, a.doc_id, a.generation, &a.doc);
@@ -1001,7 +1005,6 @@ impl Pipeline {
         );
         let embedded = StageUpdate::new(PipelineStage::Embed, StageStatus::Done);
 
-        let classification = doc.lineage.get("classification").and_then(|v| v.as_str()).map(str::to_owned);
         let offset =
             |n: usize| u32::try_from(n).map_err(|_| StageError::permanent("DOCUMENT_TOO_LARGE", "offsets exceed u32"));
         let mut indexed = Vec::with_capacity(chunks.len());
@@ -1052,6 +1055,11 @@ impl Pipeline {
         prepared.write.audit.insert(0, embedded_event);
         Ok(prepared)
     }
+}
+
+/// The category the policy stage recorded in a document's lineage.
+fn classification_of(lineage: &serde_json::Map<String, Value>) -> Option<String> {
+    lineage.get("classification").and_then(Value::as_str).map(str::to_owned)
 }
 
 /// What the policy checks made of a canonical document.

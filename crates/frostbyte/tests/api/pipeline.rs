@@ -99,6 +99,9 @@ async fn markdown_upload_is_parsed_policed_and_indexed_without_the_ssn() {
     assert_eq!(usage.data()["usage"]["documents_count"], json!(1), "{}", usage.text);
     assert_eq!(usage.data()["usage"]["chunks_count"], json!(chunks.len()), "{}", usage.text);
     assert!(usage.data()["usage"]["storage_bytes"].as_u64().unwrap() > 0);
+    // The category the policy stage found is on every chunk (what search filters by).
+    let category = d.data()["lineage"]["classification"].as_str().expect("classified").to_owned();
+    assert!(chunks.iter().all(|c| c.classification.as_deref() == Some(category.as_str())), "{chunks:?}");
     let all: String = chunks.iter().map(|c| c.text.as_str()).collect();
     assert!(!all.contains(SSN), "the SSN reached the index");
     assert!(all.contains("[REDACTED:SSN]"), "{all}");
@@ -109,6 +112,29 @@ async fn markdown_upload_is_parsed_policed_and_indexed_without_the_ssn() {
     let events = app.audit_events(&t.key, "acme", "?limit=500").await;
     events.expect(200);
     assert!(!events.text.contains(SSN));
+}
+
+/// Stage by stage (each stage its own job) the chunks carry the same classification as when one job chains them.
+#[tokio::test]
+async fn chunks_carry_the_classification_whether_or_not_the_stages_are_chained() {
+    let app = spawn_app().await;
+    let t = app.tenant("acme").await;
+    let tenant = TenantId::parse("acme").unwrap();
+    let mut categories = Vec::new();
+    for chain in [true, false] {
+        let name = format!("onboarding-{chain}.md");
+        let r = upload(&app, &t.key, "acme", &name, "text/markdown", &markdown()).await;
+        let doc_id = r.data()["doc_id"].as_str().unwrap().to_owned();
+        let p = Pipeline { chain, ..pipeline(&app) };
+        assert_eq!(drain(&p).await, if chain { 1 } else { 3 });
+        let chunks = app.index.document_chunks(&tenant, &doc_id).await.unwrap();
+        assert!(!chunks.is_empty());
+        let found: std::collections::BTreeSet<Option<String>> =
+            chunks.iter().map(|c| c.classification.clone()).collect();
+        categories.push(found);
+    }
+    assert_eq!(categories[0], categories[1]);
+    assert!(categories[0].iter().all(Option::is_some), "{categories:?}");
 }
 
 #[tokio::test]
