@@ -358,16 +358,17 @@ impl HashEmbedder {
     }
 }
 
-/// Adds each distinct feature of `occurrences` (hash, weight) to `region[hash % len]`, signed by the hash's top
-/// bit when `signed`, weighing it `w × (1 + ln tf)` with `tf` its occurrences and `w` its smallest weight.
+/// Adds each distinct feature of `occurrences` (hash, weight, times) to `region[hash % len]`, signed by the hash's
+/// top bit when `signed`, weighing it `w × (1 + ln tf)` with `tf` its occurrences (the sum of its `times`) and `w`
+/// its smallest weight.
 ///
 /// Each slot's sum runs over its features in ascending hash order, which is what makes the result the same on
 /// every run and platform. Only the order within a slot matters, so the occurrences are grouped by slot (a
 /// counting sort, linear) and each slot's few features sorted on their own, rather than sorting them all.
-fn accumulate(occurrences: &[(u64, f32)], region: &mut [f32], signed: bool) {
+fn accumulate(occurrences: &[Occurrence], region: &mut [f32], signed: bool) {
     let size = region.len();
     let modulo = FastMod::new(size as u64);
-    let slots: Vec<u32> = occurrences.iter().map(|&(hash, _)| modulo.rem(hash) as u32).collect();
+    let slots: Vec<u32> = occurrences.iter().map(|o| modulo.rem(o.hash) as u32).collect();
     let mut starts = vec![0usize; size + 1];
     for &s in &slots {
         starts[s as usize + 1] += 1;
@@ -375,7 +376,7 @@ fn accumulate(occurrences: &[(u64, f32)], region: &mut [f32], signed: bool) {
     for i in 0..size {
         starts[i + 1] += starts[i];
     }
-    let mut grouped = vec![(0u64, 0.0f32); occurrences.len()];
+    let mut grouped = vec![Occurrence { hash: 0, weight: 0.0, times: 0 }; occurrences.len()];
     let mut next = starts.clone();
     for (&occurrence, &s) in occurrences.iter().zip(&slots) {
         grouped[next[s as usize]] = occurrence;
@@ -383,14 +384,15 @@ fn accumulate(occurrences: &[(u64, f32)], region: &mut [f32], signed: bool) {
     }
     for (s, value) in region.iter_mut().enumerate() {
         let features = &mut grouped[starts[s]..starts[s + 1]];
-        features.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+        features.sort_unstable_by(|a, b| a.hash.cmp(&b.hash).then(a.weight.total_cmp(&b.weight)));
         let mut i = 0;
         while i < features.len() {
-            let (hash, weight) = features[i];
-            let tf = features[i..].iter().take_while(|(h, _)| *h == hash).count();
+            let Occurrence { hash, weight, .. } = features[i];
+            let same = features[i..].iter().take_while(|o| o.hash == hash).count();
+            let tf: usize = features[i..i + same].iter().map(|o| o.times as usize).sum();
             let sign = if signed && hash >> 63 == 1 { -1.0 } else { 1.0 };
             *value += sign * weight * sublinear_tf(tf);
-            i += tf;
+            i += same;
         }
     }
 }
@@ -448,43 +450,64 @@ impl Embedder for HashEmbedder {
     }
 }
 
-/// The feature occurrences of one text, per group: (hash, weight), in no particular order.
+/// `times` occurrences of a feature with this hash and weight.
+#[derive(Debug, Clone, Copy)]
+struct Occurrence {
+    hash: u64,
+    weight: f32,
+    times: u32,
+}
+
+/// The feature occurrences of one text, per group, in no particular order.
 struct Features {
-    words: Vec<(u64, f32)>,
-    bigrams: Vec<(u64, f32)>,
-    chars: Vec<(u64, f32)>,
+    words: Vec<Occurrence>,
+    bigrams: Vec<Occurrence>,
+    chars: Vec<Occurrence>,
 }
 
 impl Features {
     /// `None` when the text has no words.
+    ///
+    /// A chunk repeats many of its words, so word and character n-gram features are taken once per distinct
+    /// token, with its count as `times`: the sums [`accumulate`] makes are the same as for one occurrence each
+    /// (a test checks this against the occurrence-by-occurrence extraction). Bigrams follow the text's order.
     fn extract(text: &str) -> Option<Features> {
         let tokens = tokenize(text);
         if tokens.is_empty() {
             return None;
         }
-        let mut words = Vec::with_capacity(tokens.len());
+        let mut distinct: foldhash::HashMap<(&str, bool), u32> =
+            foldhash::HashMap::with_capacity_and_hasher(tokens.len(), Default::default());
         let mut bigrams = Vec::with_capacity(tokens.len());
-        let mut chars = Vec::with_capacity(tokens.len() * 12);
         let mut previous: Option<&str> = None;
-        let mut padded = Vec::new();
-        let mut bounds = Vec::new();
         for token in &tokens {
-            let weight = if token.stop { STOP_WORD_WEIGHT } else { 1.0 };
-            words.push((feature_hash(TAG_WORD, &[token.text.as_bytes()]), weight));
+            *distinct.entry((token.text.as_str(), token.stop)).or_insert(0) += 1;
             if token.stop {
                 continue;
             }
             if let Some(prev) = previous {
-                bigrams.push((feature_hash(TAG_BIGRAM, &[prev.as_bytes(), b" ", token.text.as_bytes()]), 1.0));
+                let hash = feature_hash(TAG_BIGRAM, &[prev.as_bytes(), b" ", token.text.as_bytes()]);
+                bigrams.push(Occurrence { hash, weight: 1.0, times: 1 });
             }
             previous = Some(&token.text);
+        }
+        let mut words = Vec::with_capacity(distinct.len());
+        let mut chars = Vec::with_capacity(distinct.len() * 12);
+        let mut padded = Vec::new();
+        let mut bounds = Vec::new();
+        for (&(word, stop), &times) in &distinct {
+            let weight = if stop { STOP_WORD_WEIGHT } else { 1.0 };
+            words.push(Occurrence { hash: feature_hash(TAG_WORD, &[word.as_bytes()]), weight, times });
+            if stop {
+                continue;
+            }
             padded.clear();
             padded.push(b'<');
-            padded.extend_from_slice(token.text.as_bytes());
+            padded.extend_from_slice(word.as_bytes());
             padded.push(b'>');
             bounds.clear();
             bounds.push(0);
-            bounds.extend(token.text.char_indices().map(|(i, _)| i + 1));
+            bounds.extend(word.char_indices().map(|(i, _)| i + 1));
             bounds.extend([padded.len() - 1, padded.len()]);
             // The n-grams starting at one character share their prefix: hash it once and emit the 3-, 4- and
             // 5-grams as it grows (FNV-1a is sequential, so this equals hashing each n-gram on its own).
@@ -494,7 +517,7 @@ impl Features {
                 for n in 1..=NGRAM_MAX.min(len - start) {
                     h = fnv_extend(h, &padded[bounds[start + n - 1]..bounds[start + n]]);
                     if n >= NGRAM_MIN {
-                        chars.push((fnv_finish(h), 1.0));
+                        chars.push(Occurrence { hash: fnv_finish(h), weight: 1.0, times });
                     }
                 }
             }
@@ -774,6 +797,44 @@ mod tests {
         tokenize(text).into_iter().map(|t| t.text).collect()
     }
 
+    /// The extraction as it was first written, one occurrence per token (`times` 1): the oracle for
+    /// [`Features::extract`]'s per-distinct-token tally.
+    fn features_one_by_one(text: &str) -> Option<Features> {
+        let tokens = tokenize(text);
+        if tokens.is_empty() {
+            return None;
+        }
+        let one = |hash, weight| Occurrence { hash, weight, times: 1 };
+        let (mut words, mut bigrams, mut chars) = (Vec::new(), Vec::new(), Vec::new());
+        let mut previous: Option<&str> = None;
+        for token in &tokens {
+            let weight = if token.stop { STOP_WORD_WEIGHT } else { 1.0 };
+            words.push(one(feature_hash(TAG_WORD, &[token.text.as_bytes()]), weight));
+            if token.stop {
+                continue;
+            }
+            if let Some(prev) = previous {
+                bigrams.push(one(feature_hash(TAG_BIGRAM, &[prev.as_bytes(), b" ", token.text.as_bytes()]), 1.0));
+            }
+            previous = Some(&token.text);
+            let chars_of: Vec<char> = format!("<{}>", token.text).chars().collect();
+            for start in 0..chars_of.len() {
+                for n in NGRAM_MIN..=NGRAM_MAX {
+                    if let Some(gram) = chars_of.get(start..start + n) {
+                        let gram: String = gram.iter().collect();
+                        chars.push(one(feature_hash(TAG_CHAR, &[gram.as_bytes()]), 1.0));
+                    }
+                }
+            }
+        }
+        Some(Features { words, bigrams, chars })
+    }
+
+    fn project_bits(features: &Features, dim: usize) -> Vec<u32> {
+        let e = HashEmbedder::new(dim).unwrap();
+        [true, false].iter().flat_map(|&signed| e.project(features, signed)).map(f32::to_bits).collect()
+    }
+
     /// The hash embedder's future is ready at once, so polling it once is enough.
     fn ready<F: Future>(fut: F) -> F::Output {
         match pin!(fut).poll(&mut Context::from_waker(Waker::noop())) {
@@ -1021,6 +1082,17 @@ mod tests {
         #[test]
         fn the_ascii_path_tokenizes_like_the_segmenter(text in "[a-e0-3A_:.,;' \t\r\n\"/()?!@#=+-]{0,60}") {
             prop_assert_eq!(tokens_with_stops(&text), tokenize_by_segmenter(&text));
+        }
+
+        #[test]
+        fn tallying_distinct_tokens_projects_like_one_occurrence_each(
+            words in proptest::collection::vec(
+                "(the|does|doe|Doe's|of|files|file|naïve|x_y|3\\.14|漢字|[a-c]{1,7})", 1..80),
+            dim in prop_oneof![Just(8usize), Just(384), 9usize..200],
+        ) {
+            let text = words.join(" ");
+            let (tallied, one_by_one) = (Features::extract(&text).unwrap(), features_one_by_one(&text).unwrap());
+            prop_assert_eq!(project_bits(&tallied, dim), project_bits(&one_by_one, dim));
         }
 
         #[test]
