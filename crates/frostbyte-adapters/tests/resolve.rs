@@ -1,7 +1,11 @@
 //! The resolver: URLs in, ports out, with helpful errors for everything else.
 
 use frostbyte_adapters::resolve::{self, ResolveError};
+use frostbyte_adapters::sqlite::SqliteStore;
 use frostbyte_core::TenantId;
+use frostbyte_core::ports::MetadataStore;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+use sqlx::{ConnectOptions, Connection};
 
 #[tokio::test]
 async fn sqlite_url_creates_the_directory_and_does_not_migrate() {
@@ -15,6 +19,37 @@ async fn sqlite_url_creates_the_directory_and_does_not_migrate() {
     assert!(store.get_tenant(&id).await.is_err(), "no tables before the caller migrates");
     store.migrate().await.unwrap();
     assert!(store.get_tenant(&id).await.unwrap().is_none());
+}
+
+/// The page size a database file was created with, from its header (bytes 16–17, big-endian).
+fn page_size_of(path: &std::path::Path) -> u32 {
+    let header = std::fs::read(path).unwrap();
+    u32::from(u16::from_be_bytes([header[16], header[17]]))
+}
+
+#[tokio::test]
+async fn new_sqlite_databases_get_large_pages_and_old_ones_keep_theirs() {
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = dir.path().join("fresh.db");
+    let store = SqliteStore::open(&fresh, 2).await.unwrap();
+    store.migrate().await.unwrap();
+    store.pool().close().await;
+    assert_eq!(page_size_of(&fresh), frostbyte_adapters::sqlite::PAGE_SIZE);
+
+    // A database written with SQLite's default 4 KiB pages, in WAL mode, opens and migrates as it is.
+    let old = dir.path().join("old.db");
+    let options =
+        SqliteConnectOptions::new().filename(&old).create_if_missing(true).journal_mode(SqliteJournalMode::Wal);
+    let mut conn = options.connect().await.unwrap();
+    sqlx::query("CREATE TABLE before_upgrade (x INTEGER)").execute(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
+    assert_eq!(page_size_of(&old), 4096);
+    let store = SqliteStore::open(&old, 2).await.unwrap();
+    store.migrate().await.unwrap();
+    let id = TenantId::parse("acme").unwrap();
+    assert!(store.get_tenant(&id).await.unwrap().is_none());
+    store.pool().close().await;
+    assert_eq!(page_size_of(&old), 4096);
 }
 
 #[tokio::test]
