@@ -436,8 +436,8 @@ impl Pipeline {
     }
 
     /// Runs a batch of claimed jobs (one tenant, one stage): admits each for the document generation it was
-    /// queued for, marks the admitted ones `running` in one write, runs their stage concurrently, and commits
-    /// every stage outcome in one write. A job of an erased or replaced document ends without running; a failed
+    /// queued for, marks the admitted ones `running` in one write while their stage runs, concurrently, and
+    /// commits every stage outcome in one write once that write has. A job of an erased or replaced document ends without running; a failed
     /// stage is recorded on its own document (see [`Pipeline::fail_stage`]); a document erased or replaced while
     /// its job ran keeps nothing of it ([`Pipeline::settle`]).
     async fn run_batch(&self, jobs: Vec<Job>) -> Vec<(Uuid, Outcome)> {
@@ -463,21 +463,15 @@ impl Pipeline {
             },
         };
 
-        // Every admitted document's first stage `running`, in one write.
-        let writes = admitted.iter().map(|a| self.running_write(a)).collect();
-        let mut running = Vec::with_capacity(admitted.len());
-        for (a, written) in admitted.into_iter().zip(self.write_batch(&tenant, writes).await) {
-            match written {
-                Ok(()) => running.push(a),
-                Err(e) => outcomes.push(self.failed(&a, e).await),
-            }
-        }
-
-        // The stage's work, [`in_flight`] documents at a time (their CPU-bound parts one per core, see
-        // [`on_cpu`]); the outcomes, with their jobs' completions, commit together, in one write per
-        // [`FLUSH_BYTES`] of chunks.
+        // Every admitted document's first stage `running`, in one write, while the stage's work starts: [`in_flight`]
+        // documents at a time (their CPU-bound parts one per core, see [`on_cpu`]). Waiting for the write first
+        // left the worker idle behind the other workers' commits. Nothing of a document commits before its
+        // `running` write has; the work of a document whose write was refused is dropped, and the job fails with
+        // the refusal, as before (settling it removes what the work may have left).
+        let job_ids: Vec<Uuid> = admitted.iter().map(|a| a.job.job_id).collect();
+        let running = self.write_batch(&tenant, admitted.iter().map(|a| self.running_write(a)).collect());
         let config = config.as_ref();
-        let work: Vec<_> = running
+        let work: Vec<_> = admitted
             .into_iter()
             .map(|a| async move {
                 let prepared = self.prepare(stage, &a, config).await;
@@ -485,8 +479,26 @@ impl Pipeline {
             })
             .collect();
         let mut work = futures::stream::iter(work).buffered(in_flight());
+        let mut early = Vec::new();
+        let mut refused: HashMap<Uuid, StageError> = {
+            let mut running = std::pin::pin!(running);
+            let written = loop {
+                tokio::select! {
+                    written = &mut running => break written,
+                    Some(done) = work.next() => early.push(done),
+                }
+            };
+            job_ids.into_iter().zip(written).filter_map(|(job, w)| w.err().map(|e| (job, e))).collect()
+        };
+
+        // The outcomes, with their jobs' completions, commit together, in one write per [`FLUSH_BYTES`] of chunks.
+        let mut work = futures::stream::iter(early).chain(work);
         let (mut ready, mut bytes) = (Vec::new(), 0);
         while let Some((a, prepared)) = work.next().await {
+            let prepared = match refused.remove(&a.job.job_id) {
+                Some(refusal) => Err(refusal),
+                None => prepared,
+            };
             match prepared {
                 Ok(p) => {
                     bytes += p.write.weight();
