@@ -7,7 +7,7 @@
 # unpacked by the team's corpus fetch script into $FROSTBYTE_DATA_CACHE (default ~/.cache/frostbyte-data).
 # usage: scripts/bench-ingest.sh [text|markdown|html|pdf|mixed ...]   (default: all but mixed)
 #   mixed: every corpus copied COPIES times (default 5) into one tree, for peak RSS on a large corpus.
-#   WORKERS (default 2) sets the in-process worker count.
+#   WORKERS, when set, overrides the in-process worker count (`workers.count`, default 4).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE=${FROSTBYTE_DATA_CACHE:-$HOME/.cache/frostbyte-data}
@@ -29,7 +29,7 @@ run() {
   local name=$1 dir=$2
   local data="$WORK/data-$name"
   FROSTBYTE_LOG=error "$BIN" --data-dir "$data" tenant create bench --name Bench --email bench@example.com >/dev/null
-  FROSTBYTE_LOG=error FROSTBYTE_WORKERS__COUNT=${WORKERS:-2} "$BIN" --data-dir "$data" --json ingest "$dir" --tenant bench \
+  env FROSTBYTE_LOG=error ${WORKERS:+FROSTBYTE_WORKERS__COUNT=$WORKERS} "$BIN" --data-dir "$data" --json ingest "$dir" --tenant bench \
     > "$WORK/$name.json" || true
   python3 - "$name" "$WORK/$name.json" <<'PY'
 import json, sys
