@@ -27,6 +27,7 @@ const SQLITE: &[(i64, &str, &str)] = &[
     (14, "chunk_vectors_shadow", include_str!("../migrations/sqlite/0014_chunk_vectors_shadow.sql")),
     (15, "audit_head_batches", include_str!("../migrations/sqlite/0015_audit_head_batches.sql")),
     (16, "raw_usage", include_str!("../migrations/sqlite/0016_raw_usage.sql")),
+    (18, "one_raw_sha256_index", include_str!("../migrations/sqlite/0018_one_raw_sha256_index.sql")),
 ];
 
 /// `(version, description, sql)` for PostgreSQL, in order.
@@ -46,6 +47,7 @@ const POSTGRES: &[(i64, &str, &str)] = &[
     (14, "chunk_vectors_shadow", include_str!("../migrations/postgres/0014_chunk_vectors_shadow.sql")),
     (16, "raw_usage", include_str!("../migrations/postgres/0016_raw_usage.sql")),
     (17, "audit_head_batches", include_str!("../migrations/postgres/0017_audit_head_batches.sql")),
+    (18, "one_raw_sha256_index", include_str!("../migrations/postgres/0018_one_raw_sha256_index.sql")),
 ];
 
 fn build(list: &'static [(i64, &'static str, &'static str)]) -> Migrator {
@@ -95,5 +97,25 @@ mod tests {
     fn every_migration_file_is_embedded() {
         assert_eq!(listed(SQLITE), files("sqlite"));
         assert_eq!(listed(POSTGRES), files("postgres"));
+    }
+
+    #[tokio::test]
+    async fn documents_keep_one_index_on_their_raw_bytes_and_use_it() {
+        let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect("sqlite::memory:").await.unwrap();
+        sqlite().run(&pool).await.unwrap();
+        let indexes: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM pragma_index_list('documents')").fetch_all(&pool).await.unwrap();
+        assert!(indexes.iter().any(|n| n == "documents_raw_sha256"), "{indexes:?}");
+        assert!(!indexes.iter().any(|n| n == "documents_lifecycle_raw"), "{indexes:?}");
+        // Intake's duplicate check and erasure's shared-blob lookup.
+        let plan: Vec<String> =
+            sqlx::query("EXPLAIN QUERY PLAN SELECT doc_id FROM documents WHERE tenant_id = 'a' AND raw_sha256 = 'b'")
+                .fetch_all(&pool)
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| sqlx::Row::get::<String, _>(row, "detail"))
+                .collect();
+        assert!(plan.iter().any(|d| d.contains("documents_raw_sha256")), "{plan:?}");
     }
 }
