@@ -28,6 +28,7 @@ const SQLITE: &[(i64, &str, &str)] = &[
     (15, "audit_head_batches", include_str!("../migrations/sqlite/0015_audit_head_batches.sql")),
     (16, "raw_usage", include_str!("../migrations/sqlite/0016_raw_usage.sql")),
     (18, "one_raw_sha256_index", include_str!("../migrations/sqlite/0018_one_raw_sha256_index.sql")),
+    (19, "chunk_insert_generations", include_str!("../migrations/sqlite/0019_chunk_insert_generations.sql")),
 ];
 
 /// `(version, description, sql)` for PostgreSQL, in order.

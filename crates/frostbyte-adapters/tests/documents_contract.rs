@@ -403,6 +403,12 @@ mod lifecycle {
         let hits =
             h.index().keyword_search(&t, "bravo", &frostbyte_core::index::SearchFilter::default(), 5).await.unwrap();
         assert_eq!(hits.len(), 1, "keyword entries commit with the rows");
+        let changed = h.feed().changed_documents(&t, 0).await.unwrap();
+        assert_eq!(
+            changed.iter().map(|c| c.doc_id.as_str()).collect::<Vec<_>>(),
+            [a_id.as_str()],
+            "search indexes are told of the applied write's chunks only"
+        );
     }
 
     async fn documents_at_reads_the_tenants_live_documents_with_their_generations(h: &Harness) {

@@ -90,11 +90,25 @@ async fn generations_grow_with_every_chunk_write_and_name_the_document(h: &Harne
     let changed = feed.changed_documents(&t, g2).await.unwrap();
     assert_eq!(changed.iter().map(|c| c.doc_id.as_str()).collect::<Vec<_>>(), ["d1"]);
     assert!(feed.document_entries(&t, &["d1".into()]).await.unwrap().is_empty(), "erased");
+    // New chunks for a document whose change row already holds the current generation (a reader synced at g3
+    // has seen it erased) move the generation again and name it.
+    h.index().replace_document_chunks(&t, "d1", &[chunk("d1", 0, "copper", json!({}))]).await.unwrap();
+    let g4 = feed.generation(&t).await.unwrap();
+    assert!(g4 > g3);
+    let changed = feed.changed_documents(&t, g3).await.unwrap();
+    assert_eq!(changed.iter().map(|c| (c.doc_id.as_str(), c.generation)).collect::<Vec<_>>(), [("d1", g4)]);
+    assert_eq!(feed.document_entries(&t, &["d1".into()]).await.unwrap().len(), 1);
+    // Replacing chunks that exist (delete and insert in one write) moves it too.
+    h.index().replace_document_chunks(&t, "d2", &[chunk("d2", 0, "ember", json!({}))]).await.unwrap();
+    let g5 = feed.generation(&t).await.unwrap();
+    assert!(g5 > g4);
+    let changed = feed.changed_documents(&t, g4).await.unwrap();
+    assert_eq!(changed.iter().map(|c| (c.doc_id.as_str(), c.generation)).collect::<Vec<_>>(), [("d2", g5)]);
     // Another tenant's writes move only its own generation.
     let other = tenant(h, "gen").await;
     h.index().replace_document_chunks(&other, "d9", &[chunk("d9", 0, "garden", json!({}))]).await.unwrap();
-    assert_eq!(feed.generation(&t).await.unwrap(), g3);
-    assert!(feed.changed_documents(&t, g3).await.unwrap().is_empty());
+    assert_eq!(feed.generation(&t).await.unwrap(), g5);
+    assert!(feed.changed_documents(&t, g5).await.unwrap().is_empty());
 }
 
 async fn feed_entries_page_by_chunk_id_and_stay_in_their_tenant(h: &Harness) {

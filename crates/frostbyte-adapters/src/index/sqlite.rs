@@ -252,13 +252,26 @@ pub(crate) async fn swap_chunks_in_tx(
         // with its last rows' text and vectors still bound to it.
         insert.build().persistent(false).execute(&mut *conn).await.map_err(err("chunk"))?;
     }
-    // The documents' rows are all new: their keyword entries in one statement.
-    sqlx::query(AssertSqlSafe(format!("INSERT INTO chunks_fts (rowid, text) SELECT id, text {OF_DOCS} ORDER BY id")))
-        .bind(tenant.as_str())
-        .bind(&ids)
-        .execute(&mut *conn)
-        .await
-        .map_err(err("chunk"))?;
+    // The documents' rows are all new: their keyword entries in one statement. Then the search generation moves
+    // once for the whole write, and each document's change row takes the new generation (inserts have no
+    // trigger for this, unlike deletes and updates: per row it was most of the insert's cost).
+    for sql in [
+        format!("INSERT INTO chunks_fts (rowid, text) SELECT id, text {OF_DOCS} ORDER BY id"),
+        "INSERT INTO chunk_generations (tenant_id, generation) VALUES (?1, 1) \
+         ON CONFLICT (tenant_id) DO UPDATE SET generation = generation + 1"
+            .to_owned(),
+        "INSERT INTO chunk_changes (tenant_id, doc_id, generation) \
+         SELECT ?1, value, (SELECT generation FROM chunk_generations WHERE tenant_id = ?1) FROM json_each(?2) \
+         WHERE true ON CONFLICT (tenant_id, doc_id) DO UPDATE SET generation = excluded.generation"
+            .to_owned(),
+    ] {
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(tenant.as_str())
+            .bind(&ids)
+            .execute(&mut *conn)
+            .await
+            .map_err(err("chunk"))?;
+    }
     Ok(())
 }
 
