@@ -136,6 +136,9 @@ impl SqliteStore {
             .page_size(PAGE_SIZE)
             .journal_mode(SqliteJournalMode::Wal)
             .foreign_keys(true)
+            // Statement journals and sorts in memory: a multi-row chunk insert's journal outgrows SQLite's
+            // 64 KiB spill threshold, and on disk each one was a temporary file created and unlinked.
+            .pragma("temp_store", "MEMORY")
             .busy_timeout(BUSY_TIMEOUT);
         let pool_options = if in_memory {
             // An in-memory database lives as long as its last connection, and shared-cache connections report

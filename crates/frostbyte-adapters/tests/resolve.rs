@@ -53,6 +53,18 @@ async fn new_sqlite_databases_get_large_pages_and_old_ones_keep_theirs() {
 }
 
 #[tokio::test]
+async fn sqlite_keeps_statement_journals_and_sorts_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("f.db"), 2).await.unwrap();
+    // Every pooled connection: 2 is MEMORY.
+    let (a, b) = (store.pool().acquire().await.unwrap(), store.pool().acquire().await.unwrap());
+    for mut conn in [a, b] {
+        let mode: i64 = sqlx::query_scalar("PRAGMA temp_store").fetch_one(&mut *conn).await.unwrap();
+        assert_eq!(mode, 2);
+    }
+}
+
+#[tokio::test]
 async fn sqlite_memory_works() {
     let store = resolve::metadata_store("sqlite::memory:", 4).await.expect("resolve sqlite::memory:");
     store.migrate().await.unwrap();
