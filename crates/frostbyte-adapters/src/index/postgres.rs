@@ -156,39 +156,66 @@ pub(crate) async fn replace_document_chunks_in_tx(
         return Err(StoreError::NotFound { resource: "tenant" });
     }
     delete_document_in_tx(conn, tenant, doc_id).await?;
-    for chunk in chunks {
-        sqlx::query(
-            "INSERT INTO chunks (tenant_id, chunk_id, doc_id, position, text, start_offset, end_offset, page_start, \
-             page_end, heading_path, kind, text_hash, classification, collection, metadata, quarantined, \
-             embed_model, dimension, vector, source_sha256, original_filename, ingested_at) VALUES ($1, $2, $3, $4, \
-             $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)",
-        )
-        .bind(tenant.as_str())
-        .bind(&chunk.chunk_id)
-        .bind(doc_id)
-        .bind(i64::from(chunk.position))
-        .bind(&chunk.text)
-        .bind(i64::from(chunk.start))
-        .bind(i64::from(chunk.end))
-        .bind(chunk.page_start.map(i64::from))
-        .bind(chunk.page_end.map(i64::from))
-        .bind(encode_headings(&chunk.heading_path)?)
-        .bind(&chunk.kind)
-        .bind(&chunk.text_hash)
-        .bind(chunk.classification.as_deref())
-        .bind(chunk.collection.as_deref())
-        .bind(&chunk.metadata)
-        .bind(chunk.quarantined)
-        .bind(&chunk.embed_model)
-        .bind(i32::try_from(chunk.vector.len()).map_err(|_| StoreError::Internal("vector too long".into()))?)
-        .bind(encode_vector(&chunk.vector))
-        .bind(&chunk.source_sha256)
-        .bind(&chunk.original_filename)
-        .bind(truncate_micros(chunk.ingested_at))
-        .execute(&mut *conn)
-        .await
-        .map_err(err("chunk"))?;
+    insert_chunks(conn, tenant, doc_id, chunks).await
+}
+
+/// Inserts one document's chunks in one statement, a column per array: the statement text is the same for any
+/// number of chunks, so it stays prepared, and the generation trigger (0019) fires once for them all.
+async fn insert_chunks(
+    conn: &mut PgConnection,
+    tenant: &TenantId,
+    doc_id: &str,
+    chunks: &[IndexedChunk],
+) -> StoreResult<()> {
+    if chunks.is_empty() {
+        return Ok(());
     }
+    fn each<'a, T>(chunks: &'a [IndexedChunk], f: impl Fn(&'a IndexedChunk) -> T) -> Vec<T> {
+        chunks.iter().map(f).collect()
+    }
+    let headings = chunks.iter().map(|c| encode_headings(&c.heading_path)).collect::<StoreResult<Vec<_>>>()?;
+    let dimensions = chunks
+        .iter()
+        .map(|c| i32::try_from(c.vector.len()).map_err(|_| StoreError::Internal("vector too long".into())))
+        .collect::<StoreResult<Vec<_>>>()?;
+    sqlx::query(
+        "INSERT INTO chunks (tenant_id, chunk_id, doc_id, position, text, start_offset, end_offset, page_start, \
+         page_end, heading_path, kind, text_hash, classification, collection, metadata, quarantined, embed_model, \
+         dimension, vector, source_sha256, original_filename, ingested_at) \
+         SELECT $1, chunk_id, $2, position, text, start_offset, end_offset, page_start, page_end, heading_path, kind, \
+         text_hash, classification, collection, metadata, quarantined, embed_model, dimension, vector, source_sha256, \
+         original_filename, ingested_at FROM UNNEST($3::text[], $4::bigint[], $5::text[], $6::bigint[], \
+         $7::bigint[], $8::bigint[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], \
+         $15::jsonb[], $16::boolean[], $17::text[], $18::integer[], $19::bytea[], $20::text[], $21::text[], \
+         $22::timestamptz[]) AS c (chunk_id, position, text, start_offset, end_offset, page_start, page_end, \
+         heading_path, kind, text_hash, classification, collection, metadata, quarantined, embed_model, dimension, \
+         vector, source_sha256, original_filename, ingested_at)",
+    )
+    .bind(tenant.as_str())
+    .bind(doc_id)
+    .bind(each(chunks, |c| c.chunk_id.as_str()))
+    .bind(each(chunks, |c| i64::from(c.position)))
+    .bind(each(chunks, |c| c.text.as_str()))
+    .bind(each(chunks, |c| i64::from(c.start)))
+    .bind(each(chunks, |c| i64::from(c.end)))
+    .bind(each(chunks, |c| c.page_start.map(i64::from)))
+    .bind(each(chunks, |c| c.page_end.map(i64::from)))
+    .bind(headings)
+    .bind(each(chunks, |c| c.kind.as_str()))
+    .bind(each(chunks, |c| c.text_hash.as_str()))
+    .bind(each(chunks, |c| c.classification.as_deref()))
+    .bind(each(chunks, |c| c.collection.as_deref()))
+    .bind(each(chunks, |c| &c.metadata))
+    .bind(each(chunks, |c| c.quarantined))
+    .bind(each(chunks, |c| c.embed_model.as_str()))
+    .bind(dimensions)
+    .bind(each(chunks, |c| encode_vector(&c.vector)))
+    .bind(each(chunks, |c| c.source_sha256.as_str()))
+    .bind(each(chunks, |c| c.original_filename.as_str()))
+    .bind(each(chunks, |c| truncate_micros(c.ingested_at)))
+    .execute(&mut *conn)
+    .await
+    .map_err(err("chunk"))?;
     Ok(())
 }
 
