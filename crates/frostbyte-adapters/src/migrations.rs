@@ -50,6 +50,7 @@ const POSTGRES: &[(i64, &str, &str)] = &[
     (17, "audit_head_batches", include_str!("../migrations/postgres/0017_audit_head_batches.sql")),
     (18, "one_raw_sha256_index", include_str!("../migrations/postgres/0018_one_raw_sha256_index.sql")),
     (19, "chunk_statement_generations", include_str!("../migrations/postgres/0019_chunk_statement_generations.sql")),
+    (20, "chunk_rows_inline", include_str!("../migrations/postgres/0020_chunk_rows_inline.sql")),
 ];
 
 fn build(list: &'static [(i64, &'static str, &'static str)]) -> Migrator {
