@@ -8,6 +8,8 @@
 # usage: scripts/bench-ingest.sh [text|markdown|html|pdf|mixed ...]   (default: all but mixed)
 #   mixed: every corpus copied COPIES times (default 5) into one tree, for peak RSS on a large corpus.
 #   WORKERS, when set, overrides the in-process worker count (`workers.count`, default 4).
+#   PostgreSQL as the metadata store: export FROSTBYTE_DATABASE_URL, FROSTBYTE_AUTH__ADMIN_API_KEY and
+#   FROSTBYTE_AUTH__JWT_SECRET (blobs stay in the local data directory). Each run creates its own tenant.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE=${FROSTBYTE_DATA_CACHE:-$HOME/.cache/frostbyte-data}
@@ -27,9 +29,9 @@ collect() {
 
 run() {
   local name=$1 dir=$2
-  local data="$WORK/data-$name"
-  FROSTBYTE_LOG=error "$BIN" --data-dir "$data" tenant create bench --name Bench --email bench@example.com >/dev/null
-  env FROSTBYTE_LOG=error ${WORKERS:+FROSTBYTE_WORKERS__COUNT=$WORKERS} "$BIN" --data-dir "$data" --json ingest "$dir" --tenant bench \
+  local data="$WORK/data-$name" tenant="bench-$name-$(date +%s)"
+  FROSTBYTE_LOG=error "$BIN" --data-dir "$data" tenant create "$tenant" --name Bench --email bench@example.com >/dev/null
+  env FROSTBYTE_LOG=error ${WORKERS:+FROSTBYTE_WORKERS__COUNT=$WORKERS} "$BIN" --data-dir "$data" --json ingest "$dir" --tenant "$tenant" \
     > "$WORK/$name.json" || true
   python3 - "$name" "$WORK/$name.json" <<'PY'
 import json, sys
