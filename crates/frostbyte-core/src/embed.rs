@@ -568,7 +568,7 @@ struct Token {
 fn tokenize(text: &str) -> Vec<Token> {
     let mut out = Vec::new();
     if text.is_ascii() {
-        crate::words::AsciiWords::new(text).for_each(|word| push_word(word, &mut out));
+        crate::words::AsciiWords::new(text).for_each(|word| push_ascii_word(word.as_bytes(), &mut out));
     } else {
         text.split_word_bounds().for_each(|word| push_word(word, &mut out));
     }
@@ -589,15 +589,39 @@ fn push_word(word: &str, out: &mut Vec<Token>) {
                 token.push('\'');
             }
         }
-        // A possessive `'s` goes, unless it is all there is.
-        if let Some(base) = token.strip_suffix("'s").filter(|b| b.chars().any(char::is_alphanumeric)) {
-            token.truncate(base.len());
+        push_token(token, out);
+    }
+}
+
+/// [`push_word`] for an ASCII word, byte by byte: no character decoding or Unicode case tables (the
+/// apostrophes, marks and full-width stop that only the general path handles are not ASCII).
+fn push_ascii_word(word: &[u8], out: &mut Vec<Token>) {
+    if !word.iter().any(u8::is_ascii_alphanumeric) {
+        return;
+    }
+    for part in word.split(|&b| b == b'_' || b == b'.') {
+        let mut token = String::with_capacity(part.len());
+        for &b in part {
+            if b.is_ascii_alphanumeric() {
+                token.push(char::from(b.to_ascii_lowercase()));
+            } else if b == b'\'' {
+                token.push('\'');
+            }
         }
-        token.retain(|c| c != '\'');
-        if token.chars().any(char::is_alphanumeric) {
-            let stop = is_stop_word(&token);
-            out.push(Token { text: stem(token), stop });
-        }
+        push_token(token, out);
+    }
+}
+
+/// Adds one part of a word, lowercased with its apostrophes marked `'`: a possessive `'s` goes (unless it is all
+/// there is), the other apostrophes go, and a part left without a letter or digit adds nothing.
+fn push_token(mut token: String, out: &mut Vec<Token>) {
+    if let Some(base) = token.strip_suffix("'s").filter(|b| b.chars().any(char::is_alphanumeric)) {
+        token.truncate(base.len());
+    }
+    token.retain(|c| c != '\'');
+    if token.chars().any(char::is_alphanumeric) {
+        let stop = is_stop_word(&token);
+        out.push(Token { text: stem(token), stop });
     }
 }
 
@@ -1080,7 +1104,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn the_ascii_path_tokenizes_like_the_segmenter(text in "[a-e0-3A_:.,;' \t\r\n\"/()?!@#=+-]{0,60}") {
+        fn the_ascii_path_tokenizes_like_the_segmenter(text in "[a-eA-EsS0-3_:.,;' \t\r\n\"/()?!@#=+-]{0,60}") {
             prop_assert_eq!(tokens_with_stops(&text), tokenize_by_segmenter(&text));
         }
 
