@@ -9,65 +9,36 @@ DROP TRIGGER chunks_generation ON chunks;
 DROP FUNCTION chunks_generation_trigger();
 DROP FUNCTION chunks_record_change(TEXT, TEXT);
 
-CREATE FUNCTION chunks_record_changes(t TEXT, docs TEXT[]) RETURNS void
+-- The rows a statement wrote are `old_chunks` (deletes, updates) and `new_chunks` (inserts, updates).
+CREATE FUNCTION chunks_record_changes() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
+    c RECORD;
     g BIGINT;
 BEGIN
-    INSERT INTO chunk_generations AS cg (tenant_id, generation) VALUES (t, 1)
-        ON CONFLICT (tenant_id) DO UPDATE SET generation = cg.generation + 1
-        RETURNING cg.generation INTO g;
-    INSERT INTO chunk_changes AS cc (tenant_id, doc_id, generation)
-        SELECT t, d, g FROM unnest(docs) AS d
-        ON CONFLICT (tenant_id, doc_id) DO UPDATE SET generation = EXCLUDED.generation;
-END;
-$$;
-
-CREATE FUNCTION chunks_inserted() RETURNS trigger
-LANGUAGE plpgsql AS $$
-DECLARE
-    c RECORD;
-BEGIN
-    FOR c IN SELECT tenant_id, array_agg(DISTINCT doc_id) AS docs FROM new_chunks GROUP BY tenant_id ORDER BY tenant_id
+    FOR c IN EXECUTE format(
+        'SELECT tenant_id, array_agg(DISTINCT doc_id) AS docs FROM (%s) AS changed GROUP BY tenant_id ORDER BY tenant_id',
+        CASE TG_OP
+            WHEN 'INSERT' THEN 'SELECT tenant_id, doc_id FROM new_chunks'
+            WHEN 'DELETE' THEN 'SELECT tenant_id, doc_id FROM old_chunks'
+            ELSE 'SELECT tenant_id, doc_id FROM old_chunks UNION ALL SELECT tenant_id, doc_id FROM new_chunks'
+        END)
     LOOP
-        PERFORM chunks_record_changes(c.tenant_id, c.docs);
-    END LOOP;
-    RETURN NULL;
-END;
-$$;
-
-CREATE FUNCTION chunks_deleted() RETURNS trigger
-LANGUAGE plpgsql AS $$
-DECLARE
-    c RECORD;
-BEGIN
-    FOR c IN SELECT tenant_id, array_agg(DISTINCT doc_id) AS docs FROM old_chunks GROUP BY tenant_id ORDER BY tenant_id
-    LOOP
-        PERFORM chunks_record_changes(c.tenant_id, c.docs);
-    END LOOP;
-    RETURN NULL;
-END;
-$$;
-
-CREATE FUNCTION chunks_updated() RETURNS trigger
-LANGUAGE plpgsql AS $$
-DECLARE
-    c RECORD;
-BEGIN
-    FOR c IN
-        SELECT tenant_id, array_agg(DISTINCT doc_id) AS docs
-        FROM (SELECT tenant_id, doc_id FROM old_chunks UNION ALL SELECT tenant_id, doc_id FROM new_chunks) AS changed
-        GROUP BY tenant_id ORDER BY tenant_id
-    LOOP
-        PERFORM chunks_record_changes(c.tenant_id, c.docs);
+        INSERT INTO chunk_generations AS cg (tenant_id, generation) VALUES (c.tenant_id, 1)
+            ON CONFLICT (tenant_id) DO UPDATE SET generation = cg.generation + 1
+            RETURNING cg.generation INTO g;
+        INSERT INTO chunk_changes AS cc (tenant_id, doc_id, generation)
+            SELECT c.tenant_id, d, g FROM unnest(c.docs) AS d
+            ON CONFLICT (tenant_id, doc_id) DO UPDATE SET generation = EXCLUDED.generation;
     END LOOP;
     RETURN NULL;
 END;
 $$;
 
 CREATE TRIGGER chunks_generation_insert AFTER INSERT ON chunks
-    REFERENCING NEW TABLE AS new_chunks FOR EACH STATEMENT EXECUTE FUNCTION chunks_inserted();
+    REFERENCING NEW TABLE AS new_chunks FOR EACH STATEMENT EXECUTE FUNCTION chunks_record_changes();
 CREATE TRIGGER chunks_generation_delete AFTER DELETE ON chunks
-    REFERENCING OLD TABLE AS old_chunks FOR EACH STATEMENT EXECUTE FUNCTION chunks_deleted();
+    REFERENCING OLD TABLE AS old_chunks FOR EACH STATEMENT EXECUTE FUNCTION chunks_record_changes();
 CREATE TRIGGER chunks_generation_update AFTER UPDATE ON chunks
-    REFERENCING OLD TABLE AS old_chunks NEW TABLE AS new_chunks FOR EACH STATEMENT EXECUTE FUNCTION chunks_updated();
+    REFERENCING OLD TABLE AS old_chunks NEW TABLE AS new_chunks FOR EACH STATEMENT
+    EXECUTE FUNCTION chunks_record_changes();

@@ -198,17 +198,16 @@ pub(crate) async fn swap_chunks_in_tx(
     let ids = serde_json::to_string(&docs.iter().map(|(doc_id, _)| doc_id).collect::<Vec<_>>())
         .map_err(|_| StoreError::Internal("document ids could not be encoded".into()))?;
     const OF_DOCS: &str = "FROM chunks WHERE tenant_id = ?1 AND doc_id IN (SELECT value FROM json_each(?2))";
-    for sql in [
-        format!("INSERT INTO chunks_fts (chunks_fts, rowid, text) SELECT 'delete', id, text {OF_DOCS}"),
-        format!("DELETE {OF_DOCS}"),
-    ] {
-        sqlx::query(AssertSqlSafe(sql))
-            .bind(tenant.as_str())
-            .bind(&ids)
-            .execute(&mut *conn)
-            .await
-            .map_err(err("chunk"))?;
-    }
+    for_docs(
+        conn,
+        tenant,
+        &ids,
+        [
+            format!("INSERT INTO chunks_fts (chunks_fts, rowid, text) SELECT 'delete', id, text {OF_DOCS}"),
+            format!("DELETE {OF_DOCS}"),
+        ],
+    )
+    .await?;
     // Many rows per statement: one round trip per `INSERT_ROWS` chunks instead of two per chunk.
     let rows: Vec<(&str, &IndexedChunk)> =
         docs.iter().flat_map(|(doc_id, chunks)| chunks.iter().map(move |c| (*doc_id, c))).collect();
@@ -255,19 +254,35 @@ pub(crate) async fn swap_chunks_in_tx(
     // The documents' rows are all new: their keyword entries in one statement. Then the search generation moves
     // once for the whole write, and each document's change row takes the new generation (inserts have no
     // trigger for this, unlike deletes and updates: per row it was most of the insert's cost).
-    for sql in [
-        format!("INSERT INTO chunks_fts (rowid, text) SELECT id, text {OF_DOCS} ORDER BY id"),
-        "INSERT INTO chunk_generations (tenant_id, generation) VALUES (?1, 1) \
-         ON CONFLICT (tenant_id) DO UPDATE SET generation = generation + 1"
-            .to_owned(),
-        "INSERT INTO chunk_changes (tenant_id, doc_id, generation) \
-         SELECT ?1, value, (SELECT generation FROM chunk_generations WHERE tenant_id = ?1) FROM json_each(?2) \
-         WHERE true ON CONFLICT (tenant_id, doc_id) DO UPDATE SET generation = excluded.generation"
-            .to_owned(),
-    ] {
+    for_docs(
+        conn,
+        tenant,
+        &ids,
+        [
+            format!("INSERT INTO chunks_fts (rowid, text) SELECT id, text {OF_DOCS} ORDER BY id"),
+            "INSERT INTO chunk_generations (tenant_id, generation) VALUES (?1, 1) \
+             ON CONFLICT (tenant_id) DO UPDATE SET generation = generation + 1"
+                .to_owned(),
+            "INSERT INTO chunk_changes (tenant_id, doc_id, generation) \
+             SELECT ?1, value, (SELECT generation FROM chunk_generations WHERE tenant_id = ?1) FROM json_each(?2) \
+             WHERE true ON CONFLICT (tenant_id, doc_id) DO UPDATE SET generation = excluded.generation"
+                .to_owned(),
+        ],
+    )
+    .await
+}
+
+/// Runs each statement with the tenant as `?1` and the documents' ids, a JSON array, as `?2`.
+async fn for_docs(
+    conn: &mut SqliteConnection,
+    tenant: &TenantId,
+    ids: &str,
+    statements: impl IntoIterator<Item = String>,
+) -> StoreResult<()> {
+    for sql in statements {
         sqlx::query(AssertSqlSafe(sql))
             .bind(tenant.as_str())
-            .bind(&ids)
+            .bind(ids)
             .execute(&mut *conn)
             .await
             .map_err(err("chunk"))?;
