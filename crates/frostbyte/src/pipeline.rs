@@ -998,6 +998,12 @@ impl Pipeline {
         .await
         .map_err(|_| StageError::retryable("CHUNK_ERROR", "the chunking task panicked or was cancelled"))?;
         let (chunks, quarantine) = assessed?;
+        // A chunk without a letter or digit (a rule, a row of symbols, an index page's symbol section) gives a
+        // search nothing to match, by keyword or by a lexical vector: it is counted, not embedded or indexed.
+        let all = chunks.len();
+        let (chunks, quarantine): (Vec<_>, Vec<_>) =
+            chunks.into_iter().zip(quarantine).filter(|(c, _)| c.text.chars().any(char::is_alphanumeric)).unzip();
+        let wordless = all - chunks.len();
         let model = embedder.model_id().to_owned();
         let dimension = embedder.dimension();
         let vectors = self.embed(embedder, chunks.iter().map(|c| c.text.clone()).collect()).await?;
@@ -1012,7 +1018,7 @@ impl Pipeline {
             "DOCUMENT_EMBEDDED",
             doc_id,
             json!({"component": "embed", "status": "done", "input_hash": input_hash, "output_hash": chunk_set,
-                   "embed_model": model, "dimension": dimension, "chunks": chunks.len(),
+                   "embed_model": model, "dimension": dimension, "chunks": chunks.len(), "wordless_chunks": wordless,
                    "duration_ms": started.elapsed().as_millis() as u64}),
         );
         let embedded = StageUpdate::new(PipelineStage::Embed, StageStatus::Done);
@@ -1053,6 +1059,7 @@ impl Pipeline {
             .lineage("chunk_set_sha256", chunk_set.clone())
             .lineage("chunks", indexed.len())
             .lineage("quarantined_chunks", quarantined)
+            .lineage("wordless_chunks", wordless)
             .lineage("index_sha256", output_hash.clone())
             .completes_job(a.job.job_id, self.claim.worker_id.clone());
         let audit = event(

@@ -114,6 +114,43 @@ async fn markdown_upload_is_parsed_policed_and_indexed_without_the_ssn() {
     assert!(!events.text.contains(SSN));
 }
 
+/// A chunk without a letter or digit (here a table of symbols, which is always a chunk of its own) gives a search
+/// nothing to match: it is counted, and the rest of the document is indexed, rather than the whole document
+/// failing because the hash embedder has no feature to take from it.
+#[tokio::test]
+async fn chunks_without_a_letter_or_digit_are_counted_not_indexed() {
+    let app = spawn_app().await;
+    let t = app.tenant("acme").await;
+    let text = "# Arrows\n\nThe arrows below point where the operators send their results.\n\n\
+                | → | ← |\n|---|---|\n| ≠ | ≤ |\n\nEach arrow reads from left to right.\n";
+    let r = upload(&app, &t.key, "acme", "arrows.md", "text/markdown", text.as_bytes()).await;
+    r.expect(202);
+    let doc_id = r.data()["doc_id"].as_str().unwrap().to_owned();
+    drain(&pipeline(&app)).await;
+
+    let d = app.get(&format!("/api/v1/query/acme/document/{doc_id}"), Some(&t.key)).await;
+    assert_eq!(d.data()["status"], json!("indexed"), "{}", d.text);
+    assert_eq!(d.data()["lineage"]["wordless_chunks"], json!(1), "{}", d.text);
+    let tenant = TenantId::parse("acme").unwrap();
+    let chunks = app.index.document_chunks(&tenant, &doc_id).await.unwrap();
+    assert_eq!(d.data()["lineage"]["chunks"], json!(chunks.len()), "{}", d.text);
+    assert!(!chunks.is_empty() && chunks.iter().all(|c| c.text.chars().any(char::is_alphanumeric)), "{chunks:?}");
+    assert!(chunks.iter().all(|c| !c.text.contains('→')), "the symbols' chunk is not indexed: {chunks:?}");
+    let hits =
+        app.index.keyword_search(&tenant, "arrow", &frostbyte_core::index::SearchFilter::default(), 5).await.unwrap();
+    assert!(hits.iter().any(|h| h.doc_id == doc_id));
+    let events = app.audit_events(&t.key, "acme", "?limit=500").await;
+    let embedded = events
+        .data()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event_type"] == json!("DOCUMENT_EMBEDDED"))
+        .cloned()
+        .expect("an embedding event");
+    assert_eq!(embedded["details"]["wordless_chunks"], json!(1), "{embedded}");
+}
+
 /// Stage by stage (each stage its own job) the chunks carry the same classification as when one job chains them.
 #[tokio::test]
 async fn chunks_carry_the_classification_whether_or_not_the_stages_are_chained() {
