@@ -437,9 +437,9 @@ impl Pipeline {
 
     /// Runs a batch of claimed jobs (one tenant, one stage): admits each for the document generation it was
     /// queued for, marks the admitted ones `running` in one write while their stage runs, concurrently, and
-    /// commits every stage outcome in one write once that write has. A job of an erased or replaced document ends without running; a failed
-    /// stage is recorded on its own document (see [`Pipeline::fail_stage`]); a document erased or replaced while
-    /// its job ran keeps nothing of it ([`Pipeline::settle`]).
+    /// commits every stage outcome in one write once that write has. A job of an erased or replaced document
+    /// ends without running; a failed stage is recorded on its own document (see [`Pipeline::fail_stage`]); a
+    /// document erased or replaced while its job ran keeps nothing of it ([`Pipeline::settle`]).
     async fn run_batch(&self, jobs: Vec<Job>) -> Vec<(Uuid, Outcome)> {
         let mut outcomes = Vec::with_capacity(jobs.len());
         let Some((tenant, stage)) = jobs.first().map(|j| (j.tenant_id.clone(), j.stage)) else {
@@ -985,6 +985,12 @@ impl Pipeline {
         let assessed = on_cpu(move || {
             let chunks = chunk_document(&policed, &chunking)
                 .map_err(|_| StageError::permanent("CHUNK_CONFIG_INVALID", "the chunking configuration is invalid"))?;
+            // A chunk without a letter or digit (a rule, a row of symbols, an index page's symbol section) gives a
+            // search nothing to match, by keyword or by a lexical vector: it is counted, not scored, embedded or
+            // indexed.
+            let all = chunks.len();
+            let chunks: Vec<_> = chunks.into_iter().filter(|c| c.text.chars().any(char::is_alphanumeric)).collect();
+            let wordless = all - chunks.len();
             let verdicts = chunks
                 .iter()
                 .map(|c| {
@@ -993,17 +999,11 @@ impl Pipeline {
                         .map_err(|e| StageError::permanent(e.code(), "the chunk policy checks failed"))
                 })
                 .collect::<Result<Vec<bool>, StageError>>()?;
-            Ok::<_, StageError>((chunks, verdicts))
+            Ok::<_, StageError>((chunks, verdicts, wordless))
         })
         .await
         .map_err(|_| StageError::retryable("CHUNK_ERROR", "the chunking task panicked or was cancelled"))?;
-        let (chunks, quarantine) = assessed?;
-        // A chunk without a letter or digit (a rule, a row of symbols, an index page's symbol section) gives a
-        // search nothing to match, by keyword or by a lexical vector: it is counted, not embedded or indexed.
-        let all = chunks.len();
-        let (chunks, quarantine): (Vec<_>, Vec<_>) =
-            chunks.into_iter().zip(quarantine).filter(|(c, _)| c.text.chars().any(char::is_alphanumeric)).unzip();
-        let wordless = all - chunks.len();
+        let (chunks, quarantine, wordless) = assessed?;
         let model = embedder.model_id().to_owned();
         let dimension = embedder.dimension();
         let vectors = self.embed(embedder, chunks.iter().map(|c| c.text.clone()).collect()).await?;
