@@ -12,10 +12,11 @@
 //! "no specific domain with enough confidence". `confidence` then still reports the best category's confidence,
 //! and `scores` always lists every category, so a reviewer can see how close it came.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 use std::sync::LazyLock;
 
-use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 /// The rule-based categories, in tie-break order.
@@ -295,11 +296,33 @@ const TECHNICAL: &[(&str, f64)] = &[
 const RULES: [&[(&str, f64)]; 5] = [FINANCIAL, MEDICAL, LEGAL, HR, TECHNICAL];
 
 struct Rules {
-    pattern: Regex,
     /// Term text (lowercase, single spaces) → term id.
     ids: HashMap<&'static str, usize>,
     /// Per term id: (category index, weight).
     terms: Vec<(usize, f64)>,
+    /// First word → the terms that start with it ([`Term`]), in match-preference order.
+    by_first: foldhash::HashMap<&'static str, Vec<Term>>,
+    /// Per first byte of a lowercase ASCII word, bit `n` set when a word of `n` bytes may start a term (its first
+    /// word, or a one-word term with a plural ending): most words are ruled out without a hash lookup.
+    shapes: [u32; 128],
+}
+
+/// A term as the scanner matches it: its first word (the key it is found under), then each later word with the
+/// separator before it. Terms are lowercase ASCII words joined by single spaces or hyphens.
+struct Term {
+    /// The term's place in the preference order: longer terms first, so that "balance sheet" wins over a
+    /// shorter term at the same position; ties in [`RULES`] order.
+    rank: usize,
+    rest: Vec<(Separator, &'static str)>,
+}
+
+/// What joins two words of a term in the text.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Separator {
+    /// One or more whitespace characters (a space in the term).
+    Space,
+    /// Exactly one `-`.
+    Hyphen,
 }
 
 static COMPILED: LazyLock<Rules> = LazyLock::new(|| {
@@ -313,13 +336,43 @@ static COMPILED: LazyLock<Rules> = LazyLock::new(|| {
             phrases.push(phrase);
         }
     }
-    // Longest first, so that "balance sheet" wins over a shorter term at the same position.
     phrases.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    let alternation: Vec<String> = phrases.iter().map(|p| regex::escape(p).replace(' ', r"\s+")).collect();
-    let pattern = Regex::new(&format!(r"(?i)\b(?:{})(?:es|s)?\b", alternation.join("|")))
-        .expect("built-in classification pattern compiles");
-    Rules { pattern, ids, terms }
+    let mut by_first: foldhash::HashMap<&'static str, Vec<Term>> = foldhash::HashMap::default();
+    let mut shapes = [0u32; 128];
+    for (rank, phrase) in phrases.into_iter().enumerate() {
+        let (first, rest) = split_term(phrase);
+        let lengths = if rest.is_empty() { first.len()..=first.len() + 2 } else { first.len()..=first.len() };
+        for n in lengths {
+            assert!(n < 32, "classification term {phrase:?} starts with a word too long for the shape filter");
+            shapes[usize::from(first.as_bytes()[0])] |= 1 << n;
+        }
+        by_first.entry(first).or_default().push(Term { rank, rest });
+    }
+    Rules { ids, terms, by_first, shapes }
 });
+
+/// A term's first word and its later words with their separators.
+fn split_term(phrase: &'static str) -> (&'static str, Vec<(Separator, &'static str)>) {
+    let mut words = phrase.split_inclusive([' ', '-']).map(|w| match w.strip_suffix(' ') {
+        Some(word) => (word, Some(Separator::Space)),
+        None => match w.strip_suffix('-') {
+            Some(word) => (word, Some(Separator::Hyphen)),
+            None => (w, None),
+        },
+    });
+    let (first, mut separator) = words.next().expect("a term has a word");
+    let mut rest = Vec::new();
+    for (word, next) in words {
+        rest.push((separator.expect("only the last word has no separator after it"), word));
+        separator = next;
+    }
+    assert!(
+        phrase.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b' ' || b == b'-')
+            && [first].into_iter().chain(rest.iter().map(|(_, w)| *w)).all(|w| !w.is_empty()),
+        "classification term {phrase:?} is not lowercase ASCII words joined by single spaces or hyphens"
+    );
+    (first, rest)
+}
 
 fn term_id(rules: &Rules, matched: &str) -> Option<usize> {
     let key = matched.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
@@ -331,6 +384,159 @@ fn term_id(rules: &Rules, matched: &str) -> Option<usize> {
         .copied()
 }
 
+/// A word character in the sense of Unicode `\w` (letters, marks, digits, connector punctuation), which bounds
+/// a term as `\b` does.
+fn is_word_char(c: char) -> bool {
+    if c.is_ascii() { is_ascii_word_byte(c as u8) } else { regex_syntax::is_word_character(c) }
+}
+
+fn is_ascii_word_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// The byte ranges of `text`'s maximal runs of word characters.
+fn word_runs(text: &str) -> Vec<Range<usize>> {
+    let mut runs = Vec::new();
+    if text.is_ascii() {
+        let bytes = text.as_bytes();
+        let mut i = 0;
+        while let Some(start) = bytes[i..].iter().position(|&b| is_ascii_word_byte(b)).map(|n| i + n) {
+            i = bytes[start..].iter().position(|&b| !is_ascii_word_byte(b)).map_or(bytes.len(), |n| start + n);
+            runs.push(start..i);
+        }
+        return runs;
+    }
+    let mut start = None;
+    for (i, c) in text.char_indices() {
+        match (is_word_char(c), start) {
+            (true, None) => start = Some(i),
+            (false, Some(s)) => {
+                runs.push(s..i);
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        runs.push(s..text.len());
+    }
+    runs
+}
+
+/// A word as terms are compared with it: lowercase, with the two characters that match an ASCII letter
+/// case-insensitively without lowercasing to it (`ſ`, long s, as `s`; the Kelvin sign already lowercases to `k`).
+fn fold(word: &str) -> Cow<'_, str> {
+    if word.is_ascii() {
+        if word.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(word.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(word)
+        }
+    } else {
+        Cow::Owned(word.to_lowercase().replace('\u{17f}', "s"))
+    }
+}
+
+/// `word` is the term word `expected`, or `expected` with a trailing `es` or `s` when `last`.
+fn word_matches(word: &str, expected: &str, last: bool) -> bool {
+    match word.strip_prefix(expected) {
+        Some("") => true,
+        Some("es" | "s") => last,
+        _ => false,
+    }
+}
+
+/// How many word runs, from `runs[i]` on, the preferred term starting at `runs[i]` spans, if one does.
+fn match_at(rules: &Rules, text: &str, runs: &[Range<usize>], i: usize) -> Option<usize> {
+    let word = &text[runs[i].clone()];
+    let mut lower = [0u8; 32];
+    let folded;
+    let first = match lower.get_mut(..word.len()) {
+        Some(lower) if word.is_ascii() => {
+            lower.copy_from_slice(word.as_bytes());
+            lower.make_ascii_lowercase();
+            let shape = u32::try_from(word.len()).ok().and_then(|n| 1u32.checked_shl(n)).unwrap_or(0);
+            if rules.shapes[usize::from(lower[0])] & shape == 0 {
+                return None;
+            }
+            std::str::from_utf8(lower).expect("ASCII")
+        }
+        // Longer than any term's first word, unless lowercasing shortens it.
+        None if word.is_ascii() => return None,
+        _ => {
+            folded = fold(word);
+            folded.as_ref()
+        }
+    };
+    let mut best: Option<(usize, usize)> = None;
+    let mut consider = |rank: usize, spans: usize| {
+        if best.is_none_or(|(r, _)| rank < r) {
+            best = Some((rank, spans));
+        }
+    };
+    for term in rules.by_first.get(first).into_iter().flatten() {
+        if term.rest.is_empty() || spans_rest(text, runs, i, &term.rest) {
+            consider(term.rank, 1 + term.rest.len());
+        }
+    }
+    // One-word terms followed by a plural ending.
+    for stem in [first.strip_suffix("es"), first.strip_suffix('s')].into_iter().flatten() {
+        for term in rules.by_first.get(stem).into_iter().flatten().filter(|t| t.rest.is_empty()) {
+            consider(term.rank, 1);
+        }
+    }
+    best.map(|(_, spans)| spans)
+}
+
+/// The runs after `runs[i]` spell `rest`, each joined to the one before by its separator.
+fn spans_rest(text: &str, runs: &[Range<usize>], i: usize, rest: &[(Separator, &str)]) -> bool {
+    let Some(following) = runs.get(i + 1..=i + rest.len()) else { return false };
+    let mut end = runs[i].end;
+    for (n, ((separator, expected), run)) in rest.iter().zip(following).enumerate() {
+        let gap = &text[end..run.start];
+        let joined = match separator {
+            Separator::Space => gap.chars().all(char::is_whitespace),
+            Separator::Hyphen => gap == "-",
+        };
+        if !joined || !word_matches(&fold(&text[run.clone()]), expected, n + 1 == rest.len()) {
+            return false;
+        }
+        end = run.end;
+    }
+    true
+}
+
+/// How often each term occurs in `text`, by term id: matched case-insensitively on word boundaries, with a
+/// trailing plural `s`/`es`, the longest term first where several start at the same word, and without overlaps.
+fn term_counts(rules: &Rules, text: &str) -> BTreeMap<usize, usize> {
+    let mut counts = BTreeMap::new();
+    let runs = word_runs(text);
+    let mut i = 0;
+    while i < runs.len() {
+        match match_at(rules, text, &runs, i) {
+            Some(spans) => {
+                if let Some(id) = term_id(rules, &text[runs[i].start..runs[i + spans - 1].end]) {
+                    *counts.entry(id).or_default() += 1;
+                }
+                i += spans;
+            }
+            None => i += 1,
+        }
+    }
+    counts
+}
+
+/// `text.split_whitespace().count()`, without decoding characters when `text` is ASCII.
+fn whitespace_words(text: &str) -> usize {
+    if !text.is_ascii() {
+        return text.split_whitespace().count();
+    }
+    // The ASCII characters `char::is_whitespace` accepts: `u8::is_ascii_whitespace` leaves out the vertical tab.
+    let space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r');
+    let bytes = text.as_bytes();
+    bytes.iter().enumerate().filter(|&(i, &b)| !space(b) && (i == 0 || space(bytes[i - 1]))).count()
+}
+
 fn round4(x: f64) -> f64 {
     (x * 10_000.0).round() / 10_000.0
 }
@@ -338,20 +544,12 @@ fn round4(x: f64) -> f64 {
 /// Classifies `text`; see the module docs for the scoring and the fallback.
 pub fn classify(text: &str, threshold: f64) -> Classification {
     let rules = &*COMPILED;
-    let mut counts = vec![0usize; rules.terms.len()];
-    for m in rules.pattern.find_iter(text) {
-        if let Some(id) = term_id(rules, m.as_str()) {
-            counts[id] += 1;
-        }
-    }
     let mut raw = [0.0f64; 5];
-    for (id, &n) in counts.iter().enumerate() {
-        if n > 0 {
-            let (category, weight) = rules.terms[id];
-            raw[category] += weight * (1.0 + (n as f64).ln());
-        }
+    for (id, n) in term_counts(rules, text) {
+        let (category, weight) = rules.terms[id];
+        raw[category] += weight * (1.0 + (n as f64).ln());
     }
-    let words = text.split_whitespace().count() as f64;
+    let words = whitespace_words(text) as f64;
     let length_damping = (words / 150.0).sqrt().max(1.0);
     let total: f64 = raw.iter().sum();
     let mut scores = BTreeMap::new();
@@ -440,7 +638,100 @@ mod tests {
         assert!(mixed < pure, "{mixed} < {pure}");
     }
 
+    /// The scanner's definition of a term match, as the regular expression it replaced: the longest-first
+    /// alternation of every term, case-insensitive, between Unicode word boundaries, with an optional plural
+    /// ending; the matches' ids as [`term_counts`] counts them.
+    fn regex_counts(text: &str) -> BTreeMap<usize, usize> {
+        static PATTERN: LazyLock<regex::Regex> = LazyLock::new(|| {
+            let mut phrases: Vec<&str> = RULES.iter().flat_map(|r| r.iter().map(|(p, _)| *p)).collect();
+            phrases.sort_by_key(|p| std::cmp::Reverse(p.len()));
+            let alternation: Vec<String> = phrases.iter().map(|p| regex::escape(p).replace(' ', r"\s+")).collect();
+            regex::Regex::new(&format!(r"(?i)\b(?:{})(?:es|s)?\b", alternation.join("|"))).unwrap()
+        });
+        let rules = &*COMPILED;
+        let mut counts = BTreeMap::new();
+        for m in PATTERN.find_iter(text) {
+            if let Some(id) = term_id(rules, m.as_str()) {
+                *counts.entry(id).or_default() += 1;
+            }
+        }
+        counts
+    }
+
+    #[test]
+    fn only_the_kelvin_sign_and_long_s_match_an_ascii_letter_case_insensitively() {
+        // `fold` relies on this: every other character that matches [a-z] case-insensitively lowercases into it.
+        let letter = regex::Regex::new("(?i)^[a-z]$").unwrap();
+        let others: Vec<char> = (0x80..=0x10ffff)
+            .filter_map(char::from_u32)
+            .filter(|c| letter.is_match(c.encode_utf8(&mut [0; 4])))
+            .collect();
+        assert_eq!(others, ['\u{17f}', '\u{212a}']);
+    }
+
+    #[test]
+    fn terms_match_as_the_alternation_does() {
+        for text in [
+            FINANCE_TEXT,
+            MEDICAL_TEXT,
+            CONTRACT_TEXT,
+            HR_TEXT,
+            TECH_TEXT,
+            "Balance  Sheets, balance\nsheet, BALANCE\u{a0}SHEETS and balance-sheet; taxes, taxs, taxess",
+            "ICD-10 codes, icd-10s, icd - 10, an X-Ray and x-rays; non-disclosure agreements",
+            "\u{212a}idney disease, \u{17f}tock, stock_options, stocké, stock\u{301}, tax\u{b2}, medical records",
+            "accounts payable accounts receivable account balance",
+            // Words of 31, 32 and 33 letters, around the shape filter's limit.
+            "taxabcdefghijklmnopqrstuvwxyz0123 taxabcdefghijklmnopqrstuvwxyz012 taxabcdefghijklmnopqrstuvwxyz01 tax",
+        ] {
+            assert_eq!(term_counts(&COMPILED, text), regex_counts(text), "{text:?}");
+        }
+        assert!(term_counts(&COMPILED, "medical records").values().sum::<usize>() == 1);
+    }
+
+    /// Pieces of text that put terms, their parts, plural endings and every kind of boundary next to each other.
+    fn piece() -> impl Strategy<Value = String> {
+        let terms: Vec<&str> = RULES.iter().flat_map(|r| r.iter().map(|(p, _)| *p)).collect();
+        prop_oneof![
+            4 => proptest::sample::select(terms).prop_map(str::to_owned),
+            2 => proptest::sample::select(vec![
+                "balance", "sheet", "account", "medical", "record", "x", "ray", "icd", "10", "non", "tax", "stock",
+            ])
+            .prop_map(str::to_owned),
+            2 => proptest::sample::select(vec!["s", "es", "ess", "e", "_", "\u{301}", "\u{e9}", "\u{b2}", "9"])
+                .prop_map(str::to_owned),
+            4 => proptest::sample::select(vec![" ", "  ", "\t", "\n", "\u{a0}", "-", "--", ".", ", ", "/"])
+                .prop_map(str::to_owned),
+        ]
+        .prop_flat_map(|p| {
+            // Random case, and now and then the two characters that fold to ASCII letters without lowercasing to
+            // them.
+            proptest::collection::vec(0u8..8, p.chars().count()).prop_map(move |cases| {
+                p.chars()
+                    .zip(cases)
+                    .map(|(c, case)| match (c, case) {
+                        ('k', 0) => '\u{212a}',
+                        ('s', 0) => '\u{17f}',
+                        (c, 1..=3) => c.to_ascii_uppercase(),
+                        (c, _) => c,
+                    })
+                    .collect::<String>()
+            })
+        })
+    }
+
     proptest! {
+        #[test]
+        fn whitespace_words_are_split_whitespace(text in "[ a\\t\\n\\x0b\\x0c\\r\\x1c\\x85\\u{a0}é-]{0,40}") {
+            prop_assert_eq!(whitespace_words(&text), text.split_whitespace().count());
+        }
+
+        #[test]
+        fn scanner_counts_what_the_alternation_matches(pieces in proptest::collection::vec(piece(), 0..40)) {
+            let text = pieces.concat();
+            prop_assert_eq!(term_counts(&COMPILED, &text), regex_counts(&text), "{:?}", text);
+        }
+
         #[test]
         fn deterministic_and_bounded(text in "\\PC{0,300}") {
             let a = classify(&text, 0.5);
