@@ -2,9 +2,9 @@
 //! run them side by side while heartbeating the leases, record every outcome on its document in one transaction,
 //! publish every transition on the event bus.
 //!
-//! - `parse`: raw bytes (`raw/{sha256}`, checked against the recorded sha256) → [`parse`] on a blocking thread →
-//!   canonical JSON at `canonical/{doc_id}.json` → `DOCUMENT_PARSED`, stage done + the `policy` job, in one
-//!   transaction.
+//! - `parse`: raw bytes (`raw/{sha256}`, checked against the recorded sha256) → [`parse`] on a CPU thread
+//!   ([`on_cpu`]) → canonical JSON at `canonical/{doc_id}.json` → `DOCUMENT_PARSED`, stage done + the `policy`
+//!   job, in one transaction.
 //! - `policy`: [`screen`] (PII handling and classification) on every block's text
 //!   ([`CanonicalDocument::try_map_text`]); the policed document is saved at `policed/{doc_id}.json`. Found PII is
 //!   recorded as `PII_DETECTED` (types and counts only). PII under `block` fails the gate (`POLICY_GATE_FAILED`,
@@ -32,8 +32,8 @@
 //! **Batches.** [`Pipeline::try_run_one`] claims up to [`Pipeline::batch`] jobs with [`JobQueue::claim_batch`]:
 //! one tenant's, of one stage. The jobs are admitted with one read of their documents (each live at its job's
 //! generation and not quarantined), the admitted ones are marked `running` (`DOCUMENT_STAGE_STARTED`) in one
-//! write, their stage work runs concurrently (parsing, JSON, policy, chunking and local embedding on blocking
-//! threads, one per core across the process: [`on_cpu`]), and their outcomes commit in one
+//! write, their stage work runs concurrently (parsing, JSON, policy, chunking and local embedding on a pool of
+//! one thread per core shared across the process: [`on_cpu`]), and their outcomes commit in one
 //! [`DocumentStore::apply_stage_writes`] transaction per [`FLUSH_BYTES`] of chunks, where one refused write (a
 //! lost lease, a superseded generation) costs only its own document. While a
 //! batch runs, every job's lease is extended every [`Pipeline::heartbeat_interval`], so a slow stage is never
@@ -102,16 +102,51 @@ fn cores() -> usize {
     *CORES
 }
 
-/// CPU-bound stage work (parsing, JSON, policy, chunking, local embedding) in flight in this process, across all
-/// its workers: one piece per core. More would not finish sooner; it would only hold more parsed documents (and a
-/// PDF parser's object graph) in memory at once. Blob reads and writes wait outside it, so one document's I/O
-/// overlaps another's CPU work.
-static CPU_WORK: LazyLock<tokio::sync::Semaphore> = LazyLock::new(|| tokio::sync::Semaphore::new(cores()));
+/// A piece of CPU-bound stage work, queued for [`CPU_POOL`].
+type CpuWork = Box<dyn FnOnce() + Send>;
 
-/// Runs `work` on a blocking thread once a core is free ([`CPU_WORK`]). `Err` if it panicked.
-async fn on_cpu<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, tokio::task::JoinError> {
-    let _core = CPU_WORK.acquire().await.ok();
-    tokio::task::spawn_blocking(work).await
+/// CPU-bound stage work (parsing, JSON, policy, chunking, local embedding) runs on one thread per core, shared by
+/// all of this process's workers; pieces wait their turn in order. More at once would not finish sooner; it
+/// would only hold more parsed documents (and a PDF parser's object graph) in memory. Blob reads and writes wait
+/// outside it, so one document's I/O overlaps another's CPU work. Long-lived threads keep what they warm up: the
+/// policy patterns' lazily built automata and the allocator's thread caches, which the blocking pool's
+/// short-lived threads each had to build again.
+static CPU_POOL: LazyLock<std::sync::mpsc::Sender<CpuWork>> = LazyLock::new(|| {
+    let (queue, work) = std::sync::mpsc::channel::<CpuWork>();
+    let work = Arc::new(std::sync::Mutex::new(work));
+    for n in 0..cores() {
+        let work = Arc::clone(&work);
+        std::thread::Builder::new()
+            .name(format!("frostbyte-cpu-{n}"))
+            .spawn(move || {
+                loop {
+                    // The lock is held only while waiting for the next piece, never while running one.
+                    let next = work.lock().unwrap_or_else(std::sync::PoisonError::into_inner).recv();
+                    match next {
+                        Ok(piece) => piece(),
+                        Err(_) => return,
+                    }
+                }
+            })
+            .expect("the operating system starts a CPU worker thread");
+    }
+    queue
+});
+
+/// The CPU work of [`on_cpu`] panicked; the panic itself went to the panic hook (and the log).
+#[derive(Debug)]
+struct CpuPanicked;
+
+/// Runs `work` on [`CPU_POOL`] once a core is free. `Err` if it panicked.
+async fn on_cpu<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, CpuPanicked> {
+    let (done, result) = tokio::sync::oneshot::channel();
+    let piece: CpuWork = Box::new(move || {
+        // A receiver that gave up (its worker shut down) just drops the result.
+        let _ = done.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)));
+    });
+    // Sending fails only if every pool thread is gone, which `result` then reports as a panic.
+    let _ = CPU_POOL.send(piece);
+    result.await.map_err(|_| CpuPanicked)?.map_err(|_| CpuPanicked)
 }
 
 /// Wakes this process's idle workers when it has queued work for them (intake, a committed stage), so that they
@@ -951,7 +986,7 @@ impl Pipeline {
         })
     }
 
-    /// Embeds on a blocking thread when the embedder computes locally; checks the vectors either way.
+    /// Embeds on a CPU thread ([`on_cpu`]) when the embedder computes locally; checks the vectors either way.
     async fn embed(&self, embedder: Arc<dyn Embedder>, texts: Vec<String>) -> Result<Vec<Vec<f32>>, StageError> {
         let model = embedder.model_id().to_owned();
         let (dimension, n) = (embedder.dimension(), texts.len());
@@ -1223,6 +1258,29 @@ pub async fn run_worker(pipeline: Pipeline, poll: Duration, mut shutdown: tokio:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn cpu_work_runs_on_the_pool_one_piece_per_core_and_a_panic_fails_only_its_piece() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        assert!(on_cpu(|| panic!("a parser bug")).await.is_err());
+        let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let pieces = (0..4 * cores()).map(|n| {
+            let (running, most) = (Arc::clone(&running), Arc::clone(&most));
+            on_cpu(move || {
+                most.fetch_max(running.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(5));
+                running.fetch_sub(1, Ordering::SeqCst);
+                (n, std::thread::current().name().map(str::to_owned))
+            })
+        });
+        let done = futures::future::join_all(pieces).await;
+        for (n, result) in done.into_iter().enumerate() {
+            let (piece, thread) = result.expect("every piece after the panic still runs");
+            assert_eq!(piece, n);
+            assert!(thread.is_some_and(|t| t.starts_with("frostbyte-cpu-")), "ran on the pool");
+        }
+        assert!((1..=cores()).contains(&most.load(Ordering::SeqCst)), "never more pieces at once than cores");
+    }
 
     #[test]
     fn chunk_set_and_index_hashes_change_with_what_they_cover() {

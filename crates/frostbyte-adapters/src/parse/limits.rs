@@ -63,7 +63,7 @@ impl Default for ParseLimits {
 ///
 /// The limit covers the work Frostbyte drives. A third-party call that cannot be interrupted (loading a PDF's
 /// object table, building an HTML tree) is bounded by the input size limits instead; the caller runs the parse
-/// in `spawn_blocking` and may also put an outer timeout around it.
+/// on a thread of its own and may also put an outer timeout around it.
 #[derive(Debug, Clone)]
 pub struct Deadline {
     started: Instant,

@@ -1,6 +1,6 @@
 //! Document parsers: raw bytes of a supported format in, one [`CanonicalDocument`] out.
 //!
-//! The parse stage calls [`parse`] (from `spawn_blocking`) with the MIME type intake sniffed and normalised
+//! The parse stage calls [`parse`] (from a thread that may block) with the MIME type intake sniffed and normalised
 //! with [`sniff()`]. Every format produces the same shape: headings with levels, paragraphs, list items with
 //! depth, code, tables as rows of cells, pages for paged formats (PDF pages, PPTX slides), offsets and stats
 //! (computed by [`DocumentBuilder`](frostbyte_core::document::DocumentBuilder)), and a [`DroppedContent`](frostbyte_core::document::DroppedContent) record
