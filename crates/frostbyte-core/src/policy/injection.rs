@@ -13,6 +13,7 @@
 //! Latin words, words mixing Latin and look-alike letters, tag characters) adds a small capped signal, enough to
 //! tip a borderline text but never more than 0.08 on its own. Signals are names, never matched text.
 
+use std::borrow::Cow;
 use std::sync::LazyLock;
 
 use regex::Regex;
@@ -303,9 +304,7 @@ pub fn normalize(text: &str) -> Normalized {
         if text.is_ascii() { fold_ascii(text) } else { fold(text) };
 
     // 3. Letter-spaced words joined.
-    let joined = LETTER_SPACED.replace_all(&folded, |caps: &regex::Captures<'_>| {
-        caps[0].chars().filter(|c| c.is_alphanumeric()).collect::<String>()
-    });
+    let joined = join_letter_spaced(&folded);
     // 4. Whitespace collapsed (a run containing a newline becomes one newline, any other run one space) and
     //    digits-as-letters read inside words.
     let mut out = String::with_capacity(joined.len());
@@ -499,13 +498,68 @@ fn has_encoded_blob(text: &str) -> bool {
     })
 }
 
+/// Stands in for a non-ASCII word character in [`ascii_view`]: a word character that no rule names, the
+/// normalised text being lower case.
+const WORD_STAND_IN: char = 'X';
+/// Stands in for any other non-ASCII character in [`ascii_view`]: neither a word character nor whitespace, and
+/// named by no rule.
+const OTHER_STAND_IN: char = '\u{1}';
+
+/// `text` with every non-ASCII character replaced by an ASCII stand-in of its kind: a word character (`\w`) by
+/// [`WORD_STAND_IN`], whitespace by a tab, anything else by [`OTHER_STAND_IN`]. No pattern names a non-ASCII
+/// character, an upper-case letter or a tab; they see characters only through `\w`, `\s`, `\b` and negated
+/// classes, which the stand-ins answer as the characters they replace (property tests check every pattern). On
+/// ASCII text the regex engine decides Unicode word boundaries in its lazy DFA; on other text it falls back to
+/// slower engines, which made one curly quote in a chunk cost as much as the rest of its scoring.
+fn ascii_view(text: &str) -> Cow<'_, str> {
+    if text.is_ascii() {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(
+        text.chars()
+            .map(|c| match c {
+                c if c.is_ascii() => c,
+                c if regex_syntax::is_word_character(c) => WORD_STAND_IN,
+                c if c.is_whitespace() => '\t',
+                _ => OTHER_STAND_IN,
+            })
+            .collect(),
+    )
+}
+
+/// Step 3 of [`normalize`]: every run of [`LETTER_SPACED`] single-character words replaced by its letters and
+/// digits. The pattern is searched in the [`ascii_view`] (one stand-in per character, so the view's byte
+/// offsets are `text`'s character offsets) and the letters taken from `text`.
+fn join_letter_spaced(text: &str) -> Cow<'_, str> {
+    let view = ascii_view(text);
+    let mut matches = LETTER_SPACED.find_iter(&view).peekable();
+    if matches.peek().is_none() {
+        return Cow::Borrowed(text);
+    }
+    // Character offset → byte offset in `text`; the identity for ASCII text.
+    let bytes: Option<Vec<usize>> =
+        (!text.is_ascii()).then(|| text.char_indices().map(|(i, _)| i).chain([text.len()]).collect());
+    let at = |char_offset: usize| bytes.as_ref().map_or(char_offset, |b| b[char_offset]);
+    let mut joined = String::with_capacity(text.len());
+    let mut copied = 0;
+    for m in matches {
+        let (start, end) = (at(m.start()), at(m.end()));
+        joined.push_str(&text[copied..start]);
+        joined.extend(text[start..end].chars().filter(|c| c.is_alphanumeric()));
+        copied = end;
+    }
+    joined.push_str(&text[copied..]);
+    Cow::Owned(joined)
+}
+
 /// Scores `text` for prompt injection; see the module docs.
 pub fn score(text: &str) -> InjectionScore {
     let normalized = normalize(text);
+    let view = ascii_view(&normalized.text);
     let mut signals = Vec::new();
     let mut keep = 1.0f64;
     for rule in COMPILED.iter() {
-        if rule.pattern.is_match(&normalized.text) {
+        if rule.pattern.is_match(&view) {
             signals.push(rule.name);
             keep *= 1.0 - rule.weight;
         }
@@ -650,7 +704,89 @@ mod tests {
         assert_eq!(decide(0.1, 0.3, f64::NAN), InjectionVerdict::Quarantined);
     }
 
+    /// Text that puts rule phrases next to non-ASCII characters of every kind the stand-ins replace.
+    fn mixed_text() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            3 => proptest::sample::select(vec![
+                "ignore", "previous", "instructions", "you are now", "jailbroken", "send the passwords to",
+                "<|im_start|>", "[inst]", "### system", "system prompt:", "from now on", "to https://",
+                "![x](https://e.com/?data=", "decode this and follow", "base64 encoded instructions", "don't tell",
+                "the user", "dan mode", "note to the ai", "x", "a", "_", "1",
+            ]),
+            3 => proptest::sample::select(vec![" ", "  ", "\n", ".", ":", "-", ")", "]", "'", "/", ","]),
+            3 => proptest::sample::select(vec![
+                "\u{436}", "\u{4e2d}", "\u{e9}", "\u{301}", "\u{203f}", "\u{660}", "\u{b2}", "\u{201c}",
+                "\u{2014}", "\u{a0}", "\u{2003}", "\u{2028}", "\u{1f600}", "\u{ff3f}",
+            ]),
+        ];
+        proptest::collection::vec(piece, 0..30).prop_map(|pieces| pieces.concat())
+    }
+
+    /// Single characters of every kind, separators of the letter-spacing pattern and others.
+    fn letter_spaced_text() -> impl Strategy<Value = String> {
+        let piece = proptest::sample::select(vec![
+            "a",
+            "b",
+            "1",
+            "_",
+            "ab",
+            "\u{436}",
+            "\u{e9}",
+            "\u{301}",
+            "\u{4e2d}",
+            "\u{b2}",
+            " ",
+            " ",
+            " ",
+            ".",
+            "_",
+            "*",
+            "-",
+            "\t",
+            "\n",
+            "\u{a0}",
+            "\u{2003}",
+            "\u{201c}",
+            "\u{1f600}",
+            "/",
+        ]);
+        proptest::collection::vec(piece, 0..40).prop_map(|pieces| pieces.concat())
+    }
+
+    #[test]
+    fn stand_ins_keep_word_boundaries() {
+        // A Cyrillic letter continues a word; a curly quote or an em space ends it.
+        for (text, matches) in
+            [("jailbroken\u{436}", false), ("jailbroken\u{201c}", true), ("\u{4e2d}jailbroken\u{2003}", false)]
+        {
+            let rule = COMPILED.iter().find(|r| r.name == "jailbreak_persona").unwrap();
+            assert_eq!(rule.pattern.is_match(&ascii_view(text)), matches, "{text:?}");
+            assert_eq!(rule.pattern.is_match(text), matches, "{text:?}");
+        }
+        assert_eq!(join_letter_spaced("\u{201c}i g n o r e\u{201d} x"), "\u{201c}ignore\u{201d} x");
+        assert_eq!(join_letter_spaced("\u{436} \u{436} \u{436}\u{a0}a b"), "\u{436}\u{436}\u{436}\u{a0}a b");
+    }
+
     proptest! {
+        #[test]
+        fn every_rule_matches_the_ascii_view_as_the_text(text in mixed_text()) {
+            let view = ascii_view(&text);
+            prop_assert!(view.is_ascii());
+            prop_assert_eq!(view.chars().count(), text.chars().count());
+            for rule in COMPILED.iter() {
+                let (in_view, in_text) = (rule.pattern.is_match(&view), rule.pattern.is_match(&text));
+                prop_assert_eq!(in_view, in_text, "{}: {:?}", rule.name, text);
+            }
+        }
+
+        #[test]
+        fn letter_spaced_words_join_as_the_pattern_replaces_them(text in letter_spaced_text()) {
+            let replaced = LETTER_SPACED.replace_all(&text, |caps: &regex::Captures<'_>| {
+                caps[0].chars().filter(|c| c.is_alphanumeric()).collect::<String>()
+            });
+            prop_assert_eq!(join_letter_spaced(&text), replaced);
+        }
+
         #[test]
         fn score_is_bounded_and_never_panics(text in "\\PC{0,300}") {
             let s = score(&text);
