@@ -282,20 +282,34 @@ impl CanonicalDocument {
         }
     }
 
-    /// [`map_text`](Self::map_text) with a fallible transformation: the first error stops it.
+    /// [`map_text`](Self::map_text) with a fallible transformation: the first error stops it. When every text
+    /// maps to itself (a policy pass that redacted nothing, the common case) the document is returned as it is,
+    /// without recounting its offsets and words.
     pub fn try_map_text<E>(&self, mut f: impl FnMut(&str) -> Result<String, E>) -> Result<CanonicalDocument, E> {
+        let mut changed = false;
+        let mut map = |text: &str| {
+            let mapped = f(text)?;
+            changed |= mapped != text;
+            Ok(mapped)
+        };
+        let title = self.title.as_deref().map(&mut map).transpose()?;
+        let contents =
+            self.blocks.iter().map(|block| block.content.try_map(&mut map)).collect::<Result<Vec<_>, E>>()?;
+        if !changed {
+            return Ok(self.clone());
+        }
         let mut b = DocumentBuilder::new(
             self.doc_id.clone(),
             self.source_sha256.clone(),
             self.parser.clone(),
             self.mime_type.clone(),
         );
-        if let Some(title) = &self.title {
-            b.title(f(title)?);
+        if let Some(title) = title {
+            b.title(title);
         }
         // Replay pages in order: a block's page is begun (with any empty pages before it) just before the block.
         let mut next_page = 0;
-        for block in &self.blocks {
+        for (block, content) in self.blocks.iter().zip(contents) {
             if let Some(page) = block.page
                 && let Some(offset) = self.pages[next_page..].iter().position(|p| p.number == page)
             {
@@ -304,7 +318,7 @@ impl CanonicalDocument {
                 }
                 next_page += offset + 1;
             }
-            b.push(block.content.try_map(&mut f)?);
+            b.push(content);
         }
         for p in &self.pages[next_page..] {
             b.begin_page(p.number);
