@@ -850,12 +850,19 @@ impl Pipeline {
         t.map(|t| t.config).ok_or_else(|| StageError::permanent("TENANT_NOT_FOUND", "the tenant does not exist"))
     }
 
-    /// A stored canonical (or policed) document and the sha256 of its bytes as read.
+    /// A stored canonical (or policed) document and the sha256 of its bytes as read. One whose offsets, pages or
+    /// stats disagree with its blocks ([`CanonicalDocument::validate`]) is corrupt: later stages take them as
+    /// they are.
     async fn load_json(&self, tenant: &TenantId, key: &str) -> Result<(CanonicalDocument, String), StageError> {
         let bytes = self.blobs.get(tenant, key).await.map_err(blob_err)?;
-        let decoded = on_cpu(move || serde_json::from_slice(&bytes).ok().map(|doc| (doc, sha256_hex(&bytes))))
-            .await
-            .map_err(|_| StageError::retryable("CANONICAL_DECODE", "the decoding task panicked or was cancelled"))?;
+        let decoded = on_cpu(move || {
+            serde_json::from_slice::<CanonicalDocument>(&bytes)
+                .ok()
+                .filter(|doc| doc.validate().is_ok())
+                .map(|doc| (doc, sha256_hex(&bytes)))
+        })
+        .await
+        .map_err(|_| StageError::retryable("CANONICAL_DECODE", "the decoding task panicked or was cancelled"))?;
         decoded.ok_or_else(|| StageError::permanent("CANONICAL_CORRUPT", format!("{key} is not a canonical document")))
     }
 

@@ -174,6 +174,31 @@ async fn chunks_carry_the_classification_whether_or_not_the_stages_are_chained()
     assert!(categories[0].iter().all(Option::is_some), "{categories:?}");
 }
 
+/// A stage that reads a stored document whose offsets or stats disagree with its blocks fails it as corrupt,
+/// instead of carrying the disagreement into the policed document and the chunks.
+#[tokio::test]
+async fn a_stored_document_that_does_not_add_up_fails_as_corrupt() {
+    let app = spawn_app().await;
+    let t = app.tenant("acme").await;
+    let tenant = TenantId::parse("acme").unwrap();
+    let r = upload(&app, &t.key, "acme", "onboarding.md", "text/markdown", &markdown()).await;
+    let doc_id = r.data()["doc_id"].as_str().unwrap().to_owned();
+    let p = Pipeline { chain: false, ..pipeline(&app) };
+    assert!(matches!(p.try_run_one().await.unwrap(), RunOnce::Ran(_)), "the parse job");
+
+    let key = frostbyte_core::lifecycle::canonical_key(&doc_id.parse().unwrap(), 1);
+    let mut canonical: serde_json::Value =
+        serde_json::from_slice(&app.blobs.get(&tenant, &key).await.unwrap()).unwrap();
+    canonical["stats"]["words"] = json!(canonical["stats"]["words"].as_u64().unwrap() + 1);
+    app.blobs.put(&tenant, &key, serde_json::to_vec(&canonical).unwrap().into()).await.unwrap();
+    drain(&p).await;
+
+    let d = app.get(&format!("/api/v1/query/acme/document/{doc_id}"), Some(&t.key)).await;
+    assert_eq!(d.data()["status"], json!("failed"), "{}", d.text);
+    assert_eq!(d.data()["error_code"], "CANONICAL_CORRUPT", "{}", d.text);
+    assert!(app.index.document_chunks(&tenant, &doc_id).await.unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn disallowed_types_are_rejected() {
     let app = spawn_app().await;
