@@ -563,14 +563,17 @@ struct Token {
 
 /// Lowercased words: UAX #29 words that hold a letter or digit, split further at `_` and `.` (identifiers,
 /// dotted names, host names); apostrophes are dropped (`don't` → `dont`, `python's` → `python`); then plural
-/// endings are stemmed. ASCII text (most chunks) takes [`crate::words::AsciiWords`], which finds the same words
-/// without the general segmenter's per-character table lookups.
+/// endings are stemmed. ASCII stretches of the text ([`crate::words::Pieces`], most chunks whole) take
+/// [`crate::words::AsciiWords`], which finds the same words without the general segmenter's per-character table
+/// lookups.
 fn tokenize(text: &str) -> Vec<Token> {
+    use crate::words::{AsciiWords, Piece, Pieces};
     let mut out = Vec::new();
-    if text.is_ascii() {
-        crate::words::AsciiWords::new(text).for_each(|word| push_ascii_word(word.as_bytes(), &mut out));
-    } else {
-        text.split_word_bounds().for_each(|word| push_word(word, &mut out));
+    for piece in Pieces::new(text) {
+        match piece {
+            Piece::Ascii(ascii) => AsciiWords::new(ascii).for_each(|word| push_ascii_word(word.as_bytes(), &mut out)),
+            Piece::Other(other) => other.split_word_bounds().for_each(|word| push_word(word, &mut out)),
+        }
     }
     out
 }
@@ -1105,6 +1108,13 @@ mod tests {
     proptest! {
         #[test]
         fn the_ascii_path_tokenizes_like_the_segmenter(text in "[a-eA-EsS0-3_:.,;' \t\r\n\"/()?!@#=+-]{0,60}") {
+            prop_assert_eq!(tokens_with_stops(&text), tokenize_by_segmenter(&text));
+        }
+
+        #[test]
+        fn mixed_text_tokenizes_like_the_segmenter(
+            text in "[a-eA-EsS0-3_:.,;' \t\r\n\"/?-\u{e9}\u{c9}\u{301}\u{a0}\u{2019}\u{200d}\u{4e2d}\u{ff0e}\u{1f469}]{0,60}",
+        ) {
             prop_assert_eq!(tokens_with_stops(&text), tokenize_by_segmenter(&text));
         }
 

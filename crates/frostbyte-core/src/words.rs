@@ -53,12 +53,76 @@ impl<'a> Iterator for AsciiWords<'a> {
     }
 }
 
-/// How many UAX #29 words of `text` hold a letter or digit: `text.unicode_words().count()`, faster for ASCII.
+/// How many UAX #29 words of `text` hold a letter or digit: `text.unicode_words().count()`, faster for the
+/// ASCII stretches of the text ([`Pieces`]).
 pub fn count_words(text: &str) -> usize {
-    if text.is_ascii() {
-        AsciiWords::new(text).filter(|w| w.bytes().any(|b| b.is_ascii_alphanumeric())).count()
-    } else {
-        text.unicode_words().count()
+    Pieces::new(text)
+        .map(|piece| match piece {
+            Piece::Ascii(ascii) => {
+                AsciiWords::new(ascii).filter(|w| w.bytes().any(|b| b.is_ascii_alphanumeric())).count()
+            }
+            Piece::Other(other) => other.unicode_words().count(),
+        })
+        .sum()
+}
+
+/// A stretch of a text, for word segmentation: all ASCII, or holding other characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Piece<'a> {
+    Ascii(&'a str),
+    Other(&'a str),
+}
+
+/// A text cut into [`Piece`]s whose UAX #29 words, taken piece by piece, are the text's words: one accented word
+/// no longer sends a whole text through the general segmenter. Cuts fall only between an ASCII whitespace
+/// character and an ASCII character that is not whitespace. The word-boundary rules break there (no rule joins
+/// anything to whitespace except more whitespace, newlines break on both sides, and an ASCII character is never a
+/// mark that attaches to what precedes it), and none of the rules deciding a break on either side looks past
+/// such a whitespace character, so the segmentation of each piece is the text's.
+pub struct Pieces<'a> {
+    text: &'a str,
+    pos: usize,
+}
+
+impl<'a> Pieces<'a> {
+    pub fn new(text: &'a str) -> Self {
+        Pieces { text, pos: 0 }
+    }
+}
+
+/// The text may be cut at `at`: after ASCII whitespace, before an ASCII character that is not.
+fn cut_at(bytes: &[u8], at: usize) -> bool {
+    let space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r');
+    space(bytes[at - 1]) && bytes[at].is_ascii() && !space(bytes[at])
+}
+
+impl<'a> Iterator for Pieces<'a> {
+    type Item = Piece<'a>;
+
+    fn next(&mut self) -> Option<Piece<'a>> {
+        let (text, start) = (self.text, self.pos);
+        let bytes = text.as_bytes();
+        if start == bytes.len() {
+            return None;
+        }
+        // `is_ascii` checks a word at a time: the common case, an all-ASCII rest, in one pass.
+        let other = match text[start..].is_ascii() {
+            true => None,
+            false => bytes[start..].iter().position(|b| !b.is_ascii()).map(|n| start + n),
+        };
+        let Some(other) = other else {
+            self.pos = bytes.len();
+            return Some(Piece::Ascii(&text[start..]));
+        };
+        // The ASCII stretch before the first other character ends at the last cut before it; the other piece
+        // runs to the first cut after it.
+        let from = (start + 1..other).rev().find(|&at| cut_at(bytes, at)).unwrap_or(start);
+        if from > start {
+            self.pos = from;
+            return Some(Piece::Ascii(&text[start..from]));
+        }
+        self.pos = (other + 1..bytes.len()).find(|&at| cut_at(bytes, at)).unwrap_or(bytes.len());
+        Some(Piece::Other(&text[start..self.pos]))
     }
 }
 
@@ -92,7 +156,80 @@ mod tests {
         assert_eq!(count_words("__ -- a_"), 1, "a run of underscores holds no letter or digit");
     }
 
+    #[test]
+    fn pieces_cut_only_after_ascii_whitespace() {
+        let pieces: Vec<Piece<'_>> = Pieces::new("the café opens\tat nine; naïve\u{301} x").collect();
+        assert_eq!(
+            pieces,
+            [
+                Piece::Ascii("the "),
+                Piece::Other("café "),
+                Piece::Ascii("opens\tat nine; "),
+                Piece::Other("naïve\u{301} "),
+                Piece::Ascii("x")
+            ]
+        );
+        assert_eq!(Pieces::new("").count(), 0);
+        assert_eq!(Pieces::new("é").collect::<Vec<_>>(), [Piece::Other("é")]);
+    }
+
+    /// Text that mixes ASCII words with accents, combining marks, non-ASCII spaces and punctuation, emoji with
+    /// joiners and regional indicators, next to every kind of ASCII whitespace.
+    fn mixed_text() -> impl Strategy<Value = String> {
+        let piece = proptest::sample::select(vec![
+            "a",
+            "b1",
+            "don't",
+            "x.y",
+            "_",
+            " ",
+            "  ",
+            "\t",
+            "\n",
+            "\r\n",
+            "\x0b",
+            ".",
+            ",",
+            "'",
+            "-",
+            "é",
+            "\u{301}",
+            "\u{200d}",
+            "\u{a0}",
+            "\u{3000}",
+            "\u{2019}",
+            "\u{201c}",
+            "\u{4e2d}\u{6587}",
+            "\u{1f469}",
+            "\u{1f1eb}",
+            "\u{1f1f7}",
+            "\u{ff0e}",
+            "\u{5d0}",
+            "\u{30a2}",
+            "\u{660}",
+        ]);
+        proptest::collection::vec(piece, 0..40).prop_map(|pieces| pieces.concat())
+    }
+
     proptest! {
+        #[test]
+        fn pieces_segment_as_the_whole_text(text in mixed_text()) {
+            let pieces: Vec<Piece<'_>> = Pieces::new(&text).collect();
+            let joined: String = pieces.iter().map(|p| match p { Piece::Ascii(s) | Piece::Other(s) => *s }).collect();
+            prop_assert_eq!(&joined, &text);
+            let by_piece: Vec<&str> = pieces
+                .iter()
+                .flat_map(|p| match p { Piece::Ascii(s) | Piece::Other(s) => s.split_word_bounds() })
+                .collect();
+            prop_assert_eq!(by_piece, text.split_word_bounds().collect::<Vec<_>>());
+            let kinds_hold = pieces.iter().all(|p| match p {
+                Piece::Ascii(s) => s.is_ascii(),
+                Piece::Other(s) => !s.is_ascii(),
+            });
+            prop_assert!(kinds_hold);
+            prop_assert_eq!(count_words(&text), text.unicode_words().count());
+        }
+
         #[test]
         fn ascii_words_are_the_segmenters_words(text in "[a-e0-3A_:.,;' \t\r\n\"/()?!@#=+-]{0,60}") {
             prop_assert_eq!(words(&text), segmenter_words(&text));
