@@ -23,8 +23,20 @@ impl<'a> AsciiWords<'a> {
     }
 }
 
-fn joins(b: u8) -> bool {
+/// An ASCII word character: a letter, digit or `_` (`\w` within ASCII; these also join into one UAX #29 word).
+pub(crate) fn is_ascii_word_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// A word character as regular expressions' Unicode `\w` (and so `\b`) sees it: letters, marks, digits and
+/// connector punctuation.
+pub(crate) fn is_word_char(c: char) -> bool {
+    if c.is_ascii() { is_ascii_word_byte(c as u8) } else { regex_syntax::is_word_character(c) }
+}
+
+/// The ASCII characters `char::is_whitespace` accepts (`u8::is_ascii_whitespace` leaves out the vertical tab).
+pub(crate) fn is_ascii_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r')
 }
 
 impl<'a> Iterator for AsciiWords<'a> {
@@ -32,10 +44,10 @@ impl<'a> Iterator for AsciiWords<'a> {
 
     fn next(&mut self) -> Option<&'a str> {
         let bytes = self.text.as_bytes();
-        let start = self.pos + bytes[self.pos..].iter().position(|&b| joins(b))?;
+        let start = self.pos + bytes[self.pos..].iter().position(|&b| is_ascii_word_byte(b))?;
         let mut end = start + 1;
         while let Some(&b) = bytes.get(end) {
-            if joins(b) {
+            if is_ascii_word_byte(b) {
                 end += 1;
                 continue;
             }
@@ -92,8 +104,7 @@ impl<'a> Pieces<'a> {
 
 /// The text may be cut at `at`: after ASCII whitespace, before an ASCII character that is not.
 fn cut_at(bytes: &[u8], at: usize) -> bool {
-    let space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r');
-    space(bytes[at - 1]) && bytes[at].is_ascii() && !space(bytes[at])
+    is_ascii_space(bytes[at - 1]) && bytes[at].is_ascii() && !is_ascii_space(bytes[at])
 }
 
 impl<'a> Iterator for Pieces<'a> {
@@ -138,7 +149,7 @@ mod tests {
 
     /// The general segmenter's segments that [`AsciiWords`] is meant to yield.
     fn segmenter_words(text: &str) -> Vec<&str> {
-        text.split_word_bounds().filter(|w| w.bytes().next().is_some_and(joins)).collect()
+        text.split_word_bounds().filter(|w| w.bytes().next().is_some_and(is_ascii_word_byte)).collect()
     }
 
     #[test]

@@ -19,6 +19,8 @@ use std::sync::LazyLock;
 
 use serde::{Deserialize, Serialize};
 
+use crate::words::{is_ascii_space, is_ascii_word_byte, is_word_char};
+
 /// The rule-based categories, in tie-break order.
 pub const CATEGORIES: &[&str] = &["financial", "medical", "legal", "hr", "technical"];
 
@@ -384,16 +386,6 @@ fn term_id(rules: &Rules, matched: &str) -> Option<usize> {
         .copied()
 }
 
-/// A word character in the sense of Unicode `\w` (letters, marks, digits, connector punctuation), which bounds
-/// a term as `\b` does.
-fn is_word_char(c: char) -> bool {
-    if c.is_ascii() { is_ascii_word_byte(c as u8) } else { regex_syntax::is_word_character(c) }
-}
-
-fn is_ascii_word_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_'
-}
-
 /// The byte ranges of `text`'s maximal runs of word characters.
 fn word_runs(text: &str) -> Vec<Range<usize>> {
     let mut runs = Vec::new();
@@ -449,14 +441,14 @@ fn word_matches(word: &str, expected: &str, last: bool) -> bool {
 /// How many word runs, from `runs[i]` on, the preferred term starting at `runs[i]` spans, if one does.
 fn match_at(rules: &Rules, text: &str, runs: &[Range<usize>], i: usize) -> Option<usize> {
     let word = &text[runs[i].clone()];
-    let mut lower = [0u8; 32];
+    // Room for the longest word the shape filter knows (bits 0..32 of `Rules::shapes`).
+    let mut lower = [0u8; 31];
     let folded;
     let first = match lower.get_mut(..word.len()) {
         Some(lower) if word.is_ascii() => {
             lower.copy_from_slice(word.as_bytes());
             lower.make_ascii_lowercase();
-            let shape = u32::try_from(word.len()).ok().and_then(|n| 1u32.checked_shl(n)).unwrap_or(0);
-            if rules.shapes[usize::from(lower[0])] & shape == 0 {
+            if rules.shapes[usize::from(lower[0])] & (1 << word.len()) == 0 {
                 return None;
             }
             std::str::from_utf8(lower).expect("ASCII")
@@ -531,10 +523,8 @@ fn whitespace_words(text: &str) -> usize {
     if !text.is_ascii() {
         return text.split_whitespace().count();
     }
-    // The ASCII characters `char::is_whitespace` accepts: `u8::is_ascii_whitespace` leaves out the vertical tab.
-    let space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r');
     let bytes = text.as_bytes();
-    bytes.iter().enumerate().filter(|&(i, &b)| !space(b) && (i == 0 || space(bytes[i - 1]))).count()
+    bytes.iter().enumerate().filter(|&(i, &b)| !is_ascii_space(b) && (i == 0 || is_ascii_space(bytes[i - 1]))).count()
 }
 
 fn round4(x: f64) -> f64 {

@@ -519,7 +519,7 @@ fn ascii_view(text: &str) -> Cow<'_, str> {
         text.chars()
             .map(|c| match c {
                 c if c.is_ascii() => c,
-                c if regex_syntax::is_word_character(c) => WORD_STAND_IN,
+                c if crate::words::is_word_char(c) => WORD_STAND_IN,
                 c if c.is_whitespace() => '\t',
                 _ => OTHER_STAND_IN,
             })
