@@ -364,35 +364,47 @@ impl HashEmbedder {
 ///
 /// Each slot's sum runs over its features in ascending hash order, which is what makes the result the same on
 /// every run and platform. Only the order within a slot matters, so the occurrences are grouped by slot (a
-/// counting sort, linear) and each slot's few features sorted on their own, rather than sorting them all.
+/// counting sort, linear) and each slot's few features sorted on their own, rather than sorting them all; a slot
+/// of one or two distinct features needs no sorting, as `(0 + a) + b` and `(0 + b) + a` are the same float.
 fn accumulate(occurrences: &[Occurrence], region: &mut [f32], signed: bool) {
     let size = region.len();
     let modulo = FastMod::new(size as u64);
-    let slots: Vec<u32> = occurrences.iter().map(|o| modulo.rem(o.hash) as u32).collect();
-    let mut starts = vec![0usize; size + 1];
-    for &s in &slots {
-        starts[s as usize + 1] += 1;
-    }
+    let mut starts = vec![0u32; size + 1];
+    let slots: Vec<u32> = occurrences
+        .iter()
+        .map(|o| {
+            let slot = modulo.rem(o.hash) as u32;
+            starts[slot as usize + 1] += 1;
+            slot
+        })
+        .collect();
     for i in 0..size {
         starts[i + 1] += starts[i];
     }
     let mut grouped = vec![Occurrence { hash: 0, weight: 0.0, times: 0 }; occurrences.len()];
     let mut next = starts.clone();
-    for (&occurrence, &s) in occurrences.iter().zip(&slots) {
-        grouped[next[s as usize]] = occurrence;
-        next[s as usize] += 1;
+    for (&occurrence, &slot) in occurrences.iter().zip(&slots) {
+        let at = &mut next[slot as usize];
+        grouped[*at as usize] = occurrence;
+        *at += 1;
     }
-    for (s, value) in region.iter_mut().enumerate() {
-        let features = &mut grouped[starts[s]..starts[s + 1]];
-        features.sort_unstable_by(|a, b| a.hash.cmp(&b.hash).then(a.weight.total_cmp(&b.weight)));
+    for (slot, value) in region.iter_mut().enumerate() {
+        let features = &mut grouped[starts[slot] as usize..starts[slot + 1] as usize];
+        if features.len() > 2 {
+            features.sort_unstable_by_key(|o| o.hash);
+        }
         let mut i = 0;
         while i < features.len() {
-            let Occurrence { hash, weight, .. } = features[i];
-            let same = features[i..].iter().take_while(|o| o.hash == hash).count();
-            let tf: usize = features[i..i + same].iter().map(|o| o.times as usize).sum();
+            let Occurrence { hash, mut weight, times } = features[i];
+            let mut tf = times as usize;
+            i += 1;
+            while i < features.len() && features[i].hash == hash {
+                weight = weight.min(features[i].weight);
+                tf += features[i].times as usize;
+                i += 1;
+            }
             let sign = if signed && hash >> 63 == 1 { -1.0 } else { 1.0 };
             *value += sign * weight * sublinear_tf(tf);
-            i += same;
         }
     }
 }
@@ -857,6 +869,23 @@ mod tests {
         Some(Features { words, bigrams, chars })
     }
 
+    /// [`accumulate`] as first written, the oracle for its grouping by slot: every occurrence sorted by hash and
+    /// weight, then added to its slot in that order.
+    fn accumulate_all_sorted(occurrences: &[Occurrence], region: &mut [f32], signed: bool) {
+        let mut sorted = occurrences.to_vec();
+        sorted.sort_by(|a, b| a.hash.cmp(&b.hash).then(a.weight.total_cmp(&b.weight)));
+        let size = region.len() as u64;
+        let mut i = 0;
+        while i < sorted.len() {
+            let Occurrence { hash, weight, .. } = sorted[i];
+            let same = sorted[i..].iter().take_while(|o| o.hash == hash).count();
+            let tf: usize = sorted[i..i + same].iter().map(|o| o.times as usize).sum();
+            let sign = if signed && hash >> 63 == 1 { -1.0 } else { 1.0 };
+            region[(hash % size) as usize] += sign * weight * sublinear_tf(tf);
+            i += same;
+        }
+    }
+
     fn project_bits(features: &Features, dim: usize) -> Vec<u32> {
         let e = HashEmbedder::new(dim).unwrap();
         [true, false].iter().flat_map(|&signed| e.project(features, signed)).map(f32::to_bits).collect()
@@ -1106,6 +1135,24 @@ mod tests {
     }
 
     proptest! {
+        /// Hashes from a small pool, so that slots hold many features and a hash recurs with other weights.
+        #[test]
+        fn grouping_by_slot_sums_as_sorting_everything(
+            occurrences in proptest::collection::vec(
+                (0usize..40, proptest::sample::select(vec![0.1f32, 0.5, 1.0]), 1u32..70), 0..400),
+            size in proptest::sample::select(vec![1usize, 2, 3, 8, 48, 144]),
+            signed: bool,
+        ) {
+            let pool: Vec<u64> = (0..40u64).map(|i| fnv_finish(i.wrapping_mul(0x9e37_79b9_7f4a_7c15))).collect();
+            let occurrences: Vec<Occurrence> =
+                occurrences.iter().map(|&(h, weight, times)| Occurrence { hash: pool[h], weight, times }).collect();
+            let (mut grouped, mut sorted) = (vec![0.0f32; size], vec![0.0f32; size]);
+            accumulate(&occurrences, &mut grouped, signed);
+            accumulate_all_sorted(&occurrences, &mut sorted, signed);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            prop_assert_eq!(bits(&grouped), bits(&sorted));
+        }
+
         #[test]
         fn the_ascii_path_tokenizes_like_the_segmenter(text in "[a-eA-EsS0-3_:.,;' \t\r\n\"/()?!@#=+-]{0,60}") {
             prop_assert_eq!(tokens_with_stops(&text), tokenize_by_segmenter(&text));
