@@ -285,11 +285,19 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// A canonical (or policed) document as stored: its JSON bytes and their sha256.
-fn encode_json(doc: &CanonicalDocument) -> Result<(Vec<u8>, String), StageError> {
+fn encode_json(doc: &CanonicalDocument) -> Result<(Bytes, String), StageError> {
     let bytes = serde_json::to_vec(doc)
         .map_err(|_| StageError::permanent("CANONICAL_ENCODE", "the canonical document could not be encoded"))?;
     let hash = sha256_hex(&bytes);
-    Ok((bytes, hash))
+    Ok((Bytes::from(bytes), hash))
+}
+
+/// A canonical document with its JSON as stored and that JSON's sha256: what the parse stage hands the policy
+/// stage, which stores the same bytes again as the policed document when it changed nothing.
+struct Stored {
+    doc: CanonicalDocument,
+    json: Bytes,
+    sha256: String,
 }
 
 /// The chunk-set hash: what embedding produced. sha256 over the model id, the dimension and, per chunk in
@@ -669,8 +677,8 @@ impl Pipeline {
                 self.policy(a, config, canonical).await.map(|(prepared, _)| prepared)
             }
             (Stage::Index, Some(config)) => {
-                let policed = self.load_json(tenant, &policed_key(&a.doc_id, a.generation)).await?;
-                self.index(a, config, policed, classification_of(&a.doc.lineage)).await
+                let Stored { doc, sha256, .. } = self.load_json(tenant, &policed_key(&a.doc_id, a.generation)).await?;
+                self.index(a, config, (doc, sha256), classification_of(&a.doc.lineage)).await
             }
             (other, _) => Err(StageError::dead_letter("UNSUPPORTED_STAGE", format!("no worker for stage {other}"))),
         }
@@ -853,13 +861,13 @@ impl Pipeline {
     /// A stored canonical (or policed) document and the sha256 of its bytes as read. One whose offsets, pages or
     /// stats disagree with its blocks ([`CanonicalDocument::validate`]) is corrupt: later stages take them as
     /// they are.
-    async fn load_json(&self, tenant: &TenantId, key: &str) -> Result<(CanonicalDocument, String), StageError> {
+    async fn load_json(&self, tenant: &TenantId, key: &str) -> Result<Stored, StageError> {
         let bytes = self.blobs.get(tenant, key).await.map_err(blob_err)?;
         let decoded = on_cpu(move || {
             serde_json::from_slice::<CanonicalDocument>(&bytes)
                 .ok()
                 .filter(|doc| doc.validate().is_ok())
-                .map(|doc| (doc, sha256_hex(&bytes)))
+                .map(|doc| Stored { doc, sha256: sha256_hex(&bytes), json: bytes })
         })
         .await
         .map_err(|_| StageError::retryable("CANONICAL_DECODE", "the decoding task panicked or was cancelled"))?;
@@ -867,12 +875,12 @@ impl Pipeline {
     }
 
     /// Stores an encoded canonical (or policed) document ([`encode_json`]).
-    async fn save_json(&self, tenant: &TenantId, key: &str, bytes: Vec<u8>) -> Result<(), StageError> {
-        self.blobs.put(tenant, key, Bytes::from(bytes)).await.map_err(blob_err)
+    async fn save_json(&self, tenant: &TenantId, key: &str, bytes: Bytes) -> Result<(), StageError> {
+        self.blobs.put(tenant, key, bytes).await.map_err(blob_err)
     }
 
     /// Parses the raw bytes; the write and the canonical document with the sha256 of its JSON as stored.
-    async fn parse(&self, a: &Admitted) -> Result<(Prepared, (CanonicalDocument, String)), StageError> {
+    async fn parse(&self, a: &Admitted) -> Result<(Prepared, Stored), StageError> {
         let started = std::time::Instant::now();
         let (tenant, doc_id, generation, doc) = (&a.job.tenant_id, a.doc_id, a.generation, &a.doc);
         let raw = self.blobs.get(tenant, &raw_blob_key(&doc.raw_sha256)).await.map_err(blob_err)?;
@@ -893,7 +901,7 @@ impl Pipeline {
         .map_err(|_| StageError::retryable("PARSER_ERROR", "the parser task panicked or was cancelled"))?;
         let (canonical, bytes, output_hash) = parsed?;
         let raw_hash = doc.raw_sha256.clone();
-        self.save_json(tenant, &canonical_key(&doc_id, generation), bytes).await?;
+        self.save_json(tenant, &canonical_key(&doc_id, generation), bytes.clone()).await?;
         let parser_version = format!("{}@{}", canonical.parser.name, canonical.parser.version);
         let next = stage_job(Stage::Policy, doc_id, generation);
         let audit = event(
@@ -910,25 +918,35 @@ impl Pipeline {
             .lineage("pages", canonical.pages.len())
             .completes_job(a.job.job_id, self.claim.worker_id.clone());
         let prepared = Prepared::new(tenant, StageWrite::new(doc_id, generation, update, audit).next_job(Some(next)));
-        Ok((prepared, (canonical, output_hash)))
+        Ok((prepared, Stored { doc: canonical, json: bytes, sha256: output_hash }))
     }
 
-    /// Screens the canonical document (and the sha256 of its JSON); the write and, when the document passed,
-    /// the policed document with the sha256 of its JSON as stored.
+    /// Screens the canonical document (as stored); the write and, when the document passed, the policed document
+    /// with the sha256 of its JSON as stored.
     async fn policy(
         &self,
         a: &Admitted,
         config: &TenantConfig,
-        (canonical, input_hash): (CanonicalDocument, String),
+        canonical: Stored,
     ) -> Result<(Prepared, Option<(CanonicalDocument, String)>), StageError> {
         let started = std::time::Instant::now();
         let (tenant, doc_id, generation) = (&a.job.tenant_id, a.doc_id, a.generation);
+        let input_hash = canonical.sha256.clone();
         let owned = config.clone();
         let policed = on_cpu(move || {
-            let policed = police(&canonical, &owned)
+            let policed = police(&canonical.doc, &owned)
                 .map_err(|e| StageError::permanent(e.code(), "the policy checks refused the document"))?;
-            // Encoded only for a document that passes; a blocked one is never stored.
-            let encoded = if policed.blocked { None } else { Some(encode_json(&policed.document)?) };
+            // Encoded only for a document that passes; a blocked one is never stored. A document the policy
+            // changed nothing in ([`CanonicalDocument::try_map_text`] keeps it as it was) encodes to the
+            // canonical JSON it came from, which is stored again rather than encoded and hashed again.
+            let encoded = match (policed.blocked, policed.redacted_blocks) {
+                (true, _) => None,
+                (false, 0) => {
+                    debug_assert!(policed.document == canonical.doc, "nothing redacted, yet the document changed");
+                    Some((canonical.json, canonical.sha256))
+                }
+                (false, _) => Some(encode_json(&policed.document)?),
+            };
             Ok::<_, StageError>((policed, encoded))
         })
         .await
@@ -1127,7 +1145,8 @@ fn classification_of(lineage: &serde_json::Map<String, Value>) -> Option<String>
 pub(crate) struct Policed {
     pub(crate) document: CanonicalDocument,
     blocked: bool,
-    redacted_blocks: usize,
+    /// Blocks whose text redaction changed; none: `document` is the canonical document as it was.
+    pub(crate) redacted_blocks: usize,
     pii: std::collections::BTreeMap<&'static str, usize>,
     policy_version: String,
     /// The category of the block classified with the highest confidence.

@@ -174,6 +174,36 @@ async fn chunks_carry_the_classification_whether_or_not_the_stages_are_chained()
     assert!(categories[0].iter().all(Option::is_some), "{categories:?}");
 }
 
+/// A document the policy changes nothing in is stored again as the policed document byte for byte (its JSON is
+/// not encoded a second time); one it redacts is stored redacted. Either way the lineage's hashes are the
+/// stored blobs', chained or stage by stage.
+#[tokio::test]
+async fn the_policed_document_is_the_canonical_one_unless_the_policy_changed_it() {
+    use sha2::{Digest, Sha256};
+    let app = spawn_app().await;
+    let t = app.tenant("acme").await;
+    let tenant = TenantId::parse("acme").unwrap();
+    let clean = "# Release notes\n\nThe scheduler now retries failed jobs with backoff.\n";
+    let personal = "# Contacts\n\nWrite to jane.roe@example.com about the schedule.\n";
+    for chain in [true, false] {
+        for (name, text, redacted) in [("clean", clean, false), ("personal", personal, true)] {
+            let r = upload(&app, &t.key, "acme", &format!("{name}-{chain}.md"), "text/markdown", text.as_bytes()).await;
+            let doc_id = r.data()["doc_id"].as_str().unwrap().to_owned();
+            drain(&Pipeline { chain, ..pipeline(&app) }).await;
+            let uuid = doc_id.parse().unwrap();
+            let canonical = app.blobs.get(&tenant, &frostbyte_core::lifecycle::canonical_key(&uuid, 1)).await.unwrap();
+            let policed = app.blobs.get(&tenant, &frostbyte_core::lifecycle::policed_key(&uuid, 1)).await.unwrap();
+            assert_eq!(canonical != policed, redacted, "{name}, chain {chain}");
+            assert_eq!(String::from_utf8_lossy(&policed).contains("[REDACTED:EMAIL]"), redacted);
+            let d = app.get(&format!("/api/v1/query/acme/document/{doc_id}"), Some(&t.key)).await;
+            assert_eq!(d.data()["status"], json!("indexed"), "{}", d.text);
+            let lineage = &d.data()["lineage"];
+            assert_eq!(lineage["canonical_sha256"], json!(hex::encode(Sha256::digest(&canonical))), "{}", d.text);
+            assert_eq!(lineage["policed_sha256"], json!(hex::encode(Sha256::digest(&policed))), "{}", d.text);
+        }
+    }
+}
+
 /// A stage that reads a stored document whose offsets or stats disagree with its blocks fails it as corrupt,
 /// instead of carrying the disagreement into the policed document and the chunks.
 #[tokio::test]
