@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -25,9 +26,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use tokio::sync::broadcast::Receiver;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use uuid::Uuid;
 
 use crate::config::Config;
+use crate::events::Published;
 use crate::http::AppState;
 use crate::intake::{Intake, IntakeError, Upload, max_upload_bytes};
 
@@ -377,6 +381,7 @@ async fn wait_for_pipeline(
         "{spinner} {prefix:>7} [{bar:30}] {pos}/{len} documents {per_sec} {msg}",
     );
     let poll = workers.poll;
+    let mut live = state.events.subscribe(None).live;
     let result = async {
         // Each document is looked at only when the tenant's count of processing documents moved since the last
         // look (or every `SWEEP_EVERY` polls, in case other uploads kept the count level): a poll while nothing
@@ -389,7 +394,7 @@ async fn wait_for_pipeline(
             let now = state.documents.list_documents(tenant, Some(DocumentStatus::Processing), None, page).await?.total;
             if processing == Some(now) && quiet < SWEEP_EVERY {
                 quiet += 1;
-                tokio::time::sleep(poll).await;
+                until_one_finishes(&mut live, tenant, poll).await;
                 continue;
             }
             (processing, quiet) = (Some(now), 0);
@@ -430,7 +435,7 @@ async fn wait_for_pipeline(
             }
             pending = still;
             if !pending.is_empty() {
-                tokio::time::sleep(poll).await;
+                until_one_finishes(&mut live, tenant, poll).await;
             }
         }
         anyhow::Ok(())
@@ -438,6 +443,28 @@ async fn wait_for_pipeline(
     .await;
     bar.finish_and_clear();
     result
+}
+
+/// Waits until this process's workers bring a document of `tenant` to rest ([`crate::pipeline::ends_document`]),
+/// or `poll` passes: documents that other processes finish are found by polling. The events of one committed
+/// batch arrive together, so those already published are taken with the first and the caller looks once.
+async fn until_one_finishes(live: &mut Receiver<Arc<Published>>, tenant: &TenantId, poll: Duration) {
+    let ends = |e: &Published| e.event.tenant_id.as_ref() == Some(tenant) && crate::pipeline::ends_document(&e.event);
+    let deadline = tokio::time::Instant::now() + poll;
+    loop {
+        match tokio::time::timeout_at(deadline, live.recv()).await {
+            Ok(Ok(event)) if ends(&event) => break,
+            Ok(Ok(_)) => {}
+            // Missed events may have finished documents: look now.
+            Ok(Err(RecvError::Lagged(_))) => break,
+            Ok(Err(RecvError::Closed)) => {
+                tokio::time::sleep_until(deadline).await;
+                return;
+            }
+            Err(_elapsed) => return,
+        }
+    }
+    while let Ok(_) | Err(TryRecvError::Lagged(_)) = live.try_recv() {}
 }
 
 fn summarise(outcomes: Vec<FileOutcome>, elapsed: Duration) -> IngestSummary {

@@ -1241,6 +1241,12 @@ fn stage_event(tenant: &TenantId, doc_id: Uuid, update: &StageUpdate, audit: &Ne
     published
 }
 
+/// Whether a published stage event ([`stage_event`]) leaves its document at rest: indexed, quarantined by the
+/// policy gate, or failed.
+pub fn ends_document(event: &Event) -> bool {
+    matches!(event.event_type.as_deref(), Some("INDEX_WRITTEN" | "POLICY_GATE_FAILED" | "DOCUMENT_FAILED"))
+}
+
 /// The fixed message of a transition's event.
 fn stage_message(event_type: &str) -> &'static str {
     match event_type {
@@ -1262,6 +1268,10 @@ pub async fn run_worker(pipeline: Pipeline, poll: Duration, mut shutdown: tokio:
     let worker = pipeline.claim.worker_id.clone();
     tracing::info!(worker = %worker, "pipeline worker started");
     while !*shutdown.borrow() {
+        // Listening before looking: jobs queued while this worker finds none still wake it.
+        let queued = QUEUED.notified();
+        tokio::pin!(queued);
+        queued.as_mut().enable();
         let idle = match pipeline.try_run_one().await {
             Ok(RunOnce::Ran(_)) => false,
             Ok(RunOnce::Idle) => true,
@@ -1273,7 +1283,7 @@ pub async fn run_worker(pipeline: Pipeline, poll: Duration, mut shutdown: tokio:
         if idle {
             tokio::select! {
                 _ = tokio::time::sleep(poll) => {}
-                _ = QUEUED.notified() => {}
+                _ = queued => {}
                 _ = shutdown.changed() => {}
             }
         }
