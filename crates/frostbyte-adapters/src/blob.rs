@@ -163,6 +163,12 @@ impl BlobStore for ObjectBlobStore {
         result.bytes().await.map_err(|e| map_err(key, e))
     }
 
+    /// A hard link on local files (renamed into place, the directory synced), a server-side copy on S3.
+    async fn copy(&self, tenant: &TenantId, from: &str, to: &str) -> Result<(), BlobError> {
+        let (source, target) = (location(tenant, from)?, location(tenant, to)?);
+        self.store.copy(&source, &target).await.map_err(|e| map_err(from, e))
+    }
+
     async fn exists(&self, tenant: &TenantId, key: &str) -> Result<bool, BlobError> {
         let loc = location(tenant, key)?;
         match self.store.head(&loc).await {

@@ -72,6 +72,7 @@ macro_rules! contract_tests {
 
 contract_tests!(
     put_get_exists_delete,
+    copy_stores_the_same_bytes_under_another_key,
     list_is_sorted_and_filtered_by_prefix,
     delete_all_and_usage_cover_many_objects,
     tenants_cannot_see_each_other,
@@ -132,6 +133,31 @@ async fn delete_all_and_usage_cover_many_objects(h: &Harness) {
     assert_eq!(h.store.usage_bytes(&t).await.unwrap(), 0);
     assert_eq!(h.store.delete_all(&t).await.unwrap(), 0, "idempotent");
     assert_eq!(h.store.get(&other, "raw/keep").await.unwrap(), Bytes::from_static(b"keep"), "neighbour untouched");
+}
+
+async fn copy_stores_the_same_bytes_under_another_key(h: &Harness) {
+    let t = tid("copy");
+    let other = tid("copy-other");
+    let s = &h.store;
+    s.put(&t, "canonical/a.json", Bytes::from_static(b"{\"a\":1}")).await.unwrap();
+    s.put(&t, "policed/a.json", Bytes::from_static(b"stale")).await.unwrap();
+    s.copy(&t, "canonical/a.json", "policed/a.json").await.unwrap();
+    assert_eq!(s.get(&t, "policed/a.json").await.unwrap(), Bytes::from_static(b"{\"a\":1}"), "copy replaces");
+    s.copy(&t, "canonical/a.json", "fresh/a.json").await.unwrap();
+    assert_eq!(s.get(&t, "fresh/a.json").await.unwrap(), Bytes::from_static(b"{\"a\":1}"));
+
+    // The copies are independent: replacing or deleting the source leaves them as they were.
+    s.put(&t, "canonical/a.json", Bytes::from_static(b"new")).await.unwrap();
+    s.delete(&t, "canonical/a.json").await.unwrap();
+    assert_eq!(s.get(&t, "policed/a.json").await.unwrap(), Bytes::from_static(b"{\"a\":1}"));
+    assert_eq!(s.list(&t, "").await.unwrap(), ["fresh/a.json", "policed/a.json"]);
+    assert_eq!(s.usage_bytes(&t).await.unwrap(), 14);
+
+    assert!(matches!(s.copy(&t, "canonical/a.json", "x").await, Err(BlobError::NotFound(_))));
+    assert!(!s.exists(&t, "x").await.unwrap(), "a failed copy stores nothing");
+    assert!(matches!(s.copy(&other, "policed/a.json", "x").await, Err(BlobError::NotFound(_))), "scoped");
+    assert!(matches!(s.copy(&t, "policed/a.json", "../x").await, Err(BlobError::InvalidKey { .. })));
+    assert!(matches!(s.copy(&t, "../y", "x").await, Err(BlobError::InvalidKey { .. })));
 }
 
 async fn tenants_cannot_see_each_other(h: &Harness) {

@@ -91,6 +91,13 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn get(&self, tenant: &TenantId, key: &str) -> Result<Bytes, BlobError>;
     async fn exists(&self, tenant: &TenantId, key: &str) -> Result<bool, BlobError>;
     async fn delete(&self, tenant: &TenantId, key: &str) -> Result<(), BlobError>;
+    /// Stores the bytes at `from` also at `to` (both relative to the tenant), replacing what `to` held; `NotFound`
+    /// if `from` is missing. Adapters that can copy without reading (a hard link on local files, a server-side
+    /// copy on S3) override this reading and writing.
+    async fn copy(&self, tenant: &TenantId, from: &str, to: &str) -> Result<(), BlobError> {
+        let bytes = self.get(tenant, from).await?;
+        self.put(tenant, to, bytes).await
+    }
     /// Keys under `prefix` (relative to the tenant), sorted.
     async fn list(&self, tenant: &TenantId, prefix: &str) -> Result<Vec<String>, BlobError>;
     /// Deletes everything the tenant stores; returns how many objects were removed.

@@ -292,14 +292,6 @@ fn encode_json(doc: &CanonicalDocument) -> Result<(Bytes, String), StageError> {
     Ok((Bytes::from(bytes), hash))
 }
 
-/// A canonical document with its JSON as stored and that JSON's sha256: what the parse stage hands the policy
-/// stage, which stores the same bytes again as the policed document when it changed nothing.
-struct Stored {
-    doc: CanonicalDocument,
-    json: Bytes,
-    sha256: String,
-}
-
 /// The chunk-set hash: what embedding produced. sha256 over the model id, the dimension and, per chunk in
 /// order, its id, text hash and vector (little-endian f32).
 pub fn chunk_set_hash(model: &str, dimension: usize, chunks: &[(String, String, Vec<f32>)]) -> String {
@@ -677,8 +669,8 @@ impl Pipeline {
                 self.policy(a, config, canonical).await.map(|(prepared, _)| prepared)
             }
             (Stage::Index, Some(config)) => {
-                let Stored { doc, sha256, .. } = self.load_json(tenant, &policed_key(&a.doc_id, a.generation)).await?;
-                self.index(a, config, (doc, sha256), classification_of(&a.doc.lineage)).await
+                let policed = self.load_json(tenant, &policed_key(&a.doc_id, a.generation)).await?;
+                self.index(a, config, policed, classification_of(&a.doc.lineage)).await
             }
             (other, _) => Err(StageError::dead_letter("UNSUPPORTED_STAGE", format!("no worker for stage {other}"))),
         }
@@ -861,13 +853,13 @@ impl Pipeline {
     /// A stored canonical (or policed) document and the sha256 of its bytes as read. One whose offsets, pages or
     /// stats disagree with its blocks ([`CanonicalDocument::validate`]) is corrupt: later stages take them as
     /// they are.
-    async fn load_json(&self, tenant: &TenantId, key: &str) -> Result<Stored, StageError> {
+    async fn load_json(&self, tenant: &TenantId, key: &str) -> Result<(CanonicalDocument, String), StageError> {
         let bytes = self.blobs.get(tenant, key).await.map_err(blob_err)?;
         let decoded = on_cpu(move || {
             serde_json::from_slice::<CanonicalDocument>(&bytes)
                 .ok()
                 .filter(|doc| doc.validate().is_ok())
-                .map(|doc| Stored { doc, sha256: sha256_hex(&bytes), json: bytes })
+                .map(|doc| (doc, sha256_hex(&bytes)))
         })
         .await
         .map_err(|_| StageError::retryable("CANONICAL_DECODE", "the decoding task panicked or was cancelled"))?;
@@ -880,7 +872,7 @@ impl Pipeline {
     }
 
     /// Parses the raw bytes; the write and the canonical document with the sha256 of its JSON as stored.
-    async fn parse(&self, a: &Admitted) -> Result<(Prepared, Stored), StageError> {
+    async fn parse(&self, a: &Admitted) -> Result<(Prepared, (CanonicalDocument, String)), StageError> {
         let started = std::time::Instant::now();
         let (tenant, doc_id, generation, doc) = (&a.job.tenant_id, a.doc_id, a.generation, &a.doc);
         let raw = self.blobs.get(tenant, &raw_blob_key(&doc.raw_sha256)).await.map_err(blob_err)?;
@@ -901,7 +893,7 @@ impl Pipeline {
         .map_err(|_| StageError::retryable("PARSER_ERROR", "the parser task panicked or was cancelled"))?;
         let (canonical, bytes, output_hash) = parsed?;
         let raw_hash = doc.raw_sha256.clone();
-        self.save_json(tenant, &canonical_key(&doc_id, generation), bytes.clone()).await?;
+        self.save_json(tenant, &canonical_key(&doc_id, generation), bytes).await?;
         let parser_version = format!("{}@{}", canonical.parser.name, canonical.parser.version);
         let next = stage_job(Stage::Policy, doc_id, generation);
         let audit = event(
@@ -918,34 +910,34 @@ impl Pipeline {
             .lineage("pages", canonical.pages.len())
             .completes_job(a.job.job_id, self.claim.worker_id.clone());
         let prepared = Prepared::new(tenant, StageWrite::new(doc_id, generation, update, audit).next_job(Some(next)));
-        Ok((prepared, Stored { doc: canonical, json: bytes, sha256: output_hash }))
+        Ok((prepared, (canonical, output_hash)))
     }
 
-    /// Screens the canonical document (as stored); the write and, when the document passed, the policed document
-    /// with the sha256 of its JSON as stored.
+    /// Screens the canonical document (stored at this generation's [`canonical_key`], with the sha256 of its
+    /// JSON); the write and, when the document passed, the policed document with the sha256 of its JSON as stored.
     async fn policy(
         &self,
         a: &Admitted,
         config: &TenantConfig,
-        canonical: Stored,
+        (canonical, input_hash): (CanonicalDocument, String),
     ) -> Result<(Prepared, Option<(CanonicalDocument, String)>), StageError> {
         let started = std::time::Instant::now();
         let (tenant, doc_id, generation) = (&a.job.tenant_id, a.doc_id, a.generation);
-        let input_hash = canonical.sha256.clone();
         let owned = config.clone();
+        let unchanged_hash = input_hash.clone();
         let policed = on_cpu(move || {
-            let policed = police(&canonical.doc, &owned)
+            let policed = police(&canonical, &owned)
                 .map_err(|e| StageError::permanent(e.code(), "the policy checks refused the document"))?;
             // Encoded only for a document that passes; a blocked one is never stored. A document the policy
-            // changed nothing in ([`CanonicalDocument::try_map_text`] keeps it as it was) encodes to the
-            // canonical JSON it came from, which is stored again rather than encoded and hashed again.
+            // changed nothing in ([`CanonicalDocument::try_map_text`] keeps it as it was) would encode to the
+            // canonical JSON it came from: that blob is copied instead (`None` here), not encoded and hashed again.
             let encoded = match (policed.blocked, policed.redacted_blocks) {
                 (true, _) => None,
                 (false, 0) => {
-                    debug_assert!(policed.document == canonical.doc, "nothing redacted, yet the document changed");
-                    Some((canonical.json, canonical.sha256))
+                    debug_assert!(policed.document == canonical, "nothing redacted, yet the document changed");
+                    Some((None, unchanged_hash))
                 }
-                (false, _) => Some(encode_json(&policed.document)?),
+                (false, _) => Some(encode_json(&policed.document).map(|(bytes, hash)| (Some(bytes), hash))?),
             };
             Ok::<_, StageError>((policed, encoded))
         })
@@ -980,7 +972,14 @@ impl Pipeline {
                 (write, None, None)
             }
             Some((bytes, output_hash)) => {
-                self.save_json(tenant, &policed_key(&doc_id, generation), bytes).await?;
+                let key = policed_key(&doc_id, generation);
+                match bytes {
+                    Some(bytes) => self.save_json(tenant, &key, bytes).await?,
+                    // A hard link or a server-side copy: the bytes are not read or written again.
+                    None => {
+                        self.blobs.copy(tenant, &canonical_key(&doc_id, generation), &key).await.map_err(blob_err)?
+                    }
+                }
                 let details = json!({"component": "policy", "status": "done", "input_hash": input_hash,
                     "output_hash": output_hash, "policy_version": policy_version, "pii_detected": pii_total,
                     "redacted_blocks": redacted_blocks, "classification": classification,

@@ -174,8 +174,8 @@ async fn chunks_carry_the_classification_whether_or_not_the_stages_are_chained()
     assert!(categories[0].iter().all(Option::is_some), "{categories:?}");
 }
 
-/// A document the policy changes nothing in is stored again as the policed document byte for byte (its JSON is
-/// not encoded a second time); one it redacts is stored redacted. Either way the lineage's hashes are the
+/// A document the policy changes nothing in is stored again as the policed document byte for byte (its canonical
+/// JSON copied, not encoded a second time); one it redacts is stored redacted. Either way the lineage's hashes are the
 /// stored blobs', chained or stage by stage.
 #[tokio::test]
 async fn the_policed_document_is_the_canonical_one_unless_the_policy_changed_it() {
