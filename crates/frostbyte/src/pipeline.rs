@@ -285,11 +285,11 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// A canonical (or policed) document as stored: its JSON bytes and their sha256.
-fn encode_json(doc: &CanonicalDocument) -> Result<(Bytes, String), StageError> {
+fn encode_json(doc: &CanonicalDocument) -> Result<(Vec<u8>, String), StageError> {
     let bytes = serde_json::to_vec(doc)
         .map_err(|_| StageError::permanent("CANONICAL_ENCODE", "the canonical document could not be encoded"))?;
     let hash = sha256_hex(&bytes);
-    Ok((Bytes::from(bytes), hash))
+    Ok((bytes, hash))
 }
 
 /// The chunk-set hash: what embedding produced. sha256 over the model id, the dimension and, per chunk in
@@ -867,8 +867,8 @@ impl Pipeline {
     }
 
     /// Stores an encoded canonical (or policed) document ([`encode_json`]).
-    async fn save_json(&self, tenant: &TenantId, key: &str, bytes: Bytes) -> Result<(), StageError> {
-        self.blobs.put(tenant, key, bytes).await.map_err(blob_err)
+    async fn save_json(&self, tenant: &TenantId, key: &str, bytes: Vec<u8>) -> Result<(), StageError> {
+        self.blobs.put(tenant, key, Bytes::from(bytes)).await.map_err(blob_err)
     }
 
     /// Parses the raw bytes; the write and the canonical document with the sha256 of its JSON as stored.
@@ -924,20 +924,19 @@ impl Pipeline {
         let started = std::time::Instant::now();
         let (tenant, doc_id, generation) = (&a.job.tenant_id, a.doc_id, a.generation);
         let owned = config.clone();
-        let unchanged_hash = input_hash.clone();
         let policed = on_cpu(move || {
             let policed = police(&canonical, &owned)
                 .map_err(|e| StageError::permanent(e.code(), "the policy checks refused the document"))?;
-            // Encoded only for a document that passes; a blocked one is never stored. A document the policy
-            // changed nothing in ([`CanonicalDocument::try_map_text`] keeps it as it was) would encode to the
-            // canonical JSON it came from: that blob is copied instead (`None` here), not encoded and hashed again.
+            // Encoded only for a document that passes and that redaction changed: a blocked one is never stored,
+            // and one the policy changed nothing in ([`CanonicalDocument::try_map_text`] keeps it as it was) would
+            // encode to the canonical JSON it came from, so that blob is copied instead.
             let encoded = match (policed.blocked, policed.redacted_blocks) {
-                (true, _) => None,
+                (false, 1..) => Some(encode_json(&policed.document)?),
                 (false, 0) => {
                     debug_assert!(policed.document == canonical, "nothing redacted, yet the document changed");
-                    Some((None, unchanged_hash))
+                    None
                 }
-                (false, _) => Some(encode_json(&policed.document).map(|(bytes, hash)| (Some(bytes), hash))?),
+                (true, _) => None,
             };
             Ok::<_, StageError>((policed, encoded))
         })
@@ -957,37 +956,37 @@ impl Pipeline {
                 "action": action, "types": pii, "total": pii_total, "input_hash": input_hash});
             event("PII_DETECTED", doc_id, details)
         });
-        // The policed bytes exist exactly when the document passed (see above).
-        let (write, next, passed) = match encoded {
-            None => {
-                let update = update
-                    .also(PipelineStage::Embed, StageStatus::Skipped)
-                    .also(PipelineStage::Index, StageStatus::Skipped)
-                    .document_status(DocumentStatus::Quarantined);
-                let details = json!({"component": "policy", "status": "quarantined", "reason": "pii_blocked",
-                    "input_hash": input_hash, "policy_version": policy_version, "pii_detected": pii_total,
-                    "classification": classification, "duration_ms": duration_ms});
-                tracing::info!(tenant = %tenant, doc_id = %doc_id, "document quarantined by policy");
-                let write = StageWrite::new(doc_id, generation, update, event("POLICY_GATE_FAILED", doc_id, details));
-                (write, None, None)
-            }
-            Some((bytes, output_hash)) => {
-                let key = policed_key(&doc_id, generation);
-                match bytes {
-                    Some(bytes) => self.save_json(tenant, &key, bytes).await?,
-                    // A hard link or a server-side copy: the bytes are not read or written again.
-                    None => {
-                        self.blobs.copy(tenant, &canonical_key(&doc_id, generation), &key).await.map_err(blob_err)?
-                    }
+        let (write, next, passed) = if blocked {
+            let update = update
+                .also(PipelineStage::Embed, StageStatus::Skipped)
+                .also(PipelineStage::Index, StageStatus::Skipped)
+                .document_status(DocumentStatus::Quarantined);
+            let details = json!({"component": "policy", "status": "quarantined", "reason": "pii_blocked",
+                "input_hash": input_hash, "policy_version": policy_version, "pii_detected": pii_total,
+                "classification": classification, "duration_ms": duration_ms});
+            tracing::info!(tenant = %tenant, doc_id = %doc_id, "document quarantined by policy");
+            let write = StageWrite::new(doc_id, generation, update, event("POLICY_GATE_FAILED", doc_id, details));
+            (write, None, None)
+        } else {
+            let key = policed_key(&doc_id, generation);
+            let output_hash = match encoded {
+                Some((bytes, hash)) => {
+                    self.save_json(tenant, &key, bytes).await?;
+                    hash
                 }
-                let details = json!({"component": "policy", "status": "done", "input_hash": input_hash,
-                    "output_hash": output_hash, "policy_version": policy_version, "pii_detected": pii_total,
-                    "redacted_blocks": redacted_blocks, "classification": classification,
-                    "duration_ms": duration_ms});
-                let update = update.lineage("policed_sha256", output_hash.clone());
-                let write = StageWrite::new(doc_id, generation, update, event("POLICY_GATE_PASSED", doc_id, details));
-                (write, Some(stage_job(Stage::Index, doc_id, generation)), Some((document, output_hash)))
-            }
+                // Unchanged: a hard link or a server-side copy of the canonical blob, not written again.
+                None => {
+                    self.blobs.copy(tenant, &canonical_key(&doc_id, generation), &key).await.map_err(blob_err)?;
+                    input_hash.clone()
+                }
+            };
+            let details = json!({"component": "policy", "status": "done", "input_hash": input_hash,
+                "output_hash": output_hash, "policy_version": policy_version, "pii_detected": pii_total,
+                "redacted_blocks": redacted_blocks, "classification": classification,
+                "duration_ms": duration_ms});
+            let update = update.lineage("policed_sha256", output_hash.clone());
+            let write = StageWrite::new(doc_id, generation, update, event("POLICY_GATE_PASSED", doc_id, details));
+            (write, Some(stage_job(Stage::Index, doc_id, generation)), Some((document, output_hash)))
         };
         let write = match finding {
             Some(finding) => write.finding(finding),

@@ -1,10 +1,11 @@
 //! `frostbyte bench stages`: the document pipeline's own work, stage by stage, on one core and without a store.
 //!
 //! Each file is put through what the workers do between reading a blob and committing a write: sniffing and
-//! hashing the raw bytes, parsing, encoding and hashing the canonical document, policy (and encoding the policed
-//! document when redaction changed it), chunking, per-chunk injection scoring, hash embedding and the chunk-set and index hashes. The time of each step is summed over the
-//! corpus and reported as MB/s of raw input, so the step that bounds end-to-end throughput (`frostbyte ingest`,
-//! `scripts/bench-ingest.sh`) shows directly. The store (SQLite writes, FTS) is not part of this number.
+//! hashing the raw bytes, parsing, encoding and hashing the canonical document, policy (and encoding the
+//! policed document when redaction changed it), chunking, per-chunk injection scoring, hash embedding and the
+//! chunk-set and index hashes. The time of each step is summed over the corpus and reported as MB/s of raw
+//! input, so the step that bounds end-to-end throughput (`frostbyte ingest`, `scripts/bench-ingest.sh`) shows
+//! directly. The store (SQLite writes, FTS) is not part of this number.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -95,7 +96,7 @@ pub fn stages(paths: &[PathBuf], rounds: usize) -> anyhow::Result<StagesReport> 
             clock.lap(2);
             let policed = police(&canonical, &config).context("policy")?;
             clock.lap(3);
-            // As the pipeline does: a document the policy left as it was is stored as the canonical JSON again.
+            // As the pipeline does: a document the policy left as it was is a copy of the canonical blob.
             if policed.redacted_blocks > 0 {
                 encode_and_hash(&policed.document)?;
             }
