@@ -4,9 +4,12 @@
 # in-process, then reports MB/s, documents/s, pages/s and its peak RSS. One fresh data directory per format.
 #
 # Corpora: real documentation shipped by Debian (Python and PostgreSQL manuals, TeX Live PDFs), downloaded and
-# unpacked by the team's corpus fetch script into $FROSTBYTE_DATA_CACHE (default ~/.cache/frostbyte-data).
+# unpacked by the team's corpus fetch script into $FROSTBYTE_DATA_CACHE (default ~/.cache/frostbyte-data). The
+# Markdown corpus is the Markdown (READMEs, changelogs, guides) of the crates Cargo.lock pins, from cargo's own
+# source cache: the Debian packages hold only 0.1 MB of Markdown, too little to measure anything but start-up.
 # usage: scripts/bench-ingest.sh [text|markdown|html|pdf|mixed ...]   (default: all but mixed)
 #   mixed: every corpus copied COPIES times (default 5) into one tree, for peak RSS on a large corpus.
+#   FROSTBYTE_BIN, when set, is the frostbyte binary to run (nothing is built).
 #   WORKERS, when set, overrides the in-process worker count (`workers.count`, default 4).
 #   PostgreSQL as the metadata store: export FROSTBYTE_DATABASE_URL, FROSTBYTE_AUTH__ADMIN_API_KEY and
 #   FROSTBYTE_AUTH__JWT_SECRET (blobs stay in the local data directory). Each run creates its own tenant.
@@ -15,8 +18,10 @@ cd "$(dirname "$0")/.."
 CACHE=${FROSTBYTE_DATA_CACHE:-$HOME/.cache/frostbyte-data}
 DOCS=$CACHE/docs
 [ -d "$DOCS" ] || { echo "no corpora in $DOCS: fetch them first (see docs/benchmarks.md)" >&2; exit 1; }
-cargo build --release --quiet --bin frostbyte
-BIN=$PWD/${CARGO_TARGET_DIR:-target}/release/frostbyte
+if [ -z "${FROSTBYTE_BIN:-}" ]; then
+  cargo build --release --quiet --bin frostbyte
+fi
+BIN=${FROSTBYTE_BIN:-$PWD/${CARGO_TARGET_DIR:-target}/release/frostbyte}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
@@ -24,7 +29,17 @@ trap 'rm -rf "$WORK"' EXIT
 collect() {
   local name=$1 root=$2; shift 2
   mkdir -p "$WORK/corpus/$name"
-  (cd "$root" && find . -type f "$@" -print0 | xargs -0 cp --parents -t "$WORK/corpus/$name")
+  (cd "$root" && find . -type f "$@" -print0 | xargs -0 -r cp --parents -t "$WORK/corpus/$name")
+}
+
+# The source directories of the registry crates Cargo.lock pins, one per line.
+locked_crate_dirs() {
+  cargo fetch --locked --quiet
+  cargo metadata --format-version 1 --locked | python3 -c '
+import json, os, sys
+for p in json.load(sys.stdin)["packages"]:
+    if p["source"]:
+        print(os.path.dirname(p["manifest_path"]))'
 }
 
 run() {
@@ -58,7 +73,8 @@ formats=("$@")
 for f in "${formats[@]}"; do
   case $f in
     text) collect text "$DOCS/python3.11-doc" -name '*.txt' ;;
-    markdown) collect markdown "$DOCS" -name '*.md' ;;
+    markdown)
+      while read -r dir; do collect "markdown/$(basename "$dir")" "$dir" -name '*.md'; done < <(locked_crate_dirs) ;;
     html) collect html "$DOCS/postgresql-doc-15" -name '*.html' ;;
     pdf) collect pdf "$DOCS/texlive-latex-recommended-doc" -name '*.pdf' ;;
     mixed)
