@@ -3,9 +3,11 @@
 //! The rules, in order of precedence:
 //! - **A table is one chunk, whole**, even when it is longer than `max_chars`; nothing else shares its chunk.
 //! - **Headings start chunks.** A heading closes the current chunk, unless that chunk is still shorter than
-//!   `min_chars` and the heading opens a subsection of it (a deeper level), so a short introduction stays with
-//!   its first subsection. Every chunk carries the heading path in effect where it starts, its own heading
-//!   included.
+//!   `min_chars` and the heading stays within the section the chunk started in (a subsection, or a section at
+//!   the same level): a short introduction stays with its first subsection, and a run of short sections (a
+//!   changelog's releases, an API reference's one-line entries) is packed together instead of each becoming a
+//!   chunk of a heading and a line. A heading above the chunk's own level always closes it. Every chunk carries
+//!   the heading path in effect where it starts, its own heading included.
 //! - **Blocks are packed** (paragraphs, list items, code, headings) in order while the chunk stays within
 //!   `target_chars`; a chunk still shorter than `min_chars`, or holding only headings, may grow to `max_chars`.
 //! - **Oversized blocks are split** at sentence boundaries (UAX #29; lines for code), then at whitespace, then
@@ -395,8 +397,8 @@ struct Open {
     span: Span,
     overlap: usize,
     heading_path: Vec<String>,
-    /// Level of the innermost heading in effect at the end of the chunk; 0 before any heading.
-    level: u8,
+    /// Level of the innermost heading in effect where the chunk starts; 0 before any heading.
+    start_level: u8,
     only_headings: bool,
 }
 
@@ -420,7 +422,7 @@ impl<'a> Packer<'a> {
     }
 
     fn heading(&mut self, level: u8, text: &str) {
-        let keep = self.open.as_ref().is_some_and(|o| o.span.chars() < self.config.min_chars && level > o.level);
+        let keep = self.open.as_ref().is_some_and(|o| o.span.chars() < self.config.min_chars && level >= o.start_level);
         if !keep {
             self.close(false);
         }
@@ -428,9 +430,6 @@ impl<'a> Packer<'a> {
             self.headings.pop();
         }
         self.headings.push((level, text.to_owned()));
-        if let Some(open) = &mut self.open {
-            open.level = level;
-        }
     }
 
     fn text(&mut self, unit: Span, is_heading: bool) {
@@ -451,7 +450,7 @@ impl<'a> Packer<'a> {
             span,
             overlap,
             heading_path: self.headings.iter().map(|(_, t)| t.clone()).collect(),
-            level: self.level(),
+            start_level: self.level(),
             only_headings: is_heading,
         });
     }
@@ -614,6 +613,46 @@ mod tests {
         let chunks = chunk_document(&doc, &ChunkConfig::default()).unwrap();
         assert_eq!(chunks.len(), 1);
         assert_eq!(chunks[0].heading_path, ["Chapter"]);
+    }
+
+    #[test]
+    fn short_sections_at_one_level_are_packed_together() {
+        let mut b = builder();
+        b.heading(1, "Changelog");
+        for minor in (0..12).rev() {
+            b.heading(2, &format!("1.{minor}.0")).paragraph(&format!("Fixed issue {minor}."));
+        }
+        b.heading(1, "License").paragraph("MIT.");
+        let doc = b.build();
+        let config = cfg(100, 150, 20, 60);
+        let chunks = chunk_document(&doc, &config).unwrap();
+        check_invariants(&doc, &config, &chunks).unwrap();
+        let summary: Vec<(Vec<&str>, &str)> =
+            chunks.iter().map(|c| (c.heading_path.iter().map(String::as_str).collect(), c.text.as_str())).collect();
+        // Each release is a heading and a line; they pack until a chunk reaches min_chars, and the chunk keeps the
+        // path where it starts. A shallower heading ("License") still closes the run.
+        assert_eq!(
+            summary,
+            [
+                (
+                    vec!["Changelog"],
+                    "Changelog\n\n1.11.0\n\nFixed issue 11.\n\n1.10.0\n\nFixed issue 10.\n\n1.9.0\n\nFixed issue 9."
+                ),
+                (
+                    vec!["Changelog", "1.8.0"],
+                    "1.8.0\n\nFixed issue 8.\n\n1.7.0\n\nFixed issue 7.\n\n1.6.0\n\nFixed issue 6."
+                ),
+                (
+                    vec!["Changelog", "1.5.0"],
+                    "1.5.0\n\nFixed issue 5.\n\n1.4.0\n\nFixed issue 4.\n\n1.3.0\n\nFixed issue 3."
+                ),
+                (
+                    vec!["Changelog", "1.2.0"],
+                    "1.2.0\n\nFixed issue 2.\n\n1.1.0\n\nFixed issue 1.\n\n1.0.0\n\nFixed issue 0."
+                ),
+                (vec!["License"], "License\n\nMIT."),
+            ]
+        );
     }
 
     #[test]
