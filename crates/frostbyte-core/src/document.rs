@@ -155,20 +155,34 @@ impl BlockContent {
         }
     }
 
-    /// The same block with every piece of text passed through `f` (each table cell on its own).
-    fn try_map<E>(&self, f: &mut impl FnMut(&str) -> Result<String, E>) -> Result<BlockContent, E> {
+    /// The block with the pieces of text `f` changes (each table cell on its own) replaced, or `None` when `f`
+    /// keeps every one of them (returns `None` for it).
+    fn try_edit<E>(&self, f: &mut impl FnMut(&str) -> Result<Option<String>, E>) -> Result<Option<BlockContent>, E> {
         Ok(match self {
-            BlockContent::Heading { level, text } => BlockContent::Heading { level: *level, text: f(text)? },
-            BlockContent::Paragraph { text } => BlockContent::Paragraph { text: f(text)? },
-            BlockContent::ListItem { depth, text } => BlockContent::ListItem { depth: *depth, text: f(text)? },
-            BlockContent::Code { lang, text } => BlockContent::Code { lang: lang.clone(), text: f(text)? },
-            BlockContent::Table { rows, header } => BlockContent::Table {
-                rows: rows
+            BlockContent::Heading { level, text } => f(text)?.map(|text| BlockContent::Heading { level: *level, text }),
+            BlockContent::Paragraph { text } => f(text)?.map(|text| BlockContent::Paragraph { text }),
+            BlockContent::ListItem { depth, text } => {
+                f(text)?.map(|text| BlockContent::ListItem { depth: *depth, text })
+            }
+            BlockContent::Code { lang, text } => f(text)?.map(|text| BlockContent::Code { lang: lang.clone(), text }),
+            BlockContent::Table { rows, header } => {
+                let edits = rows
                     .iter()
                     .map(|row| row.iter().map(|cell| f(cell)).collect::<Result<Vec<_>, E>>())
-                    .collect::<Result<Vec<_>, E>>()?,
-                header: *header,
-            },
+                    .collect::<Result<Vec<_>, E>>()?;
+                if edits.iter().flatten().all(Option::is_none) {
+                    None
+                } else {
+                    let rows = rows
+                        .iter()
+                        .zip(edits)
+                        .map(|(row, edits)| {
+                            row.iter().zip(edits).map(|(cell, edit)| edit.unwrap_or_else(|| cell.clone())).collect()
+                        })
+                        .collect();
+                    Some(BlockContent::Table { rows, header: *header })
+                }
+            }
         })
     }
 }
@@ -283,20 +297,27 @@ impl CanonicalDocument {
     }
 
     /// [`map_text`](Self::map_text) with a fallible transformation: the first error stops it. When every text
-    /// maps to itself (a policy pass that redacted nothing, the common case) the document is returned as it is,
-    /// without recounting its offsets and words.
+    /// maps to itself the document is returned as it is, without recounting its offsets and words.
     pub fn try_map_text<E>(&self, mut f: impl FnMut(&str) -> Result<String, E>) -> Result<CanonicalDocument, E> {
-        let mut changed = false;
-        let mut map = |text: &str| {
-            let mapped = f(text)?;
-            changed |= mapped != text;
-            Ok(mapped)
+        let edited = self.try_edit_text(|text| f(text).map(|mapped| (mapped != text).then_some(mapped)))?;
+        Ok(edited.unwrap_or_else(|| self.clone()))
+    }
+
+    /// Edits the document's texts (title and blocks, each table cell on its own): `f` returns a text's
+    /// replacement, or `None` to keep it; the first error stops it. `None` when `f` kept every text (a policy pass
+    /// that redacted nothing, the common case): nothing is copied, and the caller keeps the document it has.
+    /// Otherwise the edited document, rebuilt as [`map_text`](Self::map_text) describes.
+    pub fn try_edit_text<E>(
+        &self,
+        mut f: impl FnMut(&str) -> Result<Option<String>, E>,
+    ) -> Result<Option<CanonicalDocument>, E> {
+        let title = match self.title.as_deref() {
+            Some(title) => f(title)?,
+            None => None,
         };
-        let title = self.title.as_deref().map(&mut map).transpose()?;
-        let contents =
-            self.blocks.iter().map(|block| block.content.try_map(&mut map)).collect::<Result<Vec<_>, E>>()?;
-        if !changed {
-            return Ok(self.clone());
+        let contents = self.blocks.iter().map(|block| block.content.try_edit(&mut f)).collect::<Result<Vec<_>, E>>()?;
+        if title.is_none() && contents.iter().all(Option::is_none) {
+            return Ok(None);
         }
         let mut b = DocumentBuilder::new(
             self.doc_id.clone(),
@@ -304,7 +325,7 @@ impl CanonicalDocument {
             self.parser.clone(),
             self.mime_type.clone(),
         );
-        if let Some(title) = title {
+        if let Some(title) = title.or_else(|| self.title.clone()) {
             b.title(title);
         }
         // Replay pages in order: a block's page is begun (with any empty pages before it) just before the block.
@@ -318,7 +339,7 @@ impl CanonicalDocument {
                 }
                 next_page += offset + 1;
             }
-            b.push(content);
+            b.push(content.unwrap_or_else(|| block.content.clone()));
         }
         for p in &self.pages[next_page..] {
             b.begin_page(p.number);
@@ -326,7 +347,7 @@ impl CanonicalDocument {
         for d in &self.dropped {
             b.dropped(d.clone());
         }
-        Ok(b.build())
+        Ok(Some(b.build()))
     }
 
     /// Checks that offsets, pages and stats agree with the blocks: use it on documents read back from storage.
@@ -690,6 +711,35 @@ mod tests {
         gone.validate().unwrap();
         assert_eq!(gone.blocks.len(), 5);
         assert_eq!(gone.pages.len(), 4);
+    }
+
+    #[test]
+    fn editing_text_keeps_what_it_does_not_change() {
+        let doc = sample();
+        let mut seen = Vec::new();
+        let kept = doc.try_edit_text(|s| {
+            seen.push(s.to_owned());
+            Ok::<_, Infallible>(None)
+        });
+        assert_eq!(kept, Ok(None), "nothing edited: no document");
+        // Every text is offered once, title first, each table cell on its own.
+        assert_eq!(seen.first().map(String::as_str), Some("A Title"));
+        assert!(["a", "b", "1", "2", "Intro", "one", "two"].iter().all(|t| seen.iter().any(|s| s == t)), "{seen:?}");
+        // Editing one table cell and the title gives what mapping every text does.
+        let edit = |s: &str| match s {
+            "1" => Some("one".to_owned()),
+            "A Title" => Some("Another Title".to_owned()),
+            _ => None,
+        };
+        let edited = doc.try_edit_text(|s| Ok::<_, Infallible>(edit(s))).unwrap().expect("edited");
+        edited.validate().unwrap();
+        assert_eq!(edited, doc.map_text(|s| edit(s).unwrap_or_else(|| s.to_owned())));
+        assert_eq!(edited.title.as_deref(), Some("Another Title"));
+        assert!(edited.text().contains("a | b\none | 2"));
+        // Only the title: the blocks stay as they were.
+        let retitled = doc.try_edit_text(|s| Ok::<_, Infallible>((s == "A Title").then(|| "T".to_owned())));
+        let retitled = retitled.unwrap().expect("edited");
+        assert_eq!((retitled.title.as_deref(), &retitled.blocks), (Some("T"), &doc.blocks));
     }
 
     #[test]

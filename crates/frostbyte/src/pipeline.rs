@@ -6,7 +6,7 @@
 //!   ([`on_cpu`]) → canonical JSON at `canonical/{doc_id}.json` → `DOCUMENT_PARSED`, stage done + the `policy`
 //!   job, in one transaction.
 //! - `policy`: [`screen`] (PII handling and classification) on every block's text
-//!   ([`CanonicalDocument::try_map_text`]); the policed document is saved at `policed/{doc_id}.json`. Found PII is
+//!   ([`CanonicalDocument::try_edit_text`]); the policed document is saved at `policed/{doc_id}.json`. Found PII is
 //!   recorded as `PII_DETECTED` (types and counts only). PII under `block` fails the gate (`POLICY_GATE_FAILED`,
 //!   document quarantined, embed and index skipped); otherwise `POLICY_GATE_PASSED`, stage done + the `index` job.
 //!   Injection is scored per chunk in the `index` stage, where its verdict applies.
@@ -925,18 +925,14 @@ impl Pipeline {
         let (tenant, doc_id, generation) = (&a.job.tenant_id, a.doc_id, a.generation);
         let owned = config.clone();
         let policed = on_cpu(move || {
-            let policed = police(&canonical, &owned)
+            let policed = police(canonical, &owned)
                 .map_err(|e| StageError::permanent(e.code(), "the policy checks refused the document"))?;
             // Encoded only for a document that passes and that redaction changed: a blocked one is never stored,
-            // and one the policy changed nothing in ([`CanonicalDocument::try_map_text`] keeps it as it was) would
+            // and one the policy changed nothing in is the canonical document itself ([`police`]), which would
             // encode to the canonical JSON it came from, so that blob is copied instead.
             let encoded = match (policed.blocked, policed.redacted_blocks) {
                 (false, 1..) => Some(encode_json(&policed.document)?),
-                (false, 0) => {
-                    debug_assert!(policed.document == canonical, "nothing redacted, yet the document changed");
-                    None
-                }
-                (true, _) => None,
+                (false, 0) | (true, _) => None,
             };
             Ok::<_, StageError>((policed, encoded))
         })
@@ -1151,16 +1147,17 @@ pub(crate) struct Policed {
     classification: Option<String>,
 }
 
-/// Applies the tenant's policy to every block's text.
+/// Applies the tenant's policy to every block's text. A document redaction changed nothing in comes back as it
+/// went in, not copied.
 pub(crate) fn police(
-    canonical: &CanonicalDocument,
+    canonical: CanonicalDocument,
     config: &TenantConfig,
 ) -> Result<Policed, frostbyte_core::policy::PolicyError> {
     let mut blocked = false;
     let mut redacted_blocks = 0usize;
     let mut pii = std::collections::BTreeMap::<&'static str, usize>::new();
     let mut best: Option<(String, f64)> = None;
-    let document = canonical.try_map_text(|text| {
+    let edited = canonical.try_edit_text(|text| {
         let screened = screen(text, config)?;
         blocked |= screened.blocked;
         redacted_blocks += usize::from(screened.text.is_some());
@@ -1171,10 +1168,10 @@ pub(crate) fn police(
         if best.as_ref().is_none_or(|(_, confidence)| c.confidence > *confidence) {
             best = Some((c.category, c.confidence));
         }
-        Ok::<_, frostbyte_core::policy::PolicyError>(screened.text.unwrap_or_else(|| text.to_owned()))
+        Ok::<_, frostbyte_core::policy::PolicyError>(screened.text)
     })?;
     Ok(Policed {
-        document,
+        document: edited.unwrap_or(canonical),
         blocked,
         redacted_blocks,
         pii,

@@ -94,7 +94,7 @@ pub fn stages(paths: &[PathBuf], rounds: usize) -> anyhow::Result<StagesReport> 
             clock.lap(1);
             encode_and_hash(&canonical)?;
             clock.lap(2);
-            let policed = police(&canonical, &config).context("policy")?;
+            let policed = police(canonical, &config).context("policy")?;
             clock.lap(3);
             // As the pipeline does: a document the policy left as it was is a copy of the canonical blob.
             if policed.redacted_blocks > 0 {

@@ -19,6 +19,8 @@ pub mod classify;
 pub mod injection;
 pub mod pii;
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 pub use classify::{Classification, classify};
@@ -185,7 +187,11 @@ impl PolicyEngine {
             PiiPolicy::Flag => (None, PiiSummary::from_matches(&pii::detect(text, &types))),
             PiiPolicy::Redact | PiiPolicy::Block => {
                 let (redacted, summary) = pii::redact_all(text, &types)?;
-                (Some(redacted).filter(|r| r != text), summary)
+                let changed = match redacted {
+                    Cow::Owned(redacted) if redacted != text => Some(redacted),
+                    _ => None,
+                };
+                (changed, summary)
             }
         };
         let blocked = config.pii_policy == PiiPolicy::Block && !pii.is_empty();

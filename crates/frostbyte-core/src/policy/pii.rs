@@ -12,6 +12,7 @@
 //! it returns carries no detectable PII. [`PiiSummary`] holds types and counts only, never matched text: it is the
 //! only PII information audit events and reports may carry.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -269,18 +270,19 @@ pub fn redact(text: &str, matches: &[PiiMatch]) -> String {
     out
 }
 
-/// Detects and redacts until a pass finds nothing, returning the redacted text and what was found. Fails closed
-/// with [`PolicyError::RedactionDidNotConverge`] if PII is still found after [`MAX_REDACTION_PASSES`].
-pub fn redact_all(text: &str, types: &[PiiType]) -> Result<(String, PiiSummary), PolicyError> {
+/// Detects and redacts until a pass finds nothing, returning the redacted text (the text itself, borrowed, when
+/// nothing was found) and what was found. Fails closed with [`PolicyError::RedactionDidNotConverge`] if PII is
+/// still found after [`MAX_REDACTION_PASSES`].
+pub fn redact_all<'a>(text: &'a str, types: &[PiiType]) -> Result<(Cow<'a, str>, PiiSummary), PolicyError> {
     let mut summary = PiiSummary::default();
-    let mut current = text.to_owned();
+    let mut current = Cow::Borrowed(text);
     for _ in 0..MAX_REDACTION_PASSES {
         let matches = detect(&current, types);
         if matches.is_empty() {
             return Ok((current, summary));
         }
         summary.add(&matches);
-        current = redact(&current, &matches);
+        current = Cow::Owned(redact(&current, &matches));
     }
     if detect(&current, types).is_empty() {
         Ok((current, summary))
