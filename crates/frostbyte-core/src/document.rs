@@ -638,8 +638,13 @@ mod tests {
     }
 
     fn sample() -> CanonicalDocument {
+        sample_with("  A   Title ", "1")
+    }
+
+    /// [`sample`] with another title and first cell of the table's last row.
+    fn sample_with(title: &str, cell: &str) -> CanonicalDocument {
         let mut b = DocumentBuilder::new("doc-1", "AB".repeat(32), parser(), "text/plain");
-        b.title("  A   Title ");
+        b.title(title);
         b.begin_page(1)
             .heading(1, "Intro")
             .paragraph("Héllo  wörld,\n this is\tthe first page.")
@@ -647,7 +652,7 @@ mod tests {
             .begin_page(3)
             .list_item(0, "one")
             .list_item(1, "two")
-            .table(vec![vec!["a".into(), "b".into()], vec![" ".into(), "".into()], vec!["1".into(), "2".into()]], true)
+            .table(vec![vec!["a".into(), "b".into()], vec![" ".into(), "".into()], vec![cell.into(), "2".into()]], true)
             .code(Some("rust"), "\n\nfn main() {\r\n    x();   \n}\n\n")
             .paragraph("   ")
             .begin_page(4);
@@ -722,19 +727,22 @@ mod tests {
             Ok::<_, Infallible>(None)
         });
         assert_eq!(kept, Ok(None), "nothing edited: no document");
-        // Every text is offered once, title first, each table cell on its own.
+        // Every text is offered, title first, each table cell on its own.
         assert_eq!(seen.first().map(String::as_str), Some("A Title"));
         assert!(["a", "b", "1", "2", "Intro", "one", "two"].iter().all(|t| seen.iter().any(|s| s == t)), "{seen:?}");
-        // Editing one table cell and the title gives what mapping every text does.
-        let edit = |s: &str| match s {
-            "1" => Some("one".to_owned()),
-            "A Title" => Some("Another Title".to_owned()),
-            _ => None,
-        };
-        let edited = doc.try_edit_text(|s| Ok::<_, Infallible>(edit(s))).unwrap().expect("edited");
+        // Editing one table cell and the title gives the document built with those texts in the first place.
+        let edited = doc
+            .try_edit_text(|s| {
+                Ok::<_, Infallible>(match s {
+                    "1" => Some("one".to_owned()),
+                    "A Title" => Some("Another Title".to_owned()),
+                    _ => None,
+                })
+            })
+            .unwrap()
+            .expect("edited");
         edited.validate().unwrap();
-        assert_eq!(edited, doc.map_text(|s| edit(s).unwrap_or_else(|| s.to_owned())));
-        assert_eq!(edited.title.as_deref(), Some("Another Title"));
+        assert_eq!(edited, sample_with("Another Title", "one"));
         assert!(edited.text().contains("a | b\none | 2"));
         // Only the title: the blocks stay as they were.
         let retitled = doc.try_edit_text(|s| Ok::<_, Infallible>((s == "A Title").then(|| "T".to_owned())));
