@@ -7,7 +7,9 @@
 # unpacked by the team's corpus fetch script into $FROSTBYTE_DATA_CACHE (default ~/.cache/frostbyte-data). The
 # Markdown corpus is the Markdown (READMEs, changelogs, guides) of the crates Cargo.lock pins, from cargo's own
 # source cache: the Debian packages hold only 0.1 MB of Markdown, too little to measure anything but start-up.
-# usage: scripts/bench-ingest.sh [text|markdown|html|pdf|mixed ...]   (default: all but mixed)
+# usage: scripts/bench-ingest.sh [text|markdown|html|pdf|small|mixed ...]   (default: all but small and mixed)
+#   small: SMALL_FILES (default 1000) generated one-line text files, each one chunk: the pipeline's cost per
+#     document (intake, blobs, queue, transactions, audit) with almost no document work.
 #   mixed: every corpus copied COPIES times (default 5) into one tree, for peak RSS on a large corpus.
 #   FROSTBYTE_BIN, when set, is the frostbyte binary to run (nothing is built).
 #   WORKERS, when set, overrides the in-process worker count (`workers.count`, default 4).
@@ -77,6 +79,11 @@ for f in "${formats[@]}"; do
       while read -r dir; do collect "markdown/$(basename "$dir")" "$dir" -name '*.md'; done < <(locked_crate_dirs) ;;
     html) collect html "$DOCS/postgresql-doc-15" -name '*.html' ;;
     pdf) collect pdf "$DOCS/texlive-latex-recommended-doc" -name '*.pdf' ;;
+    small)
+      mkdir -p "$WORK/corpus/small"
+      for i in $(seq 1 "${SMALL_FILES:-1000}"); do
+        echo "Note $i: the pump in bay $((i % 7)) was serviced and its filter replaced." > "$WORK/corpus/small/note-$i.txt"
+      done ;;
     mixed)
       for i in $(seq 1 "${COPIES:-5}"); do
         collect "mixed/$i" "$DOCS" \( -name '*.txt' -o -name '*.md' -o -name '*.html' -o -name '*.pdf' \)
