@@ -15,7 +15,6 @@
 //! version, and the version of the configuration that shaped the parse. Same key, same document.
 
 use std::borrow::Cow;
-use std::convert::Infallible;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -286,27 +285,12 @@ impl CanonicalDocument {
         parse_idempotency_key(&self.source_sha256, &self.parser.id(), config_version)
     }
 
-    /// A new document with every piece of text (title, block texts, table cells) replaced by `f` of it, and
-    /// offsets, pages and stats recomputed. This is how the policy stage applies redactions. Text is normalised
-    /// as by [`DocumentBuilder`]; a block whose new text is empty disappears (its page, if any, remains).
-    pub fn map_text(&self, mut f: impl FnMut(&str) -> String) -> CanonicalDocument {
-        match self.try_map_text(|s| Ok::<_, Infallible>(f(s))) {
-            Ok(doc) => doc,
-            Err(never) => match never {},
-        }
-    }
-
-    /// [`map_text`](Self::map_text) with a fallible transformation: the first error stops it. When every text
-    /// maps to itself the document is returned as it is, without recounting its offsets and words.
-    pub fn try_map_text<E>(&self, mut f: impl FnMut(&str) -> Result<String, E>) -> Result<CanonicalDocument, E> {
-        let edited = self.try_edit_text(|text| f(text).map(|mapped| (mapped != text).then_some(mapped)))?;
-        Ok(edited.unwrap_or_else(|| self.clone()))
-    }
-
-    /// Edits the document's texts (title and blocks, each table cell on its own): `f` returns a text's
-    /// replacement, or `None` to keep it; the first error stops it. `None` when `f` kept every text (a policy pass
-    /// that redacted nothing, the common case): nothing is copied, and the caller keeps the document it has.
-    /// Otherwise the edited document, rebuilt as [`map_text`](Self::map_text) describes.
+    /// Edits the document's texts (title, block texts, each table cell on its own): `f` returns a text's
+    /// replacement, or `None` to keep it; the first error stops it. This is how the policy stage applies
+    /// redactions. `None` when `f` kept every text (a policy pass that redacted nothing, the common case): nothing
+    /// is copied, and the caller keeps the document it has. Otherwise a new document with offsets, pages and stats
+    /// recomputed; text is normalised as by [`DocumentBuilder`], and a block whose new text is empty disappears (its
+    /// page, if any, remains).
     pub fn try_edit_text<E>(
         &self,
         mut f: impl FnMut(&str) -> Result<Option<String>, E>,
@@ -631,6 +615,8 @@ fn normalize_code(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::convert::Infallible;
+
     use super::*;
 
     fn parser() -> ParserInfo {
@@ -698,10 +684,16 @@ mod tests {
         assert_eq!(back, doc);
     }
 
+    /// The document with every text replaced by `f` of it, or the document itself when `f` changes none.
+    fn map_text(doc: &CanonicalDocument, f: impl Fn(&str) -> String) -> CanonicalDocument {
+        let edited = doc.try_edit_text(|s| Ok::<_, Infallible>(Some(f(s)).filter(|mapped| mapped != s)));
+        edited.unwrap().unwrap_or_else(|| doc.clone())
+    }
+
     #[test]
-    fn map_text_recomputes_offsets() {
+    fn editing_text_recomputes_offsets() {
         let doc = sample();
-        let redacted = doc.map_text(|s| s.replace("wörld", "[REDACTED]").replace('1', "one"));
+        let redacted = map_text(&doc, |s| s.replace("wörld", "[REDACTED]").replace('1', "one"));
         redacted.validate().unwrap();
         let text = redacted.text();
         assert!(text.contains("Héllo [REDACTED], this"));
@@ -709,10 +701,8 @@ mod tests {
         assert_eq!(redacted.pages.iter().map(|p| p.number).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
         assert_eq!(redacted.blocks[2].start, doc.blocks[2].start + "[REDACTED]".len() - "wörld".chars().count());
         assert_eq!(redacted.dropped, doc.dropped);
-        // Identity keeps the document as it was.
-        assert_eq!(doc.map_text(str::to_owned), doc);
         // A block that becomes empty disappears; its page stays.
-        let gone = doc.map_text(|s| if s == "Intro" { String::new() } else { s.to_owned() });
+        let gone = map_text(&doc, |s| if s == "Intro" { String::new() } else { s.to_owned() });
         gone.validate().unwrap();
         assert_eq!(gone.blocks.len(), 5);
         assert_eq!(gone.pages.len(), 4);
@@ -751,10 +741,18 @@ mod tests {
     }
 
     #[test]
-    fn try_map_text_stops_at_the_first_error() {
+    fn editing_text_stops_at_the_first_error() {
         let doc = sample();
-        let r = doc.try_map_text(|s| if s.contains("two") { Err("blocked") } else { Ok(s.to_owned()) });
+        let mut after = 0;
+        let r = doc.try_edit_text(|s| {
+            if s.contains("two") {
+                return Err("blocked");
+            }
+            after += usize::from(s == "a");
+            Ok(Some(format!("{s}!")))
+        });
         assert_eq!(r.unwrap_err(), "blocked");
+        assert_eq!(after, 0, "no text after the failing one is offered");
     }
 
     #[test]
