@@ -70,14 +70,7 @@ pub struct Refusal {
 /// stop the whole walk (nothing about the file is wrong).
 pub fn refusal(e: &IntakeError) -> Option<Refusal> {
     let (reason, message, sniffed) = match e {
-        IntakeError::UnsupportedFormat { sniffed, .. } => (
-            "UNSUPPORTED_FORMAT",
-            match sniffed {
-                Some(s) => format!("the content is {s}, which this tenant does not accept"),
-                None => "the content is not a format Frostbyte can parse".to_owned(),
-            },
-            *sniffed,
-        ),
+        IntakeError::UnsupportedFormat { sniffed, reason, .. } => ("UNSUPPORTED_FORMAT", reason.clone(), *sniffed),
         IntakeError::SchemaViolation(v) => {
             ("SCHEMA_VIOLATION", format!("the metadata violates the tenant's schema ({} problem(s))", v.len()), None)
         }

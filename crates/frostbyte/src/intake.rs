@@ -125,9 +125,9 @@ const STORAGE_QUOTA_RETRY_SECS: u64 = 3600;
 #[derive(Debug, thiserror::Error)]
 pub enum IntakeError {
     /// The sniffed type (or `None` when it could not be recognised) is not accepted, or disagrees with the
-    /// declared one.
-    #[error("unsupported format")]
-    UnsupportedFormat { sniffed: Option<&'static str>, declared: Option<String> },
+    /// declared one; `reason` says which, naming the types (never the content).
+    #[error("unsupported format: {reason}")]
+    UnsupportedFormat { sniffed: Option<&'static str>, declared: Option<String>, reason: String },
     /// The metadata violates the tenant's schema.
     #[error("metadata violates the tenant's schema")]
     SchemaViolation(Vec<FieldViolation>),
@@ -442,9 +442,9 @@ impl Intake {
                 let violations = schema.map(|s| s.violations(&upload.metadata)).unwrap_or_default();
                 return Err(IntakeError::SchemaViolation(violations));
             }
-            Err(Problem::Reject(_, _)) => {
+            Err(Problem::Reject(_, reason)) => {
                 let sniffed = sniff(&upload.bytes, declared, Some(&upload.filename));
-                return Err(IntakeError::UnsupportedFormat { sniffed, declared: declared.map(essence) });
+                return Err(IntakeError::UnsupportedFormat { sniffed, declared: declared.map(essence), reason });
             }
         };
         Ok(Checked { mime: vetted.mime, scan: vetted.scan })

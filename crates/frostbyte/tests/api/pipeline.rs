@@ -241,6 +241,31 @@ async fn disallowed_types_are_rejected() {
 }
 
 #[tokio::test]
+async fn the_refusal_says_which_type_check_failed() {
+    let app = spawn_app().await;
+    let t = app.tenant("acme").await;
+    let message = |r: &Resp| r.body["error"]["message"].as_str().unwrap_or_default().to_owned();
+
+    // A PDF sent as text: the types disagree.
+    let r = upload(&app, &t.key, "acme", "report.txt", "text/plain", b"%PDF-1.4\n%%EOF\n").await;
+    r.expect_error(400, "VALIDATION_ERROR");
+    assert!(message(&r).contains("declared as text/plain, but the content is application/pdf"), "{}", r.text);
+
+    // A type Frostbyte parses but the tenant does not accept.
+    let patch = json!({"config": {"mime_allowlist": ["text/plain"]}});
+    app.patch_tenant("acme", &patch).await.expect(200);
+    let r = upload(&app, &t.key, "acme", "notes.md", "text/markdown", &markdown()).await;
+    r.expect_error(400, "VALIDATION_ERROR");
+    assert!(message(&r).contains("the content is text/markdown, which this tenant does not accept"), "{}", r.text);
+
+    // Bytes of no known format.
+    let r = upload(&app, &t.key, "acme", "blob.bin", "application/octet-stream", &[0u8, 1, 2, 3, 0, 0xff, 7]).await;
+    r.expect_error(400, "VALIDATION_ERROR");
+    assert!(message(&r).contains("not a format Frostbyte can parse"), "{}", r.text);
+    assert!(app.blobs.list(&TenantId::parse("acme").unwrap(), "raw/").await.unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn another_tenants_document_is_not_found() {
     let app = spawn_app().await;
     let a = app.tenant("alpha").await;

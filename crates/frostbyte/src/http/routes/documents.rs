@@ -246,7 +246,7 @@ pub(crate) async fn upload_document(
 /// Maps an intake failure to its API error.
 pub(crate) fn intake_error(e: IntakeError) -> ApiError {
     match e {
-        IntakeError::UnsupportedFormat { sniffed, declared } => {
+        IntakeError::UnsupportedFormat { sniffed, declared, reason } => {
             let constraint = match (sniffed, declared) {
                 (Some(found), Some(declared)) if parser_has(found) => format!(
                     "UNSUPPORTED_FORMAT: the declared type ({declared}) must agree with the content ({found}), and \
@@ -255,7 +255,7 @@ pub(crate) fn intake_error(e: IntakeError) -> ApiError {
                 _ => "UNSUPPORTED_FORMAT: a type in the tenant's mime_allowlist that has a parser".to_owned(),
             };
             ApiError::validation(
-                "the file's type is not accepted for this tenant (UNSUPPORTED_FORMAT)",
+                format!("the file's type is not accepted (UNSUPPORTED_FORMAT): {reason}"),
                 vec![FieldViolation::new("file", sniffed.map_or(Value::Null, Value::from), constraint)],
             )
         }
