@@ -8,13 +8,15 @@
 //! empty segments (`a//b`, a trailing `/`), no `..` anywhere, no backslashes. The grammar is deliberately
 //! narrow: every such key means the same object on a file system, in memory and on S3.
 
-use std::path::Path as FsPath;
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use frostbyte_core::TenantId;
-use frostbyte_core::ports::{BlobError, BlobStore};
+use frostbyte_core::ports::{BlobError, BlobStore, BlobWrite, write_each};
 use futures::{StreamExt, TryStreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
@@ -47,12 +49,15 @@ impl BlobScheme {
 pub struct ObjectBlobStore {
     store: Arc<dyn ObjectStore>,
     scheme: BlobScheme,
+    /// `store` itself when it is local files: [`BlobStore::write_all`] writes them directly, to sync each
+    /// directory once for many files.
+    local: Option<Arc<LocalFileSystem>>,
 }
 
 impl ObjectBlobStore {
     /// Wraps a configured `object_store` backend. Everything is stored under `tenants/` in it.
     pub fn new(store: Arc<dyn ObjectStore>, scheme: BlobScheme) -> Self {
-        ObjectBlobStore { store, scheme }
+        ObjectBlobStore { store, scheme, local: None }
     }
 
     /// Files under `dir`, which is created if missing. Writes are fsynced (file and directory) before they
@@ -64,7 +69,8 @@ impl ObjectBlobStore {
             .map_err(|e| BlobError::Unavailable(format!("cannot open blob directory {}: {e}", dir.display())))?
             .with_automatic_cleanup(true)
             .with_fsync(true);
-        Ok(Self::new(Arc::new(fs), BlobScheme::File))
+        let fs = Arc::new(fs);
+        Ok(ObjectBlobStore { store: fs.clone(), scheme: BlobScheme::File, local: Some(fs) })
     }
 
     /// A process-local in-memory store, for tests and throwaway runs.
@@ -187,6 +193,29 @@ impl BlobStore for ObjectBlobStore {
         }
     }
 
+    /// Local files: each put is written to a staging file beside its key's file and synced, each copy is a hard
+    /// link, and each is renamed into place, as [`BlobStore::put`] and [`BlobStore::copy`] do; then every
+    /// directory that gained an entry is synced, once, where those sync it per blob. Other stores put and copy.
+    async fn write_all(&self, tenant: &TenantId, writes: Vec<BlobWrite>) -> Result<(), BlobError> {
+        let Some(fs) = &self.local else { return write_each(self, tenant, writes).await };
+        let path = |key: &str| {
+            let loc = location(tenant, key)?;
+            fs.path_to_filesystem(&loc).map_err(|e| map_err(key, e))
+        };
+        let mut planned = Vec::with_capacity(writes.len());
+        for write in writes {
+            let target = path(write.key())?;
+            let source = match &write {
+                BlobWrite::Copy { from, .. } => Some(path(from)?),
+                BlobWrite::Put { .. } => None,
+            };
+            planned.push(LocalWrite { write, target, source });
+        }
+        tokio::task::spawn_blocking(move || write_local(planned))
+            .await
+            .map_err(|_| BlobError::Unavailable("the blob writing task panicked".into()))?
+    }
+
     /// `prefix` is a plain string prefix of the relative key (`raw/` lists `raw/…`; `raw/ab` lists `raw/ab12…`);
     /// empty lists everything the tenant stores.
     async fn list(&self, tenant: &TenantId, prefix: &str) -> Result<Vec<String>, BlobError> {
@@ -237,6 +266,167 @@ impl BlobStore for ObjectBlobStore {
         self.store.list_with_delimiter(Some(&Path::from("tenants"))).await.map_err(|e| map_err("", e))?;
         Ok(())
     }
+}
+
+/// A write of [`BlobStore::write_all`] with its file paths.
+struct LocalWrite {
+    write: BlobWrite,
+    target: PathBuf,
+    /// A copy's source file.
+    source: Option<PathBuf>,
+}
+
+/// Carries out [`ObjectBlobStore`]'s `write_all` on local files (blocking), [`OPEN_FILES`] writes at a time:
+/// each blob written (or linked) under a staging name beside its file, the written files synced (several at once,
+/// so that their waits for the disk overlap), and each renamed into place, in order; finally every directory that
+/// gained an entry is synced. A failure removes the staging files not yet in place.
+fn write_local(writes: Vec<LocalWrite>) -> Result<(), BlobError> {
+    let mut touched = BTreeSet::new();
+    let mut writes = writes.into_iter().peekable();
+    while writes.peek().is_some() {
+        place_all(writes.by_ref().take(OPEN_FILES), &mut touched)?;
+    }
+    for dir in touched {
+        std::fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| BlobError::Unavailable(format!("cannot sync blob directory {}: {e}", dir.display())))?;
+    }
+    Ok(())
+}
+
+/// How many staged files [`write_local`] holds open at once.
+const OPEN_FILES: usize = 64;
+
+/// Stages, syncs and renames into place a few writes (see [`write_local`]), adding the directories that gained
+/// entries to `touched`.
+fn place_all(writes: impl Iterator<Item = LocalWrite>, touched: &mut BTreeSet<PathBuf>) -> Result<(), BlobError> {
+    let mut staged: Vec<Staged> = Vec::with_capacity(OPEN_FILES);
+    let unstage = |staged: &[Staged]| staged.iter().for_each(|s| drop(std::fs::remove_file(&s.path)));
+    for LocalWrite { write, target, source } in writes {
+        // A copy of a blob staged before it links the staged file: its key has no file yet.
+        let source = source.map(|source| match staged.iter().rev().find(|s| s.target == source) {
+            Some(earlier) => earlier.path.clone(),
+            None => source,
+        });
+        match stage(&write, source.as_deref(), &target, touched) {
+            Ok(s) => staged.push(s),
+            Err(e) => {
+                unstage(&staged);
+                return Err(write_error(&write, e));
+            }
+        }
+    }
+    if let Err(e) = sync_all_files(&staged) {
+        unstage(&staged);
+        return Err(e);
+    }
+    for (i, s) in staged.iter().enumerate() {
+        if let Err(e) = std::fs::rename(&s.path, &s.target) {
+            unstage(&staged[i..]);
+            return Err(BlobError::Unavailable(format!("cannot write blob {}: {e}", s.key)));
+        }
+        touched.extend(s.target.parent().map(FsPath::to_owned));
+    }
+    Ok(())
+}
+
+/// How many threads sync one `write_all`'s files.
+const SYNC_THREADS: usize = 4;
+
+/// Syncs the staged files, up to [`SYNC_THREADS`] at a time (this thread one of them).
+fn sync_all_files(staged: &[Staged]) -> Result<(), BlobError> {
+    let sync = |part: &[Staged]| {
+        part.iter().try_for_each(|s| match &s.file {
+            Some(file) => {
+                file.sync_all().map_err(|e| BlobError::Unavailable(format!("cannot write blob {}: {e}", s.key)))
+            }
+            None => Ok(()),
+        })
+    };
+    let mut parts = staged.chunks(staged.len().div_ceil(SYNC_THREADS).max(1));
+    let Some(first) = parts.next() else { return Ok(()) };
+    std::thread::scope(|scope| {
+        let others: Vec<_> = parts.map(|part| scope.spawn(move || sync(part))).collect();
+        let mut synced = sync(first);
+        for other in others {
+            let done = other.join().unwrap_or_else(|_| Err(BlobError::Unavailable("a sync thread panicked".into())));
+            synced = synced.and(done);
+        }
+        synced
+    })
+}
+
+/// A blob under its staging name, waiting to be renamed into place.
+struct Staged {
+    key: String,
+    path: PathBuf,
+    target: PathBuf,
+    /// The written file, to be synced (none for a link to a blob already stored).
+    file: Option<std::fs::File>,
+}
+
+/// Writes a put's bytes or links a copy's source under a staging name beside `target`, creating its directory
+/// (and adding the parents of the directories created to `touched`).
+fn stage(
+    write: &BlobWrite,
+    source: Option<&FsPath>,
+    target: &FsPath,
+    touched: &mut BTreeSet<PathBuf>,
+) -> std::io::Result<Staged> {
+    let dir = target.parent().ok_or_else(|| std::io::Error::other("a blob path without a directory"))?;
+    create_dirs(dir, touched)?;
+    let (file, path) = reserve(target, |path| match source {
+        Some(source) => std::fs::hard_link(source, path).map(|()| None),
+        None => std::fs::OpenOptions::new().write(true).create_new(true).open(path).map(Some),
+    })?;
+    if let (Some(mut f), BlobWrite::Put { bytes, .. }) = (file.as_ref(), write)
+        && let Err(e) = f.write_all(bytes)
+    {
+        let _ = std::fs::remove_file(&path);
+        return Err(e);
+    }
+    Ok(Staged { key: write.key().to_owned(), path, target: target.to_owned(), file })
+}
+
+/// The error of a write that could not be staged: a copy whose source is missing is `NotFound`.
+fn write_error(write: &BlobWrite, e: std::io::Error) -> BlobError {
+    match write {
+        BlobWrite::Copy { from, .. } if e.kind() == std::io::ErrorKind::NotFound => BlobError::NotFound(from.clone()),
+        _ => BlobError::Unavailable(format!("cannot write blob {}: {e}", write.key())),
+    }
+}
+
+/// The first free `target#N`, taken by `create` (which fails with `AlreadyExists` when the name is taken), and
+/// what `create` returned. `object_store` names its staged uploads so, its listing skips them, and no valid key
+/// names one.
+fn reserve<T>(target: &FsPath, mut create: impl FnMut(&FsPath) -> std::io::Result<T>) -> std::io::Result<(T, PathBuf)> {
+    for n in 1u32.. {
+        let mut staged = target.as_os_str().to_owned();
+        staged.push(format!("#{n}"));
+        let staged = PathBuf::from(staged);
+        match create(&staged) {
+            Ok(made) => return Ok((made, staged)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other("no free staging name"))
+}
+
+/// Creates `dir` and its missing ancestors, adding the parent of each one created to `touched`: the directories
+/// whose new entries must be synced.
+fn create_dirs(dir: &FsPath, touched: &mut BTreeSet<PathBuf>) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let (mut missing, mut at) = (vec![dir], dir);
+    while let Some(parent) = at.parent().filter(|p| !p.is_dir()) {
+        missing.push(parent);
+        at = parent;
+    }
+    std::fs::create_dir_all(dir)?;
+    touched.extend(missing.iter().filter_map(|d| d.parent()).map(FsPath::to_owned));
+    Ok(())
 }
 
 #[cfg(test)]

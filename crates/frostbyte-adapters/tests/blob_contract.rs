@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use frostbyte_adapters::ObjectBlobStore;
 use frostbyte_core::TenantId;
-use frostbyte_core::ports::{BlobError, BlobStore};
+use frostbyte_core::ports::{BlobError, BlobStore, BlobWrite};
 use uuid::Uuid;
 
 struct Harness {
@@ -73,6 +73,7 @@ macro_rules! contract_tests {
 contract_tests!(
     put_get_exists_delete,
     copy_stores_the_same_bytes_under_another_key,
+    write_all_applies_puts_and_copies_in_order,
     list_is_sorted_and_filtered_by_prefix,
     delete_all_and_usage_cover_many_objects,
     tenants_cannot_see_each_other,
@@ -158,6 +159,90 @@ async fn copy_stores_the_same_bytes_under_another_key(h: &Harness) {
     assert!(matches!(s.copy(&other, "policed/a.json", "x").await, Err(BlobError::NotFound(_))), "scoped");
     assert!(matches!(s.copy(&t, "policed/a.json", "../x").await, Err(BlobError::InvalidKey { .. })));
     assert!(matches!(s.copy(&t, "../y", "x").await, Err(BlobError::InvalidKey { .. })));
+}
+
+async fn write_all_applies_puts_and_copies_in_order(h: &Harness) {
+    let t = tid("batch");
+    let s = &h.store;
+    let put = |key: &str, bytes: &'static [u8]| BlobWrite::Put { key: key.into(), bytes: Bytes::from_static(bytes) };
+    let copy = |from: &str, to: &str| BlobWrite::Copy { from: from.into(), to: to.into() };
+    s.put(&t, "policed/a.json", Bytes::from_static(b"stale")).await.unwrap();
+    let writes = vec![
+        put("canonical/a.json", b"{\"a\":1}"),
+        // A copy of what the put before it wrote, replacing an existing blob.
+        copy("canonical/a.json", "policed/a.json"),
+        put("canonical/b.json", b"b"),
+        // New directories, several levels deep.
+        put("deep/er/still/c", b"c"),
+        copy("deep/er/still/c", "deep/copy-of-c"),
+        put("empty", b""),
+    ];
+    s.write_all(&t, writes).await.unwrap();
+    assert_eq!(s.get(&t, "policed/a.json").await.unwrap(), Bytes::from_static(b"{\"a\":1}"));
+    assert_eq!(s.get(&t, "deep/copy-of-c").await.unwrap(), Bytes::from_static(b"c"));
+    assert_eq!(s.get(&t, "empty").await.unwrap(), Bytes::new());
+    assert_eq!(
+        s.list(&t, "").await.unwrap(),
+        ["canonical/a.json", "canonical/b.json", "deep/copy-of-c", "deep/er/still/c", "empty", "policed/a.json"]
+    );
+    // The copy is independent of its source.
+    s.put(&t, "canonical/a.json", Bytes::from_static(b"new")).await.unwrap();
+    assert_eq!(s.get(&t, "policed/a.json").await.unwrap(), Bytes::from_static(b"{\"a\":1}"));
+    s.write_all(&t, Vec::new()).await.unwrap();
+
+    // Many writes at once (local files stage them 64 at a time), each put followed by a copy of it; the first put
+    // alone, so that some pairs straddle two of those groups.
+    let many: Vec<BlobWrite> = std::iter::once(put("many/first", b"first"))
+        .chain((0..101).flat_map(|i| {
+            let bytes = Bytes::from(format!("blob {i}"));
+            [BlobWrite::Put { key: format!("many/{i}"), bytes }, copy(&format!("many/{i}"), &format!("copies/{i}"))]
+        }))
+        .collect();
+    s.write_all(&t, many).await.unwrap();
+    s.delete(&t, "many/first").await.unwrap();
+    for i in [0, 31, 32, 63, 64, 100] {
+        assert_eq!(s.get(&t, &format!("copies/{i}")).await.unwrap(), Bytes::from(format!("blob {i}")), "{i}");
+    }
+    assert_eq!(s.list(&t, "copies/").await.unwrap().len(), 101);
+    for i in 0..101 {
+        s.delete(&t, &format!("many/{i}")).await.unwrap();
+        s.delete(&t, &format!("copies/{i}")).await.unwrap();
+    }
+
+    // A copy of nothing is NotFound, and a bad key is refused; what came before the failure may be stored.
+    let missing = s.write_all(&t, vec![put("x/1", b"1"), copy("nowhere", "x/2")]).await;
+    assert!(matches!(missing, Err(BlobError::NotFound(ref k)) if k == "nowhere"), "{missing:?}");
+    assert!(!s.exists(&t, "x/2").await.unwrap());
+    let bad = s.write_all(&t, vec![put("../escape", b"e")]).await;
+    assert!(matches!(bad, Err(BlobError::InvalidKey { .. })), "{bad:?}");
+    let bad = s.write_all(&t, vec![copy("../victim/raw/secret", "stolen")]).await;
+    assert!(matches!(bad, Err(BlobError::InvalidKey { .. })), "{bad:?}");
+    assert!(!s.exists(&t, "stolen").await.unwrap());
+
+    // Scoped: another tenant's blob is not a source.
+    let other = tid("batch-other");
+    s.put(&other, "raw/secret", Bytes::from_static(b"s")).await.unwrap();
+    assert!(matches!(s.write_all(&t, vec![copy("raw/secret", "mine")]).await, Err(BlobError::NotFound(_))));
+
+    // Nothing but the blobs themselves is left on disk (no staging files).
+    if let Some(dir) = &h._dir {
+        let leftovers: Vec<_> = walk(dir.path()).into_iter().filter(|p| p.to_string_lossy().contains('#')).collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+}
+
+/// Every file below `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
 }
 
 async fn tenants_cannot_see_each_other(h: &Harness) {

@@ -98,6 +98,14 @@ pub trait BlobStore: Send + Sync + 'static {
         let bytes = self.get(tenant, from).await?;
         self.put(tenant, to, bytes).await
     }
+    /// Applies `writes` in order (a copy may read what a put before it wrote), each as [`BlobStore::put`] or
+    /// [`BlobStore::copy`] would, and returns once all of them are durable. For the blobs that one metadata
+    /// commit will refer to: local files sync each written file but each directory only once for the lot, where
+    /// a put or copy each syncs its directory. On an error any of the writes may have been applied, each whole
+    /// or not at all. The default applies them one by one.
+    async fn write_all(&self, tenant: &TenantId, writes: Vec<BlobWrite>) -> Result<(), BlobError> {
+        write_each(self, tenant, writes).await
+    }
     /// Keys under `prefix` (relative to the tenant), sorted.
     async fn list(&self, tenant: &TenantId, prefix: &str) -> Result<Vec<String>, BlobError>;
     /// Deletes everything the tenant stores; returns how many objects were removed.
@@ -106,6 +114,49 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn usage_bytes(&self, tenant: &TenantId) -> Result<u64, BlobError>;
     /// Answers when the store is reachable.
     async fn ping(&self) -> Result<(), BlobError>;
+}
+
+/// [`BlobStore::write_all`] one write at a time, by [`BlobStore::put`] and [`BlobStore::copy`]: the default, and
+/// what adapters that have nothing better fall back to.
+pub async fn write_each<S: BlobStore + ?Sized>(
+    store: &S,
+    tenant: &TenantId,
+    writes: Vec<BlobWrite>,
+) -> Result<(), BlobError> {
+    for write in writes {
+        match write {
+            BlobWrite::Put { key, bytes } => store.put(tenant, &key, bytes).await?,
+            BlobWrite::Copy { from, to } => store.copy(tenant, &from, &to).await?,
+        }
+    }
+    Ok(())
+}
+
+/// One write of [`BlobStore::write_all`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlobWrite {
+    /// Store `bytes` under `key`, replacing what it held.
+    Put { key: String, bytes: Bytes },
+    /// Store the bytes at `from` also at `to`, as [`BlobStore::copy`].
+    Copy { from: String, to: String },
+}
+
+impl BlobWrite {
+    /// The key written.
+    pub fn key(&self) -> &str {
+        match self {
+            BlobWrite::Put { key, .. } => key,
+            BlobWrite::Copy { to, .. } => to,
+        }
+    }
+
+    /// How many bytes this write holds in memory (none for a copy).
+    pub fn held_bytes(&self) -> usize {
+        match self {
+            BlobWrite::Put { bytes, .. } => bytes.len(),
+            BlobWrite::Copy { .. } => 0,
+        }
+    }
 }
 
 /// A blob-store failure.

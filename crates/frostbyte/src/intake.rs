@@ -26,7 +26,7 @@ use frostbyte_core::batch::{
     BatchFileRecord, BatchRecord, BatchStore, FileOutcome, Manifest, ManifestFile, NewBatch, RejectReason,
 };
 use frostbyte_core::documents::{DocumentRecord, DocumentStages, DocumentStatus, DocumentStore, raw_blob_key};
-use frostbyte_core::ports::{BlobError, BlobStore, MetadataStore};
+use frostbyte_core::ports::{BlobError, BlobStore, BlobWrite, MetadataStore};
 use frostbyte_core::queue::{NewJob, Stage};
 use frostbyte_core::scan::{ScanError, ScanOutcome, ScanResult, Scanner};
 use frostbyte_core::tenant::{FieldViolation, TenantConfig};
@@ -35,8 +35,8 @@ use sha2::{Digest, Sha256};
 
 use crate::metadata_schema::{self, CompiledSchema};
 
-/// Raw blobs a group of uploads stores at once ([`Intake::accept_all`]).
-const PUT_CONCURRENCY: usize = 8;
+/// How many raw blobs are looked up at once before a group of uploads stores theirs.
+const LOOKUP_CONCURRENCY: usize = 8;
 
 /// An upload being read: bytes so far, their running sha256, and the limit they may not pass.
 pub struct UploadBuffer {
@@ -384,12 +384,32 @@ impl Intake {
         Ok(None)
     }
 
-    async fn put_raw(&self, tenant: &TenantId, sha256: &str, bytes: &Bytes) -> Result<(), BlobError> {
-        let key = raw_blob_key(sha256);
-        if !self.blobs.exists(tenant, &key).await? {
-            self.blobs.put(tenant, &key, bytes.clone()).await?;
+    /// Stores raw bytes under their content address ([`raw_blob_key`]), durably and all at once
+    /// ([`BlobStore::write_all`]); bytes already stored, or listed twice, are written once.
+    async fn put_raws<'a>(
+        &self,
+        tenant: &TenantId,
+        raws: impl IntoIterator<Item = (&'a str, &'a Bytes)>,
+    ) -> Result<(), BlobError> {
+        let mut seen = HashSet::new();
+        let wanted: Vec<(String, Bytes)> = raws
+            .into_iter()
+            .filter(|(sha256, _)| seen.insert(*sha256))
+            .map(|(sha256, bytes)| (raw_blob_key(sha256), bytes.clone()))
+            .collect();
+        // Collected first: a stream over a borrowing closure makes the future not `Send` for every lifetime.
+        let lookups: Vec<_> = wanted.iter().map(|(key, _)| self.blobs.exists(tenant, key)).collect();
+        let stored: Vec<bool> = futures::stream::iter(lookups).buffered(LOOKUP_CONCURRENCY).try_collect().await?;
+        let writes: Vec<BlobWrite> = wanted
+            .into_iter()
+            .zip(stored)
+            .filter(|(_, stored)| !stored)
+            .map(|((key, bytes), _)| BlobWrite::Put { key, bytes })
+            .collect();
+        if writes.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        self.blobs.write_all(tenant, writes).await
     }
 
     /// Every check an upload must pass before anything of it is stored: malware scan (an infected file is
@@ -522,10 +542,7 @@ impl Intake {
         actor: &str,
         checked: Vec<(Upload, Checked)>,
     ) -> Result<Vec<(DocumentRecord, ScanResult)>, IntakeError> {
-        // A few at a time: each put is a blocking file write and fsync of its own.
-        let puts: Vec<_> =
-            checked.iter().map(|(upload, _)| self.put_raw(tenant, &upload.sha256, &upload.bytes)).collect();
-        futures::stream::iter(puts).buffer_unordered(PUT_CONCURRENCY).try_collect::<Vec<()>>().await?;
+        self.put_raws(tenant, checked.iter().map(|(upload, _)| (upload.sha256.as_str(), &upload.bytes))).await?;
         let now = frostbyte_core::now();
         let mut rows = Vec::with_capacity(checked.len());
         let mut accepted = Vec::with_capacity(checked.len());
@@ -672,9 +689,7 @@ impl Intake {
         }
         let raw: Vec<(&str, u64)> = to_store.iter().map(|(sha, b)| (sha.as_str(), b.len() as u64)).collect();
         self.check_quotas(tenant, config, documents.len() as u64, &raw).await?;
-        for (sha, bytes) in &to_store {
-            self.put_raw(tenant, sha, bytes).await?;
-        }
+        self.put_raws(tenant, to_store.iter().map(|(sha, bytes)| (sha.as_str(), bytes))).await?;
         let count = |o| records.iter().filter(|r: &&BatchFileRecord| r.outcome == o).count() as u64;
         let batch = BatchRecord {
             batch_id: manifest.batch_id.clone(),

@@ -61,7 +61,9 @@
 //! for the index stage the chunks) also completes its job ([`StageUpdate::completes_job`]) in the same
 //! transaction. A worker whose lease passed to another worker therefore commits nothing for that document
 //! (`LEASE_LOST`): the stage's outcome is recorded exactly once. Blobs (canonical and policed JSON) are written
-//! before that commit under fixed keys, so a replay rewrites the same bytes.
+//! under fixed keys, so a replay rewrites the same bytes: the blobs of every write in a commit together, just
+//! before it, and durable before it ([`BlobStore::write_all`], which on local files syncs each directory once
+//! for the lot rather than once per blob).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -81,7 +83,7 @@ use frostbyte_core::embed::{EmbedError, Embedder, EmbedderRegistry, check_vector
 use frostbyte_core::index::IndexedChunk;
 use frostbyte_core::lifecycle::{canonical_key, job_generation, policed_key, stage_job};
 use frostbyte_core::policy::{POLICY_VERSION, assess_chunk, screen};
-use frostbyte_core::ports::{BlobStore, MetadataStore};
+use frostbyte_core::ports::{BlobStore, BlobWrite, MetadataStore};
 use frostbyte_core::queue::{ClaimOptions, Job, JobError, JobQueue, RetryPolicy, RunOnce, Stage, StageRetry};
 use frostbyte_core::tenant::TenantConfig;
 use futures::StreamExt;
@@ -536,7 +538,7 @@ impl Pipeline {
             };
             match prepared {
                 Ok(p) => {
-                    bytes += p.write.weight();
+                    bytes += p.weight();
                     ready.push((a, p));
                 }
                 Err(e) => outcomes.push(self.failed(&a, e).await),
@@ -715,8 +717,15 @@ impl Pipeline {
 
     /// Applies a batch of prepared writes in one transaction, publishing each written one's events. A write the
     /// store refused fails on its own: `LEASE_LOST` when it would have completed a job leased to another worker.
-    async fn write_batch(&self, tenant: &TenantId, prepared: Vec<Prepared>) -> Vec<Result<(), StageError>> {
+    async fn write_batch(&self, tenant: &TenantId, mut prepared: Vec<Prepared>) -> Vec<Result<(), StageError>> {
         let n = prepared.len();
+        let blobs: Vec<BlobWrite> = prepared.iter_mut().flat_map(|p| std::mem::take(&mut p.blobs)).collect();
+        if !blobs.is_empty()
+            && let Err(e) = self.blobs.write_all(tenant, blobs).await
+        {
+            let e = blob_err(e);
+            return (0..n).map(|_| Err(e.clone())).collect();
+        }
         let (writes, events): (Vec<_>, Vec<_>) = prepared.into_iter().map(|p| (p.write, p.events)).unzip();
         let completing: Vec<bool> = writes.iter().map(|w| w.update.completes_job.is_some()).collect();
         let queues = writes.iter().any(|w| w.next_job.is_some());
@@ -866,11 +875,6 @@ impl Pipeline {
         decoded.ok_or_else(|| StageError::permanent("CANONICAL_CORRUPT", format!("{key} is not a canonical document")))
     }
 
-    /// Stores an encoded canonical (or policed) document ([`encode_json`]).
-    async fn save_json(&self, tenant: &TenantId, key: &str, bytes: Vec<u8>) -> Result<(), StageError> {
-        self.blobs.put(tenant, key, Bytes::from(bytes)).await.map_err(blob_err)
-    }
-
     /// Parses the raw bytes; the write and the canonical document with the sha256 of its JSON as stored.
     async fn parse(&self, a: &Admitted) -> Result<(Prepared, (CanonicalDocument, String)), StageError> {
         let started = std::time::Instant::now();
@@ -893,7 +897,6 @@ impl Pipeline {
         .map_err(|_| StageError::retryable("PARSER_ERROR", "the parser task panicked or was cancelled"))?;
         let (canonical, bytes, output_hash) = parsed?;
         let raw_hash = doc.raw_sha256.clone();
-        self.save_json(tenant, &canonical_key(&doc_id, generation), bytes).await?;
         let parser_version = format!("{}@{}", canonical.parser.name, canonical.parser.version);
         let next = stage_job(Stage::Policy, doc_id, generation);
         let audit = event(
@@ -909,7 +912,9 @@ impl Pipeline {
             .lineage("canonical_sha256", output_hash.clone())
             .lineage("pages", canonical.pages.len())
             .completes_job(a.job.job_id, self.claim.worker_id.clone());
-        let prepared = Prepared::new(tenant, StageWrite::new(doc_id, generation, update, audit).next_job(Some(next)));
+        let canonical_blob = BlobWrite::Put { key: canonical_key(&doc_id, generation), bytes: Bytes::from(bytes) };
+        let prepared = Prepared::new(tenant, StageWrite::new(doc_id, generation, update, audit).next_job(Some(next)))
+            .blob(canonical_blob);
         Ok((prepared, (canonical, output_hash)))
     }
 
@@ -952,7 +957,7 @@ impl Pipeline {
                 "action": action, "types": pii, "total": pii_total, "input_hash": input_hash});
             event("PII_DETECTED", doc_id, details)
         });
-        let (write, next, passed) = if blocked {
+        let (write, next, passed, blob) = if blocked {
             let update = update
                 .also(PipelineStage::Embed, StageStatus::Skipped)
                 .also(PipelineStage::Index, StageStatus::Skipped)
@@ -962,19 +967,13 @@ impl Pipeline {
                 "classification": classification, "duration_ms": duration_ms});
             tracing::info!(tenant = %tenant, doc_id = %doc_id, "document quarantined by policy");
             let write = StageWrite::new(doc_id, generation, update, event("POLICY_GATE_FAILED", doc_id, details));
-            (write, None, None)
+            (write, None, None, None)
         } else {
             let key = policed_key(&doc_id, generation);
-            let output_hash = match encoded {
-                Some((bytes, hash)) => {
-                    self.save_json(tenant, &key, bytes).await?;
-                    hash
-                }
+            let (blob, output_hash) = match encoded {
+                Some((bytes, hash)) => (BlobWrite::Put { key, bytes: Bytes::from(bytes) }, hash),
                 // Unchanged: a hard link or a server-side copy of the canonical blob, not written again.
-                None => {
-                    self.blobs.copy(tenant, &canonical_key(&doc_id, generation), &key).await.map_err(blob_err)?;
-                    input_hash.clone()
-                }
+                None => (BlobWrite::Copy { from: canonical_key(&doc_id, generation), to: key }, input_hash.clone()),
             };
             let details = json!({"component": "policy", "status": "done", "input_hash": input_hash,
                 "output_hash": output_hash, "policy_version": policy_version, "pii_detected": pii_total,
@@ -982,13 +981,14 @@ impl Pipeline {
                 "duration_ms": duration_ms});
             let update = update.lineage("policed_sha256", output_hash.clone());
             let write = StageWrite::new(doc_id, generation, update, event("POLICY_GATE_PASSED", doc_id, details));
-            (write, Some(stage_job(Stage::Index, doc_id, generation)), Some((document, output_hash)))
+            (write, Some(stage_job(Stage::Index, doc_id, generation)), Some((document, output_hash)), Some(blob))
         };
         let write = match finding {
             Some(finding) => write.finding(finding),
             None => write,
         };
-        Ok((Prepared::new(tenant, write.next_job(next)), passed))
+        let prepared = Prepared::new(tenant, write.next_job(next));
+        Ok((blob.into_iter().fold(prepared, Prepared::blob), passed))
     }
 
     /// The tenant's embedder, by its `embedding_model`.
@@ -1192,8 +1192,10 @@ struct Admitted {
     doc: DocumentRecord,
 }
 
-/// A stage's outcome ready to commit, and the events to publish once it has.
+/// A stage's outcome ready to commit: the blobs its write refers to (stored, all at once, before it commits),
+/// the write, and the events to publish once it has.
 struct Prepared {
+    blobs: Vec<BlobWrite>,
     write: StageWrite,
     events: Vec<Event>,
 }
@@ -1204,14 +1206,26 @@ impl Prepared {
             Some(audit) => vec![stage_event(tenant, write.doc_id, &write.update, audit)],
             None => Vec::new(),
         };
-        Prepared { write, events }
+        Prepared { blobs: Vec::new(), write, events }
+    }
+
+    /// The outcome with a blob its write refers to.
+    fn blob(mut self, blob: BlobWrite) -> Self {
+        self.blobs.push(blob);
+        self
     }
 
     /// This stage's outcome followed by the next stage's, as one write ([`StageWrite::then`]).
     fn then(mut self, mut next: Prepared) -> Self {
+        self.blobs.append(&mut next.blobs);
         self.write = self.write.then(next.write);
         self.events.append(&mut next.events);
         self
+    }
+
+    /// What holding it until its commit costs: its chunks ([`StageWrite::weight`]) and its blobs' bytes.
+    fn weight(&self) -> usize {
+        self.write.weight() + self.blobs.iter().map(BlobWrite::held_bytes).sum::<usize>()
     }
 }
 
