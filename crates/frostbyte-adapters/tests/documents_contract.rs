@@ -23,7 +23,7 @@ contract_tests!(
     several_documents_are_created_all_or_none,
     update_stage_moves_on_with_its_job,
     other_tenants_documents_are_invisible,
-    find_by_filename_returns_the_newest_document_within_the_tenant,
+    newest_by_filename_finds_each_names_newest_document_within_the_tenant,
     update_stage_completes_its_job_in_the_same_transaction,
 );
 
@@ -115,7 +115,20 @@ async fn duplicate_ids_are_rejected_atomically(h: &Harness) {
 async fn several_documents_are_created_all_or_none(h: &Harness) {
     let t = tenant(h, "group").await;
     let before = audit_count(h, &t).await;
-    let docs: Vec<DocumentRecord> = (0..3).map(|_| record()).collect();
+    // More than one INSERT statement's worth of rows, with the optional fields both set and not.
+    let n = 130;
+    let docs: Vec<DocumentRecord> = (0..n)
+        .map(|i| {
+            let mut doc = record();
+            doc.size_bytes = i as u64 * 1000;
+            doc.original_filename = format!("notes-{i}.md");
+            if i % 2 == 1 {
+                doc.collection = None;
+                doc.metadata = json!({});
+            }
+            doc
+        })
+        .collect();
     let group = |docs: &[DocumentRecord]| -> Vec<_> {
         docs.iter().map(|d| (d.clone(), parse_job(d), event("DOCUMENT_INGESTED", &d.doc_id.to_string()))).collect()
     };
@@ -123,12 +136,14 @@ async fn several_documents_are_created_all_or_none(h: &Harness) {
     for doc in &docs {
         assert_eq!(h.store.get_document(&t, doc.doc_id).await.unwrap().as_ref(), Some(doc));
     }
-    assert_eq!(audit_count(h, &t).await, before + 3, "one event per document, chained in order");
-    let events = h.store.audit_after(&t, i64::try_from(before).unwrap(), 10).await.unwrap();
+    assert_eq!(audit_count(h, &t).await, before + n as u64, "one event per document, chained in order");
+    let events = h.store.audit_after(&t, i64::try_from(before).unwrap(), 1000).await.unwrap();
     let resources: Vec<String> = events.iter().map(|e| e.resource_id.clone()).collect();
     assert_eq!(resources, docs.iter().map(|d| d.doc_id.to_string()).collect::<Vec<_>>());
     let mut claimed = Vec::new();
     while let Some(job) = claim(h).await {
+        // Completed, so that the tenant's concurrency cap does not stop the count.
+        h.store.complete(job.job_id, "w1").await.unwrap();
         claimed.push(job.resource_id);
     }
     claimed.sort();
@@ -136,17 +151,20 @@ async fn several_documents_are_created_all_or_none(h: &Harness) {
     expected.sort();
     assert_eq!(claimed, expected, "one parse job per document");
 
-    // One taken id refuses the whole group: the fresh document, its job and its event are not written either.
-    let fresh = record();
+    // One taken id refuses the whole group, even after a statement's worth of fresh documents: the fresh
+    // documents, their jobs and their events are not written either.
+    let mut refused: Vec<DocumentRecord> = (0..70).map(|_| record()).collect();
     let mut taken = record();
     taken.doc_id = docs[1].doc_id;
-    let e = h.store.create_documents(&t, group(&[fresh.clone(), taken])).await.unwrap_err();
+    refused.push(taken);
+    let e = h.store.create_documents(&t, group(&refused)).await.unwrap_err();
     assert!(matches!(e, StoreError::AlreadyExists { .. }), "{e:?}");
-    assert_eq!(h.store.get_document(&t, fresh.doc_id).await.unwrap(), None);
-    assert_eq!(audit_count(h, &t).await, before + 3);
+    assert_eq!(h.store.get_document(&t, refused[0].doc_id).await.unwrap(), None);
+    assert_eq!(h.store.get_document(&t, refused[69].doc_id).await.unwrap(), None);
+    assert_eq!(audit_count(h, &t).await, before + n as u64);
     assert!(claim(h).await.is_none(), "no job for a document that was not written");
     h.store.create_documents(&t, Vec::new()).await.expect("an empty group writes nothing");
-    assert_eq!(audit_count(h, &t).await, before + 3);
+    assert_eq!(audit_count(h, &t).await, before + n as u64);
 }
 
 async fn update_stage_moves_on_with_its_job(h: &Harness) {
@@ -219,7 +237,7 @@ async fn other_tenants_documents_are_invisible(h: &Harness) {
     assert!(matches!(e, StoreError::NotFound { .. }));
 }
 
-async fn find_by_filename_returns_the_newest_document_within_the_tenant(h: &Harness) {
+async fn newest_by_filename_finds_each_names_newest_document_within_the_tenant(h: &Harness) {
     let t = tenant(h, "content").await;
     let other = tenant(h, "content-other").await;
     let older = record();
@@ -228,10 +246,26 @@ async fn find_by_filename_returns_the_newest_document_within_the_tenant(h: &Harn
     newer.raw_sha256 = "cd".repeat(32);
     newer.created_at = older.created_at + chrono::Duration::seconds(1);
     h.store.create_document(&t, &newer, parse_job(&newer), event("DOCUMENT_INGESTED", "b")).await.unwrap();
-    let found = h.store.find_by_filename(&t, "notes.md").await.unwrap().expect("found");
-    assert_eq!((found.doc_id, found.raw_sha256.as_str()), (newer.doc_id, newer.raw_sha256.as_str()));
-    assert_eq!(h.store.find_by_filename(&t, "renamed.md").await.unwrap(), None, "name matters");
-    assert_eq!(h.store.find_by_filename(&other, "notes.md").await.unwrap(), None, "tenant matters");
+    let mut elsewhere = record();
+    elsewhere.original_filename = "guide/intro.md".into();
+    h.store.create_document(&t, &elsewhere, parse_job(&elsewhere), event("DOCUMENT_INGESTED", "c")).await.unwrap();
+    let names = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<String>>();
+
+    let found = h.store.newest_by_filename(&t, &names(&["notes.md", "guide/intro.md", "renamed.md"])).await.unwrap();
+    assert_eq!(found.len(), 2, "only names that have a document: {:?}", found.keys());
+    assert_eq!(
+        (found["notes.md"].doc_id, found["notes.md"].raw_sha256.as_str()),
+        (newer.doc_id, "cd".repeat(32).as_str())
+    );
+    assert_eq!(found["guide/intro.md"], elsewhere);
+    let found = h.store.newest_by_filename(&t, &names(&["notes.md"])).await.unwrap();
+    assert_eq!(found.keys().collect::<Vec<_>>(), ["notes.md"], "only the names asked for");
+    assert!(h.store.newest_by_filename(&t, &names(&["renamed.md"])).await.unwrap().is_empty(), "name matters");
+    assert!(h.store.newest_by_filename(&t, &[]).await.unwrap().is_empty());
+    assert!(h.store.newest_by_filename(&other, &names(&["notes.md"])).await.unwrap().is_empty(), "tenant matters");
+    // Names are data, never SQL.
+    let hostile = names(&["x' OR '1'='1", "notes.md\"); DROP TABLE documents; --"]);
+    assert!(h.store.newest_by_filename(&t, &hostile).await.unwrap().is_empty());
 }
 
 async fn update_stage_completes_its_job_in_the_same_transaction(h: &Harness) {

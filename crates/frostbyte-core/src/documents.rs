@@ -8,6 +8,7 @@
 //!
 //! Nothing here holds document text: the canonical document lives in the blob store, chunks in the chunk index.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use async_trait::async_trait;
@@ -387,10 +388,14 @@ pub trait DocumentStore: Send + Sync + 'static {
         next_job: Option<NewJob>,
         audit: NewAuditEvent,
     ) -> StoreResult<DocumentRecord>;
-    /// The tenant's newest document with this filename, if any: how `frostbyte ingest` recognises a file it has
-    /// already taken in (and, by comparing `raw_sha256`, whether it changed).
-    async fn find_by_filename(&self, tenant: &TenantId, original_filename: &str)
-    -> StoreResult<Option<DocumentRecord>>;
+    /// The tenant's newest document of each of these filenames that has one, by filename: how `frostbyte ingest`
+    /// recognises the files of a group it has already taken in (and, by comparing `raw_sha256`, whether they
+    /// changed), with one query for the group.
+    async fn newest_by_filename(
+        &self,
+        tenant: &TenantId,
+        filenames: &[String],
+    ) -> StoreResult<HashMap<String, DocumentRecord>>;
 
     // --- lifecycle: replace in place, erasure, tenant purge (see `crate::lifecycle`) ---------------------------
     /// The live document's generation; `None` when there is none (never existed, erased, purged).

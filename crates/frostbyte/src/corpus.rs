@@ -45,15 +45,17 @@ pub fn walk_dir(root: &Path, base: &Path) -> std::io::Result<Vec<LocalFile>> {
     Ok(found)
 }
 
-/// The tenant's newest document named `name`, when its bytes are exactly `sha256`: the file was taken in before
-/// (by an earlier run, or by one interrupted between intake and its own bookkeeping).
+/// For each of `files` (name and sha256 of its bytes), the tenant's newest document of that name when its bytes
+/// are exactly those: the file was taken in before (by an earlier run, or by one interrupted between intake and
+/// its own bookkeeping). One query for them all.
 pub async fn already_taken_in(
     documents: &dyn DocumentStore,
     tenant: &TenantId,
-    name: &str,
-    sha256: &str,
-) -> frostbyte_core::StoreResult<Option<DocumentRecord>> {
-    Ok(documents.find_by_filename(tenant, name).await?.filter(|d| d.raw_sha256 == sha256))
+    files: &[(&str, &str)],
+) -> frostbyte_core::StoreResult<Vec<Option<DocumentRecord>>> {
+    let names: Vec<String> = files.iter().map(|(name, _)| (*name).to_owned()).collect();
+    let newest = documents.newest_by_filename(tenant, &names).await?;
+    Ok(files.iter().map(|(name, sha256)| newest.get(*name).filter(|d| d.raw_sha256 == *sha256).cloned()).collect())
 }
 
 /// Why intake refused one file: a stable reason code and a message for the operator.

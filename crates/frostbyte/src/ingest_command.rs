@@ -5,8 +5,8 @@
 //! each file with the throughput.
 //!
 //! Re-runs are cheap: a file whose name and bytes the tenant already has
-//! ([`frostbyte_core::documents::DocumentStore::find_by_filename`]) is reported as unchanged and not taken in
-//! again. A file's name is its path relative to the directory argument's
+//! ([`frostbyte_core::documents::DocumentStore::newest_by_filename`], one query per group of files) is reported
+//! as unchanged and not taken in again. A file's name is its path relative to the directory argument's
 //! parent (`docs/guide/intro.md` for `frostbyte ingest docs`), or its file name for a file argument, so the same
 //! tree ingested from the same place is recognised.
 
@@ -151,7 +151,7 @@ pub async fn ingest(config: &Config, request: IngestRequest, json: bool) -> anyh
                 // Read-ahead is bounded in bytes as well as in files: a group of large files waits for room.
                 let kib = u32::try_from(file.size.div_ceil(1024)).unwrap_or(u32::MAX).clamp(1, INTAKE_READ_AHEAD_KIB);
                 let room = budget.acquire_many(kib).await.context("intake stopped")?;
-                read_in(state, tenant_id, limit, file, request, metadata).await.map(|read| (read, room))
+                read_in(limit, file, request, metadata).await.map(|read| (read, room))
             })
             .buffered(INTAKE_CONCURRENCY);
         while let Some(read) = reads.next().await {
@@ -179,6 +179,25 @@ pub async fn ingest(config: &Config, request: IngestRequest, json: bool) -> anyh
                     }
                 }
             }
+            // Files taken in before, unchanged, with one lookup for the group.
+            let files: Vec<(&str, &str)> = uploads.iter().map(|u| (u.filename.as_str(), u.sha256.as_str())).collect();
+            let taken = crate::corpus::already_taken_in(&*state.documents, tenant_id, &files).await?;
+            let (mut fresh, mut fresh_at) = (Vec::with_capacity(uploads.len()), Vec::with_capacity(uploads.len()));
+            for ((upload, i), existing) in uploads.into_iter().zip(waiting).zip(taken) {
+                match existing {
+                    Some(existing) => {
+                        let outcome = &mut outcomes[i];
+                        outcome.status = "unchanged".into();
+                        outcome.doc_id = Some(existing.doc_id);
+                        outcome.mime_type = Some(existing.mime_type);
+                    }
+                    None => {
+                        fresh.push(upload);
+                        fresh_at.push(i);
+                    }
+                }
+            }
+            let (uploads, waiting) = (fresh, fresh_at);
             if !uploads.is_empty() {
                 let decided = intake.accept_all(tenant_id, &tenant.config, "cli", uploads).await?;
                 for (i, decided) in waiting.into_iter().zip(decided) {
@@ -253,21 +272,14 @@ fn walk(paths: &[PathBuf]) -> anyhow::Result<Vec<Found>> {
     Ok(found)
 }
 
-/// A file as read: decided already (too large, empty, unchanged), or an upload for intake with its outcome so far.
+/// A file as read: decided already (too large, empty), or an upload for intake with its outcome so far.
 enum Read {
     Decided(FileOutcome),
     Upload(FileOutcome, Upload),
 }
 
-/// Reads and hashes one file, unless its size or an unchanged copy already decides it.
-async fn read_in(
-    state: &AppState,
-    tenant: &TenantId,
-    limit: u64,
-    file: &Found,
-    request: &IngestRequest,
-    metadata: &Value,
-) -> anyhow::Result<Read> {
+/// Reads and hashes one file, unless its size already decides it.
+async fn read_in(limit: u64, file: &Found, request: &IngestRequest, metadata: &Value) -> anyhow::Result<Read> {
     let mut outcome = FileOutcome {
         name: file.name.clone(),
         status: "rejected".into(),
@@ -287,12 +299,6 @@ async fn read_in(
     }
     let bytes = tokio::fs::read(&file.path).await.with_context(|| format!("cannot read {}", file.path.display()))?;
     let sha256 = hex::encode(Sha256::digest(&bytes));
-    if let Some(existing) = crate::corpus::already_taken_in(&*state.documents, tenant, &file.name, &sha256).await? {
-        outcome.status = "unchanged".into();
-        outcome.doc_id = Some(existing.doc_id);
-        outcome.mime_type = Some(existing.mime_type);
-        return Ok(Read::Decided(outcome));
-    }
     let upload = Upload {
         bytes: Bytes::from(bytes),
         sha256,

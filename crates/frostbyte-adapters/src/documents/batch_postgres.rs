@@ -68,34 +68,42 @@ fn file_from_row(row: &PgRow) -> StoreResult<BatchFileRecord> {
     })
 }
 
-pub(super) async fn insert_document(
+/// Document rows per INSERT statement: 15 parameters each, well inside the limit on bound parameters.
+const DOCUMENT_INSERT_ROWS: usize = 64;
+
+/// Inserts the documents' rows, one statement per [`DOCUMENT_INSERT_ROWS`] of them.
+pub(super) async fn insert_documents(
     conn: &mut PgConnection,
     tenant: &TenantId,
-    doc: &DocumentRecord,
+    docs: &[DocumentRecord],
 ) -> StoreResult<()> {
-    sqlx::query(concat!(
-        "INSERT INTO documents (tenant_id, ",
-        document_columns!(),
-        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
-    ))
-    .bind(tenant.as_str())
-    .bind(doc.doc_id.to_string())
-    .bind(doc.receipt_id.to_string())
-    .bind(&doc.original_filename)
-    .bind(&doc.mime_type)
-    .bind(to_i64(doc.size_bytes, "size_bytes")?)
-    .bind(&doc.raw_sha256)
-    .bind(&doc.metadata)
-    .bind(doc.collection.as_deref())
-    .bind(doc.status.as_str())
-    .bind(encode_stages(&doc.stages))
-    .bind(Value::Object(doc.lineage.clone()))
-    .bind(doc.error_code.as_deref())
-    .bind(doc.created_at)
-    .bind(doc.updated_at)
-    .execute(&mut *conn)
-    .await
-    .map_err(err("document"))?;
+    for rows in docs.chunks(DOCUMENT_INSERT_ROWS) {
+        let sizes = rows.iter().map(|doc| to_i64(doc.size_bytes, "size_bytes")).collect::<StoreResult<Vec<_>>>()?;
+        let mut insert = sqlx::QueryBuilder::<sqlx::Postgres>::new(concat!(
+            "INSERT INTO documents (tenant_id, ",
+            document_columns!(),
+            ") "
+        ));
+        insert.push_values(rows.iter().zip(sizes), |mut b, (doc, size)| {
+            b.push_bind(tenant.as_str().to_owned())
+                .push_bind(doc.doc_id.to_string())
+                .push_bind(doc.receipt_id.to_string())
+                .push_bind(doc.original_filename.clone())
+                .push_bind(doc.mime_type.clone())
+                .push_bind(size)
+                .push_bind(doc.raw_sha256.clone())
+                .push_bind(doc.metadata.clone())
+                .push_bind(doc.collection.clone())
+                .push_bind(doc.status.as_str())
+                .push_bind(encode_stages(&doc.stages))
+                .push_bind(Value::Object(doc.lineage.clone()))
+                .push_bind(doc.error_code.clone())
+                .push_bind(doc.created_at)
+                .push_bind(doc.updated_at);
+        });
+        // One statement per row count: not kept prepared.
+        insert.build().persistent(false).execute(&mut *conn).await.map_err(err("document"))?;
+    }
     Ok(())
 }
 
@@ -158,10 +166,12 @@ impl BatchStore for PostgresStore {
             .await
             .map_err(err("batch file"))?;
         }
+        let mut documents = Vec::with_capacity(batch.documents.len());
         for (doc, job) in batch.documents {
             crate::queue::postgres::enqueue_in_tx(&mut tx, tenant, job).await?;
-            insert_document(&mut tx, tenant, &doc).await?;
+            documents.push(doc);
         }
+        insert_documents(&mut tx, tenant, &documents).await?;
         for event in batch.audit {
             append_in_tx(&mut tx, tenant, event, now).await?;
         }

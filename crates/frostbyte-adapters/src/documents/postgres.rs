@@ -1,6 +1,8 @@
 //! [`DocumentStore`] for [`PostgresStore`]: `update_stage` locks the document row (`FOR UPDATE`) so concurrent
 //! stage updates of one document apply one after the other.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use frostbyte_core::audit::NewAuditEvent;
@@ -89,13 +91,14 @@ impl DocumentStore for PostgresStore {
         }
         let now = frostbyte_core::now();
         let mut tx = self.begin().await?;
-        let mut audit = Vec::with_capacity(documents.len());
+        let (mut docs, mut audit) = (Vec::with_capacity(documents.len()), Vec::with_capacity(documents.len()));
         for (doc, job, event) in documents {
             // Checks (and share-locks) the tenant before anything of the document is written.
             crate::queue::postgres::enqueue_in_tx(&mut tx, tenant, job).await?;
-            super::batch_postgres::insert_document(&mut tx, tenant, &doc).await?;
+            docs.push(doc);
             audit.push(event);
         }
+        super::batch_postgres::insert_documents(&mut tx, tenant, &docs).await?;
         append_all_in_tx(&mut tx, tenant, audit, now).await?;
         tx.commit().await.map_err(err("transaction"))
     }
@@ -206,25 +209,26 @@ impl DocumentStore for PostgresStore {
         lifecycle::tenant_residue(self, tenant).await
     }
 
-    async fn find_by_filename(
+    async fn newest_by_filename(
         &self,
         tenant: &TenantId,
-        original_filename: &str,
-    ) -> StoreResult<Option<DocumentRecord>> {
-        sqlx::query(concat!(
+        filenames: &[String],
+    ) -> StoreResult<HashMap<String, DocumentRecord>> {
+        if filenames.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows = sqlx::query(concat!(
             "SELECT ",
             document_columns!(),
-            " FROM documents WHERE tenant_id = $1 AND original_filename = $2 \
-             ORDER BY created_at DESC LIMIT 1"
+            " FROM documents WHERE tenant_id = $1 AND original_filename = ANY($2) ORDER BY created_at, doc_id"
         ))
         .bind(tenant.as_str())
-        .bind(original_filename)
-        .fetch_optional(self.pool())
+        .bind(filenames)
+        .fetch_all(self.pool())
         .await
-        .map_err(err("document"))?
-        .as_ref()
-        .map(document_from_row)
-        .transpose()
+        .map_err(err("document"))?;
+        // Oldest first, so each name ends with its newest document.
+        rows.iter().map(document_from_row).map(|doc| doc.map(|d| (d.original_filename.clone(), d))).collect()
     }
 
     async fn list_documents(

@@ -1,6 +1,8 @@
 //! [`DocumentStore`] for [`SqliteStore`]: every write in a `BEGIN IMMEDIATE` transaction, which also serialises
 //! the audit append and the job insert that go with it.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use frostbyte_core::audit::NewAuditEvent;
@@ -88,12 +90,14 @@ impl DocumentStore for SqliteStore {
         let mut tx = self.begin_write().await?;
         // The tenant exists (NotFound) before anything is written.
         crate::queue::sqlite::ready_for_jobs_in_tx(&mut tx, tenant).await?;
-        let (mut jobs, mut audit) = (Vec::with_capacity(documents.len()), Vec::with_capacity(documents.len()));
+        let n = documents.len();
+        let (mut docs, mut jobs, mut audit) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
         for (doc, job, event) in documents {
-            super::batch_sqlite::insert_document(&mut tx, tenant, &doc).await?;
+            docs.push(doc);
             jobs.push(job);
             audit.push(event);
         }
+        super::batch_sqlite::insert_documents(&mut tx, tenant, &docs).await?;
         crate::queue::sqlite::insert_jobs_in_tx(&mut tx, tenant, jobs).await?;
         append_all_in_tx(&mut tx, tenant, audit, frostbyte_core::now()).await?;
         tx.commit().await.map_err(err("transaction"))
@@ -194,25 +198,27 @@ impl DocumentStore for SqliteStore {
         lifecycle::tenant_residue(self, tenant).await
     }
 
-    async fn find_by_filename(
+    async fn newest_by_filename(
         &self,
         tenant: &TenantId,
-        original_filename: &str,
-    ) -> StoreResult<Option<DocumentRecord>> {
-        sqlx::query(concat!(
+        filenames: &[String],
+    ) -> StoreResult<HashMap<String, DocumentRecord>> {
+        if filenames.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows = sqlx::query(concat!(
             "SELECT ",
             document_columns!(),
-            " FROM documents WHERE tenant_id = ? AND original_filename = ? \
-             ORDER BY created_at DESC LIMIT 1"
+            " FROM documents WHERE tenant_id = ? AND original_filename IN (SELECT value FROM json_each(?)) \
+             ORDER BY created_at, doc_id"
         ))
         .bind(tenant.as_str())
-        .bind(original_filename)
-        .fetch_optional(self.pool())
+        .bind(Value::from(filenames).to_string())
+        .fetch_all(self.pool())
         .await
-        .map_err(err("document"))?
-        .as_ref()
-        .map(document_from_row)
-        .transpose()
+        .map_err(err("document"))?;
+        // Oldest first, so each name ends with its newest document.
+        rows.iter().map(document_from_row).map(|doc| doc.map(|d| (d.original_filename.clone(), d))).collect()
     }
 
     async fn list_documents(

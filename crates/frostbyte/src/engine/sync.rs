@@ -468,7 +468,8 @@ impl Syncer<'_> {
         }
         let tenant = &self.ctx.tenant;
         let intake = &self.plane.intake;
-        if let Some(doc) = corpus::already_taken_in(&*intake.documents, tenant, &file.path, &sha256).await? {
+        let taken = corpus::already_taken_in(&*intake.documents, tenant, &[(&file.path, &sha256)]).await?;
+        if let Some(doc) = taken.into_iter().flatten().next() {
             tally.unchanged += 1;
             return self.remember(self.record(file, size, &sha256, doc.doc_id)).await;
         }
