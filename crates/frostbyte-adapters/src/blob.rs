@@ -207,7 +207,7 @@ impl BlobStore for ObjectBlobStore {
             let target = path(write.key())?;
             let source = match &write {
                 BlobWrite::Copy { from, .. } => Some(path(from)?),
-                BlobWrite::Put { .. } => None,
+                BlobWrite::Put { .. } | BlobWrite::PutIfAbsent { .. } => None,
             };
             planned.push(LocalWrite { write, target, source });
         }
@@ -303,6 +303,12 @@ fn place_all(writes: impl Iterator<Item = LocalWrite>, touched: &mut BTreeSet<Pa
     let mut staged: Vec<Staged> = Vec::with_capacity(OPEN_FILES);
     let unstage = |staged: &[Staged]| staged.iter().for_each(|s| drop(std::fs::remove_file(&s.path)));
     for LocalWrite { write, target, source } in writes {
+        if matches!(write, BlobWrite::PutIfAbsent { .. }) && target.is_file() {
+            // Its directory is synced all the same: another writer may have just renamed the file into place and
+            // not synced the directory yet.
+            touched.extend(target.parent().map(FsPath::to_owned));
+            continue;
+        }
         // A copy of a blob staged before it links the staged file: its key has no file yet.
         let source = source.map(|source| match staged.iter().rev().find(|s| s.target == source) {
             Some(earlier) => earlier.path.clone(),
@@ -379,7 +385,7 @@ fn stage(
         Some(source) => std::fs::hard_link(source, path).map(|()| None),
         None => std::fs::OpenOptions::new().write(true).create_new(true).open(path).map(Some),
     })?;
-    if let (Some(mut f), BlobWrite::Put { bytes, .. }) = (file.as_ref(), write)
+    if let (Some(mut f), BlobWrite::Put { bytes, .. } | BlobWrite::PutIfAbsent { bytes, .. }) = (file.as_ref(), write)
         && let Err(e) = f.write_all(bytes)
     {
         let _ = std::fs::remove_file(&path);

@@ -94,6 +94,7 @@ async fn put_get_exists_delete(h: &Harness) {
     s.put(&t, "raw/a", Bytes::from_static(b"hello")).await.unwrap();
     assert!(s.exists(&t, "raw/a").await.unwrap());
     assert_eq!(s.get(&t, "raw/a").await.unwrap(), Bytes::from_static(b"hello"));
+    assert!(matches!(s.get(&t, "raw").await, Err(BlobError::NotFound(_))), "a key's prefix is not a blob");
     s.put(&t, "raw/a", Bytes::from_static(b"replaced")).await.unwrap();
     assert_eq!(s.get(&t, "raw/a").await.unwrap(), Bytes::from_static(b"replaced"), "put overwrites");
     s.put(&t, "empty", Bytes::new()).await.unwrap();
@@ -189,6 +190,14 @@ async fn write_all_applies_puts_and_copies_in_order(h: &Harness) {
     s.put(&t, "canonical/a.json", Bytes::from_static(b"new")).await.unwrap();
     assert_eq!(s.get(&t, "policed/a.json").await.unwrap(), Bytes::from_static(b"{\"a\":1}"));
     s.write_all(&t, Vec::new()).await.unwrap();
+
+    // A put-if-absent leaves a stored blob as it is and stores a missing one.
+    let absent =
+        |key: &str, bytes: &'static [u8]| BlobWrite::PutIfAbsent { key: key.into(), bytes: Bytes::from_static(bytes) };
+    s.write_all(&t, vec![absent("canonical/b.json", b"not b"), absent("raw/new", b"new")]).await.unwrap();
+    assert_eq!(s.get(&t, "canonical/b.json").await.unwrap(), Bytes::from_static(b"b"));
+    assert_eq!(s.get(&t, "raw/new").await.unwrap(), Bytes::from_static(b"new"));
+    s.delete(&t, "raw/new").await.unwrap();
 
     // Many writes at once (local files stage them 64 at a time), each put followed by a copy of it; the first put
     // alone, so that some pairs straddle two of those groups.

@@ -126,6 +126,11 @@ pub async fn write_each<S: BlobStore + ?Sized>(
     for write in writes {
         match write {
             BlobWrite::Put { key, bytes } => store.put(tenant, &key, bytes).await?,
+            BlobWrite::PutIfAbsent { key, bytes } => {
+                if !store.exists(tenant, &key).await? {
+                    store.put(tenant, &key, bytes).await?;
+                }
+            }
             BlobWrite::Copy { from, to } => store.copy(tenant, &from, &to).await?,
         }
     }
@@ -137,6 +142,9 @@ pub async fn write_each<S: BlobStore + ?Sized>(
 pub enum BlobWrite {
     /// Store `bytes` under `key`, replacing what it held.
     Put { key: String, bytes: Bytes },
+    /// Store `bytes` under `key` unless it holds a blob already: for content-addressed keys (`raw/{sha256}`),
+    /// whose blob cannot differ from the bytes.
+    PutIfAbsent { key: String, bytes: Bytes },
     /// Store the bytes at `from` also at `to`, as [`BlobStore::copy`].
     Copy { from: String, to: String },
 }
@@ -145,7 +153,7 @@ impl BlobWrite {
     /// The key written.
     pub fn key(&self) -> &str {
         match self {
-            BlobWrite::Put { key, .. } => key,
+            BlobWrite::Put { key, .. } | BlobWrite::PutIfAbsent { key, .. } => key,
             BlobWrite::Copy { to, .. } => to,
         }
     }
@@ -153,7 +161,7 @@ impl BlobWrite {
     /// How many bytes this write holds in memory (none for a copy).
     pub fn held_bytes(&self) -> usize {
         match self {
-            BlobWrite::Put { bytes, .. } => bytes.len(),
+            BlobWrite::Put { bytes, .. } | BlobWrite::PutIfAbsent { bytes, .. } => bytes.len(),
             BlobWrite::Copy { .. } => 0,
         }
     }

@@ -14,8 +14,6 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use futures::{StreamExt, TryStreamExt};
-
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use frostbyte_adapters::parse::{mime, parser_for, sniff};
@@ -34,9 +32,6 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::metadata_schema::{self, CompiledSchema};
-
-/// How many raw blobs are looked up at once before a group of uploads stores theirs.
-const LOOKUP_CONCURRENCY: usize = 8;
 
 /// An upload being read: bytes so far, their running sha256, and the limit they may not pass.
 pub struct UploadBuffer {
@@ -392,23 +387,11 @@ impl Intake {
         raws: impl IntoIterator<Item = (&'a str, &'a Bytes)>,
     ) -> Result<(), BlobError> {
         let mut seen = HashSet::new();
-        let wanted: Vec<(String, Bytes)> = raws
+        let writes: Vec<BlobWrite> = raws
             .into_iter()
             .filter(|(sha256, _)| seen.insert(*sha256))
-            .map(|(sha256, bytes)| (raw_blob_key(sha256), bytes.clone()))
+            .map(|(sha256, bytes)| BlobWrite::PutIfAbsent { key: raw_blob_key(sha256), bytes: bytes.clone() })
             .collect();
-        // Collected first: a stream over a borrowing closure makes the future not `Send` for every lifetime.
-        let lookups: Vec<_> = wanted.iter().map(|(key, _)| self.blobs.exists(tenant, key)).collect();
-        let stored: Vec<bool> = futures::stream::iter(lookups).buffered(LOOKUP_CONCURRENCY).try_collect().await?;
-        let writes: Vec<BlobWrite> = wanted
-            .into_iter()
-            .zip(stored)
-            .filter(|(_, stored)| !stored)
-            .map(|((key, bytes), _)| BlobWrite::Put { key, bytes })
-            .collect();
-        if writes.is_empty() {
-            return Ok(());
-        }
         self.blobs.write_all(tenant, writes).await
     }
 
