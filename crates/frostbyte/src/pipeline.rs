@@ -34,12 +34,11 @@
 //! generation and not quarantined), the admitted ones are marked `running` (`DOCUMENT_STAGE_STARTED`) in one
 //! write, their stage work runs concurrently (parsing, JSON, policy, chunking and local embedding on a pool of
 //! one thread per core shared across the process: [`on_cpu`]), and their outcomes commit in one
-//! [`DocumentStore::apply_stage_writes`] transaction per [`FLUSH_BYTES`] of chunks, where one refused write (a
-//! lost lease, a superseded generation) costs only its own document. While a
-//! batch runs, every job's lease is extended every [`Pipeline::heartbeat_interval`], so a slow stage is never
-//! taken over by a second worker; a worker that dies stops heartbeating and its jobs are reclaimed when their
-//! leases run out. A failed document is recorded on its own ([`Pipeline::fail_stage`]) and never holds up the
-//! rest of its batch.
+//! [`DocumentStore::apply_stage_writes`] transaction per [`FLUSH_BYTES`] of chunks and blobs, where one refused
+//! write (a lost lease, a superseded generation) costs only its own document. While a batch runs, every job's
+//! lease is extended every [`Pipeline::heartbeat_interval`], so a slow stage is never taken over by a second
+//! worker; a worker that dies stops heartbeating and its jobs are reclaimed when their leases run out. A failed
+//! document is recorded on its own ([`Pipeline::fail_stage`]) and never holds up the rest of its batch.
 //!
 //! **Failures** are [`JobError`]s with stable codes and messages made of ids and counts, never document text:
 //! - retryable (a store, blob or embedding endpoint unavailable): the stage goes back to `pending`
@@ -166,8 +165,9 @@ fn in_flight() -> usize {
     2 * cores()
 }
 
-/// A batch's finished outcomes are committed as soon as they hold this many bytes (chunk text and vectors),
-/// so a batch of large documents never holds all their chunks at once; small documents still commit by the dozen.
+/// A batch's finished outcomes are committed as soon as they hold this many bytes (chunk text and vectors, and
+/// the JSON blobs they carry to their commit), so a batch of large documents never holds all of them at once;
+/// small documents still commit by the dozen.
 const FLUSH_BYTES: usize = 8 << 20;
 
 /// The stages these workers take.
@@ -528,7 +528,7 @@ impl Pipeline {
             job_ids.into_iter().zip(written).filter_map(|(job, w)| w.err().map(|e| (job, e))).collect()
         };
 
-        // The outcomes, with their jobs' completions, commit together, in one write per [`FLUSH_BYTES`] of chunks.
+        // The outcomes, with their jobs' completions, commit together, in one write per [`FLUSH_BYTES`] held.
         let mut work = futures::stream::iter(early).chain(work);
         let (mut ready, mut bytes) = (Vec::new(), 0);
         while let Some((a, prepared)) = work.next().await {
