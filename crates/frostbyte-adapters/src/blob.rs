@@ -240,6 +240,31 @@ impl BlobStore for ObjectBlobStore {
         Ok(keys)
     }
 
+    /// Local files: one pass over the prefix's directory removes the files of its keys and the staging files
+    /// (`key#N`) that interrupted writes to them left.
+    async fn delete_prefix(&self, tenant: &TenantId, prefix: &str) -> Result<u64, BlobError> {
+        let Some(fs) = &self.local else {
+            let keys = self.list(tenant, prefix).await?;
+            for key in &keys {
+                self.delete(tenant, key).await?;
+            }
+            return Ok(keys.len() as u64);
+        };
+        if !prefix.is_empty() {
+            validate_key(prefix.strip_suffix('/').unwrap_or(prefix))
+                .map_err(|_| BlobError::InvalidKey { key: prefix.to_owned(), reason: "not a valid key prefix" })?;
+        }
+        let (under, name) = match prefix.rfind('/') {
+            Some(i) => (location(tenant, &prefix[..i])?, prefix[i + 1..].to_owned()),
+            None => (tenant_root(tenant), prefix.to_owned()),
+        };
+        let dir = fs.path_to_filesystem(&under).map_err(|e| map_err(prefix, e))?;
+        let removed = tokio::task::spawn_blocking(move || remove_matching(&dir, &name))
+            .await
+            .map_err(|_| BlobError::Unavailable("the blob deleting task panicked".into()))?;
+        removed.map_err(|e| BlobError::Unavailable(format!("cannot delete the blobs under {prefix}: {e}")))
+    }
+
     async fn delete_all(&self, tenant: &TenantId) -> Result<u64, BlobError> {
         // List first, then delete: deleting while a file-system walk is in progress can disturb the walk.
         let locations: Vec<Path> =
@@ -255,6 +280,18 @@ impl BlobStore for ObjectBlobStore {
                 Err(e) => return Err(map_err("", e)),
             }
         }
+        // What listing cannot see: staging files of interrupted writes, and the directories they kept.
+        if let Some(fs) = &self.local {
+            let root = fs.path_to_filesystem(&tenant_root(tenant)).map_err(|e| map_err("", e))?;
+            let removed = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&root) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            });
+            removed
+                .await
+                .map_err(|_| BlobError::Unavailable("the blob deleting task panicked".into()))?
+                .map_err(|e| BlobError::Unavailable(format!("cannot remove the tenant's blob directory: {e}")))?;
+        }
         Ok(deleted)
     }
 
@@ -266,6 +303,42 @@ impl BlobStore for ObjectBlobStore {
         self.store.list_with_delimiter(Some(&Path::from("tenants"))).await.map_err(|e| map_err("", e))?;
         Ok(())
     }
+}
+
+/// Removes the files in `dir` whose names start with `name`, and everything below its directories whose names
+/// do (all of it under the prefix); returns how many were blobs rather than staging files. A missing directory
+/// holds nothing.
+fn remove_matching(dir: &FsPath, name: &str) -> std::io::Result<u64> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry?;
+        let file_name = entry.file_name();
+        // Every key and staging name is UTF-8: anything else is not the store's.
+        let Some(file_name) = file_name.to_str().filter(|n| n.starts_with(name)) else { continue };
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            removed += remove_matching(&path, "")?;
+            // Left if a writer added to it meanwhile; an empty directory holds no blob.
+            let _ = std::fs::remove_dir(&path);
+            continue;
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => removed += u64::from(!is_staging_name(file_name)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(removed)
+}
+
+/// Whether a file name is a staging name (`key#N`, `N` digits): see [`reserve`].
+fn is_staging_name(file_name: &str) -> bool {
+    file_name.rsplit_once('#').is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// A write of [`BlobStore::write_all`] with its file paths.

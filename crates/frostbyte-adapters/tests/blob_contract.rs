@@ -74,6 +74,7 @@ contract_tests!(
     put_get_exists_delete,
     copy_stores_the_same_bytes_under_another_key,
     write_all_applies_puts_and_copies_in_order,
+    delete_prefix_removes_the_keys_under_it_and_interrupted_writes,
     list_is_sorted_and_filtered_by_prefix,
     delete_all_and_usage_cover_many_objects,
     tenants_cannot_see_each_other,
@@ -238,6 +239,45 @@ async fn write_all_applies_puts_and_copies_in_order(h: &Harness) {
         let leftovers: Vec<_> = walk(dir.path()).into_iter().filter(|p| p.to_string_lossy().contains('#')).collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
     }
+}
+
+async fn delete_prefix_removes_the_keys_under_it_and_interrupted_writes(h: &Harness) {
+    let t = tid("prefix");
+    let other = tid("prefix-other");
+    let s = &h.store;
+    for key in ["canonical/a.json", "canonical/a.g2.json", "canonical/ab.json", "deep/er/x", "deep/y", "raw/abc"] {
+        s.put(&t, key, Bytes::from_static(b"x")).await.unwrap();
+    }
+    s.put(&other, "canonical/a.json", Bytes::from_static(b"theirs")).await.unwrap();
+    // What a write interrupted between its staging file and its rename leaves on local files.
+    let staged = h._dir.as_ref().map(|dir| {
+        let canonical = dir.path().join(format!("blobs/tenants/{t}/canonical"));
+        let staged = [canonical.join("a.json#1"), canonical.join("a.g2.json#3"), canonical.join("ab.json#1")];
+        staged.iter().for_each(|p| std::fs::write(p, b"partial").unwrap());
+        staged
+    });
+
+    assert_eq!(s.delete_prefix(&t, "canonical/a.").await.unwrap(), 2);
+    assert_eq!(s.list(&t, "canonical/").await.unwrap(), ["canonical/ab.json"]);
+    if let Some([a, a2, ab]) = &staged {
+        assert!(!a.exists() && !a2.exists(), "interrupted writes under the prefix go too");
+        assert!(ab.exists(), "only under the prefix");
+    }
+    assert_eq!(s.delete_prefix(&t, "deep/").await.unwrap(), 2, "nested keys too");
+    assert_eq!(s.delete_prefix(&t, "raw/abc").await.unwrap(), 1, "a key is a prefix of itself");
+    assert_eq!(s.delete_prefix(&t, "raw/abc").await.unwrap(), 0);
+    assert_eq!(s.delete_prefix(&t, "nothing/here").await.unwrap(), 0);
+    assert!(matches!(s.delete_prefix(&t, "../").await, Err(BlobError::InvalidKey { .. })));
+    assert_eq!(s.list(&t, "").await.unwrap(), ["canonical/ab.json"]);
+    assert_eq!(s.get(&other, "canonical/a.json").await.unwrap(), Bytes::from_static(b"theirs"), "scoped");
+
+    // The whole tenant, interrupted writes included.
+    assert_eq!(s.delete_all(&t).await.unwrap(), 1);
+    if let Some(dir) = &h._dir {
+        let left = walk(dir.path()).into_iter().filter(|p| p.to_string_lossy().contains(t.as_str())).count();
+        assert_eq!(left, 0, "nothing of the tenant is left on disk");
+    }
+    assert_eq!(s.get(&other, "canonical/a.json").await.unwrap(), Bytes::from_static(b"theirs"));
 }
 
 /// Every file below `dir`.

@@ -108,7 +108,18 @@ pub trait BlobStore: Send + Sync + 'static {
     }
     /// Keys under `prefix` (relative to the tenant), sorted.
     async fn list(&self, tenant: &TenantId, prefix: &str) -> Result<Vec<String>, BlobError>;
-    /// Deletes everything the tenant stores; returns how many objects were removed.
+    /// Deletes every blob whose key starts with `prefix` (a plain string prefix, as for [`BlobStore::list`]) and
+    /// whatever an interrupted write to such a key left behind (a local staging file, which no listing shows);
+    /// returns how many blobs were removed. What erasure uses, so that a crash during a write cannot leave a copy
+    /// of erased content. The default lists and deletes.
+    async fn delete_prefix(&self, tenant: &TenantId, prefix: &str) -> Result<u64, BlobError> {
+        let keys = self.list(tenant, prefix).await?;
+        for key in &keys {
+            self.delete(tenant, key).await?;
+        }
+        Ok(keys.len() as u64)
+    }
+    /// Deletes everything the tenant stores, interrupted writes included; returns how many objects were removed.
     async fn delete_all(&self, tenant: &TenantId) -> Result<u64, BlobError>;
     /// Total bytes the tenant stores.
     async fn usage_bytes(&self, tenant: &TenantId) -> Result<u64, BlobError>;

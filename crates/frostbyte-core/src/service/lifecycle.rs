@@ -205,8 +205,10 @@ impl DocumentLifecycle {
             removed.canonical += canonical;
             removed.policed += policed;
             raw_retained = self.documents.raw_references(tenant, &erasure.raw_sha256).await? > 0;
-            if !raw_retained && self.delete_if_present(tenant, &raw_blob_key(&erasure.raw_sha256)).await? {
-                removed.raw += 1;
+            // No raw key extends another (`raw/` and 64 hex digits), so the key is a prefix of itself alone (and of
+            // the staging files an interrupted write to it left).
+            if !raw_retained {
+                removed.raw += self.blobs.delete_prefix(tenant, &raw_blob_key(&erasure.raw_sha256)).await?;
             }
             verification = self.verify(tenant, &doc_id, &erasure.raw_sha256, raw_retained).await?;
             if verification.clean() {
@@ -287,35 +289,16 @@ impl DocumentLifecycle {
         doc_id: &Uuid,
         generation: Option<u64>,
     ) -> ServiceResult<(u64, u64)> {
-        let keys: Vec<String> = match generation {
-            Some(g) => vec![canonical_key(doc_id, g), policed_key(doc_id, g)],
-            None => {
-                let mut keys = Vec::new();
-                for prefix in derived_prefixes(doc_id) {
-                    keys.extend(self.blobs.list(tenant, &prefix).await?);
-                }
-                keys
-            }
-        };
         let (mut canonical, mut policed) = (0, 0);
-        for key in keys {
-            if self.delete_if_present(tenant, &key).await? {
-                if key.starts_with("canonical/") {
-                    canonical += 1;
-                } else {
-                    policed += 1;
-                }
+        for prefix in derived_blob_prefixes(doc_id, generation) {
+            let removed = self.blobs.delete_prefix(tenant, &prefix).await?;
+            if prefix.starts_with("canonical/") {
+                canonical += removed;
+            } else {
+                policed += removed;
             }
         }
         Ok((canonical, policed))
-    }
-
-    async fn delete_if_present(&self, tenant: &TenantId, key: &str) -> Result<bool, BlobError> {
-        if !self.blobs.exists(tenant, key).await? {
-            return Ok(false);
-        }
-        self.blobs.delete(tenant, key).await?;
-        Ok(true)
     }
 
     /// Replaces a live document's content under the same id: stores the new raw bytes, moves the document to
@@ -393,7 +376,7 @@ impl DocumentLifecycle {
 
     async fn remove_unreferenced_raw(&self, tenant: &TenantId, sha256: &str) -> ServiceResult<()> {
         if self.documents.raw_references(tenant, sha256).await? == 0 {
-            self.blobs.delete(tenant, &raw_blob_key(sha256)).await?;
+            self.blobs.delete_prefix(tenant, &raw_blob_key(sha256)).await?;
         }
         Ok(())
     }
@@ -467,19 +450,23 @@ pub async fn settle_job(
     doc_id: Uuid,
     generation: u64,
 ) -> Result<bool, ServiceError> {
-    let keys = match documents.document_generation(tenant, doc_id).await? {
+    let generation = match documents.document_generation(tenant, doc_id).await? {
         Some(current) if current == generation => return Ok(false),
-        Some(_) => vec![canonical_key(&doc_id, generation), policed_key(&doc_id, generation)],
-        None => {
-            let mut keys = Vec::new();
-            for prefix in derived_prefixes(&doc_id) {
-                keys.extend(blobs.list(tenant, &prefix).await?);
-            }
-            keys
-        }
+        Some(_) => Some(generation),
+        None => None,
     };
-    for key in keys {
-        blobs.delete(tenant, &key).await?;
+    for prefix in derived_blob_prefixes(&doc_id, generation) {
+        blobs.delete_prefix(tenant, &prefix).await?;
     }
     Ok(true)
+}
+
+/// The prefixes ([`BlobStore::delete_prefix`]) of a document's derived blobs: one generation's canonical and
+/// policed keys, or every generation's ([`derived_prefixes`]). A generation's key is a prefix of no other key
+/// (`canonical/{id}.json`, `canonical/{id}.g{n}.json`), so it stands for itself and its interrupted writes.
+fn derived_blob_prefixes(doc_id: &Uuid, generation: Option<u64>) -> Vec<String> {
+    match generation {
+        Some(g) => vec![canonical_key(doc_id, g), policed_key(doc_id, g)],
+        None => derived_prefixes(doc_id).to_vec(),
+    }
 }

@@ -236,6 +236,45 @@ async fn erasure_removes_every_store_and_answers_a_verified_receipt() {
 }
 
 #[tokio::test]
+async fn erasure_removes_what_interrupted_writes_left_in_local_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = frostbyte_adapters::ObjectBlobStore::local(&dir.path().join("blobs")).unwrap();
+    let app = crate::helpers::spawn_app_with(crate::helpers::TestConfig {
+        blobs: Some(std::sync::Arc::new(blobs)),
+        ..crate::helpers::TestConfig::default()
+    })
+    .await;
+    let t = app.tenant("acme").await;
+    let doc_id = upload(&app, &t.key, "acme", "jane-roe-onboarding.md", &onboarding()).await;
+    drain(&pipeline(&app)).await;
+
+    // A process killed between writing a blob's staging file and renaming it into place leaves the content under
+    // no key: no listing shows it, but erasure must still remove it.
+    let tenant_dir = dir.path().join("blobs/tenants/acme");
+    let sha256 = hex::encode(Sha256::digest(onboarding()));
+    let leftovers = [
+        tenant_dir.join(format!("canonical/{doc_id}.json#1")),
+        tenant_dir.join(format!("policed/{doc_id}.json#2")),
+        tenant_dir.join(format!("raw/{sha256}#1")),
+    ];
+    for path in &leftovers {
+        std::fs::write(path, onboarding()).unwrap();
+    }
+    app.erase_document(&t.key, "acme", &doc_id).await.expect(200);
+    for path in &leftovers {
+        assert!(!path.exists(), "{} survived the erasure", path.display());
+    }
+    let mut left = vec![tenant_dir];
+    while let Some(path) = left.pop() {
+        if path.is_dir() {
+            left.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else if path.exists() {
+            panic!("{} survived the erasure", path.display());
+        }
+    }
+}
+
+#[tokio::test]
 async fn shared_raw_bytes_stay_until_the_last_document_using_them_is_erased() {
     let app = spawn_app().await;
     let t = app.tenant("acme").await;
