@@ -271,8 +271,13 @@ async fn delete_prefix_removes_the_keys_under_it_and_interrupted_writes(h: &Harn
     assert_eq!(s.list(&t, "").await.unwrap(), ["canonical/ab.json"]);
     assert_eq!(s.get(&other, "canonical/a.json").await.unwrap(), Bytes::from_static(b"theirs"), "scoped");
 
-    // The whole tenant, interrupted writes included.
+    // The whole tenant, interrupted writes included; it can list, count and store again afterwards.
     assert_eq!(s.delete_all(&t).await.unwrap(), 1);
+    assert!(s.list(&t, "").await.unwrap().is_empty());
+    assert!(s.list(&t, "canonical/").await.unwrap().is_empty());
+    assert_eq!(s.usage_bytes(&t).await.unwrap(), 0);
+    assert_eq!(s.delete_all(&t).await.unwrap(), 0);
+    assert_eq!(s.delete_prefix(&t, "canonical/").await.unwrap(), 0);
     if let Some(dir) = &h._dir {
         let left = walk(dir.path()).into_iter().filter(|p| p.to_string_lossy().contains(t.as_str())).count();
         assert_eq!(left, 0, "nothing of the tenant is left on disk");
