@@ -16,7 +16,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use frostbyte_core::TenantId;
-use frostbyte_core::ports::{BlobError, BlobStore, BlobWrite, write_each};
+use frostbyte_core::ports::{BlobError, BlobStore, BlobWrite, delete_listed, write_each};
 use futures::{StreamExt, TryStreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
@@ -243,13 +243,7 @@ impl BlobStore for ObjectBlobStore {
     /// Local files: one pass over the prefix's directory removes the files of its keys and the staging files
     /// (`key#N`) that interrupted writes to them left.
     async fn delete_prefix(&self, tenant: &TenantId, prefix: &str) -> Result<u64, BlobError> {
-        let Some(fs) = &self.local else {
-            let keys = self.list(tenant, prefix).await?;
-            for key in &keys {
-                self.delete(tenant, key).await?;
-            }
-            return Ok(keys.len() as u64);
-        };
+        let Some(fs) = &self.local else { return delete_listed(self, tenant, prefix).await };
         if !prefix.is_empty() {
             validate_key(prefix.strip_suffix('/').unwrap_or(prefix))
                 .map_err(|_| BlobError::InvalidKey { key: prefix.to_owned(), reason: "not a valid key prefix" })?;

@@ -113,11 +113,7 @@ pub trait BlobStore: Send + Sync + 'static {
     /// returns how many blobs were removed. What erasure uses, so that a crash during a write cannot leave a copy
     /// of erased content. The default lists and deletes.
     async fn delete_prefix(&self, tenant: &TenantId, prefix: &str) -> Result<u64, BlobError> {
-        let keys = self.list(tenant, prefix).await?;
-        for key in &keys {
-            self.delete(tenant, key).await?;
-        }
-        Ok(keys.len() as u64)
+        delete_listed(self, tenant, prefix).await
     }
     /// Deletes everything the tenant stores, interrupted writes included; returns how many objects were removed.
     async fn delete_all(&self, tenant: &TenantId) -> Result<u64, BlobError>;
@@ -146,6 +142,20 @@ pub async fn write_each<S: BlobStore + ?Sized>(
         }
     }
     Ok(())
+}
+
+/// [`BlobStore::delete_prefix`] by [`BlobStore::list`] and [`BlobStore::delete`]: the default, and what adapters
+/// that have nothing better fall back to.
+pub async fn delete_listed<S: BlobStore + ?Sized>(
+    store: &S,
+    tenant: &TenantId,
+    prefix: &str,
+) -> Result<u64, BlobError> {
+    let keys = store.list(tenant, prefix).await?;
+    for key in &keys {
+        store.delete(tenant, key).await?;
+    }
+    Ok(keys.len() as u64)
 }
 
 /// One write of [`BlobStore::write_all`].
