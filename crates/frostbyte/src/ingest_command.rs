@@ -389,59 +389,56 @@ async fn wait_for_pipeline(
     let poll = workers.poll;
     let mut live = state.events.subscribe(None).live;
     let result = async {
-        // Each document is looked at only when the tenant's count of processing documents moved since the last
-        // look (or every `SWEEP_EVERY` polls, in case other uploads kept the count level): a poll while nothing
-        // finished costs one query, not one per pending document.
+        // This process's workers name the documents they bring to rest (their events), and only those are read
+        // again. Otherwise (documents that other processes finish, missed events) each document is looked at
+        // only when the tenant's count of processing documents moved since the last look (or every
+        // `SWEEP_EVERY` polls, in case other uploads kept the count level): a poll while nothing finished costs
+        // one query, not one per pending document.
         const SWEEP_EVERY: u32 = 20;
         const LOOK_WINDOW: usize = 256;
         let (mut processing, mut quiet) = (None, 0);
+        let mut ended: Vec<Uuid> = Vec::new();
         while !pending.is_empty() {
-            let page = frostbyte_core::page::PageRequest::new(1, 1);
-            let now = state.documents.list_documents(tenant, Some(DocumentStatus::Processing), None, page).await?.total;
-            if processing == Some(now) && quiet < SWEEP_EVERY {
-                quiet += 1;
-                until_one_finishes(&mut live, tenant, poll).await;
-                continue;
-            }
-            (processing, quiet) = (Some(now), 0);
-            // Documents finish about in the order they were taken in, so a look reads the oldest pending ones, a
-            // window at a time, and stops at the first window in which most are still processing: with many
-            // thousands queued, a poll reads what may have finished, not everything still waiting.
-            let mut still = Vec::with_capacity(pending.len());
-            let mut rest = pending.into_iter();
-            loop {
-                let window: Vec<usize> = rest.by_ref().take(LOOK_WINDOW).collect();
-                if window.is_empty() {
-                    break;
+            if !ended.is_empty() {
+                let named: std::collections::HashSet<Uuid> = ended.drain(..).collect();
+                let (look, rest): (Vec<usize>, Vec<usize>) =
+                    pending.into_iter().partition(|&i| outcomes[i].doc_id.is_some_and(|d| named.contains(&d)));
+                pending = rest;
+                for window in look.chunks(LOOK_WINDOW) {
+                    pending.extend(look_at(state, tenant, outcomes, window, &bar).await?);
                 }
-                let ids: Vec<Uuid> =
-                    window.iter().map(|&i| outcomes[i].doc_id.expect("accepted files have a document")).collect();
-                let found: HashMap<Uuid, DocumentRecord> =
-                    state.documents.documents_at(tenant, &ids).await?.into_iter().map(|(d, _)| (d.doc_id, d)).collect();
-                let waiting = still.len();
-                for (i, doc_id) in window.iter().copied().zip(ids) {
-                    match found.get(&doc_id) {
-                        Some(d) if d.status == DocumentStatus::Processing => still.push(i),
-                        Some(d) => {
-                            outcomes[i].pages = d.lineage.get("pages").and_then(Value::as_u64).unwrap_or(0);
-                            outcomes[i].status = d.status.as_str().to_owned();
-                            outcomes[i].reason = d.error_code.clone();
-                            bar.inc(1);
-                        }
-                        None => {
-                            outcomes[i].status = "erased".into();
-                            bar.inc(1);
-                        }
+            } else {
+                let page = frostbyte_core::page::PageRequest::new(1, 1);
+                let now =
+                    state.documents.list_documents(tenant, Some(DocumentStatus::Processing), None, page).await?.total;
+                if processing == Some(now) && quiet < SWEEP_EVERY {
+                    quiet += 1;
+                    ended = until_one_finishes(&mut live, tenant, poll).await;
+                    continue;
+                }
+                (processing, quiet) = (Some(now), 0);
+                // Documents finish about in the order they were taken in, so a look reads the oldest pending ones,
+                // a window at a time, and stops at the first window in which most are still processing: with many
+                // thousands queued, a poll reads what may have finished, not everything still waiting.
+                let mut still = Vec::with_capacity(pending.len());
+                let mut rest = pending.into_iter();
+                loop {
+                    let window: Vec<usize> = rest.by_ref().take(LOOK_WINDOW).collect();
+                    if window.is_empty() {
+                        break;
+                    }
+                    let waiting = look_at(state, tenant, outcomes, &window, &bar).await?;
+                    let most_waiting = waiting.len() * 2 > window.len();
+                    still.extend(waiting);
+                    if most_waiting {
+                        still.extend(rest);
+                        break;
                     }
                 }
-                if (still.len() - waiting) * 2 > window.len() {
-                    still.extend(rest);
-                    break;
-                }
+                pending = still;
             }
-            pending = still;
-            if !pending.is_empty() {
-                until_one_finishes(&mut live, tenant, poll).await;
+            if !pending.is_empty() && ended.is_empty() {
+                ended = until_one_finishes(&mut live, tenant, poll).await;
             }
         }
         anyhow::Ok(())
@@ -451,26 +448,73 @@ async fn wait_for_pipeline(
     result
 }
 
-/// Waits until this process's workers bring a document of `tenant` to rest ([`crate::pipeline::ends_document`]),
-/// or `poll` passes: documents that other processes finish are found by polling. The events of one committed
-/// batch arrive together, so those already published are taken with the first and the caller looks once.
-async fn until_one_finishes(live: &mut Receiver<Arc<Published>>, tenant: &TenantId, poll: Duration) {
-    let ends = |e: &Published| e.event.tenant_id.as_ref() == Some(tenant) && crate::pipeline::ends_document(&e.event);
-    let deadline = tokio::time::Instant::now() + poll;
-    loop {
-        match tokio::time::timeout_at(deadline, live.recv()).await {
-            Ok(Ok(event)) if ends(&event) => break,
-            Ok(Ok(_)) => {}
-            // Missed events may have finished documents: look now.
-            Ok(Err(RecvError::Lagged(_))) => break,
-            Ok(Err(RecvError::Closed)) => {
-                tokio::time::sleep_until(deadline).await;
-                return;
+/// Reads the documents of `window` (indexes into `outcomes`) and records the final status of those at rest;
+/// returns the indexes of those still processing.
+async fn look_at(
+    state: &AppState,
+    tenant: &TenantId,
+    outcomes: &mut [FileOutcome],
+    window: &[usize],
+    bar: &ProgressBar,
+) -> anyhow::Result<Vec<usize>> {
+    let ids: Vec<Uuid> = window.iter().map(|&i| outcomes[i].doc_id.expect("accepted files have a document")).collect();
+    let found: HashMap<Uuid, DocumentRecord> =
+        state.documents.documents_at(tenant, &ids).await?.into_iter().map(|(d, _)| (d.doc_id, d)).collect();
+    let mut still = Vec::new();
+    for (&i, doc_id) in window.iter().zip(ids) {
+        match found.get(&doc_id) {
+            Some(d) if d.status == DocumentStatus::Processing => still.push(i),
+            Some(d) => {
+                outcomes[i].pages = d.lineage.get("pages").and_then(Value::as_u64).unwrap_or(0);
+                outcomes[i].status = d.status.as_str().to_owned();
+                outcomes[i].reason = d.error_code.clone();
+                bar.inc(1);
             }
-            Err(_elapsed) => return,
+            None => {
+                outcomes[i].status = "erased".into();
+                bar.inc(1);
+            }
         }
     }
-    while let Ok(_) | Err(TryRecvError::Lagged(_)) = live.try_recv() {}
+    Ok(still)
+}
+
+/// Waits until this process's workers bring a document of `tenant` to rest ([`crate::pipeline::ends_document`]),
+/// or `poll` passes: documents that other processes finish are found by polling. Returns the documents the
+/// events say came to rest: the events of one committed batch arrive together, so those already published are
+/// taken with the first. Empty when `poll` passed or events were missed, and the caller must look for itself.
+async fn until_one_finishes(live: &mut Receiver<Arc<Published>>, tenant: &TenantId, poll: Duration) -> Vec<Uuid> {
+    let ended = |e: &Published| {
+        (e.event.tenant_id.as_ref() == Some(tenant) && crate::pipeline::ends_document(&e.event))
+            .then_some(e.event.document_id)
+            .flatten()
+    };
+    let deadline = tokio::time::Instant::now() + poll;
+    let mut named = Vec::new();
+    loop {
+        match tokio::time::timeout_at(deadline, live.recv()).await {
+            Ok(Ok(event)) => {
+                if let Some(doc_id) = ended(&event) {
+                    named.push(doc_id);
+                    break;
+                }
+            }
+            // Missed events may have finished documents: look now.
+            Ok(Err(RecvError::Lagged(_))) => return Vec::new(),
+            Ok(Err(RecvError::Closed)) => {
+                tokio::time::sleep_until(deadline).await;
+                return Vec::new();
+            }
+            Err(_elapsed) => return Vec::new(),
+        }
+    }
+    loop {
+        match live.try_recv() {
+            Ok(event) => named.extend(ended(&event)),
+            Err(TryRecvError::Lagged(_)) => return Vec::new(),
+            Err(_) => return named,
+        }
+    }
 }
 
 fn summarise(outcomes: Vec<FileOutcome>, elapsed: Duration) -> IngestSummary {
