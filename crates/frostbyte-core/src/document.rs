@@ -8,7 +8,7 @@
 //! table's text is its rows, cells joined by `" | "`, rows by `"\n"`. Every offset in this module (`Block::start`,
 //! `Block::end`, [`PageSpan`]) counts **characters** (Unicode scalar values, not bytes) into that text, half-open:
 //! `char_slice(&doc.text(), block.start, block.end) == block.text()`. The offsets are derived, never chosen by a
-//! parser: [`DocumentBuilder`] computes them as blocks are appended, and [`CanonicalDocument::map_text`]
+//! parser: [`DocumentBuilder`] computes them as blocks are appended, and [`CanonicalDocument::try_edit_text`]
 //! recomputes them when the policy stage rewrites text.
 //!
 //! **Idempotency.** Parsing is keyed by [`parse_idempotency_key`]: the raw bytes' sha256, the parser's name and

@@ -6,16 +6,16 @@
 //! the walk never follows links, so a tenant parameter cannot make Frostbyte read arbitrary server files. The
 //! check runs when the run is created (400, naming `parameters.source`) and again when it executes.
 //!
-//! **What it does.** It lists the source (name, size, and modification time or ETag) and compares the listing
-//! with the sync state of earlier runs ([`SyncStore`]): a file whose size and stamp match, and whose document
-//! still holds the bytes recorded, is `unchanged` without being read. Any other file is read and hashed: the same
-//! bytes only refresh the state; new bytes go through intake like an upload ([`crate::intake::Intake`]: scan,
-//! type, schema, quotas, then the document pipeline) and are `added`, or, when the file had a live document,
-//! replace it in place under the same doc id (`updated`, the `PUT …/documents/{doc_id}` use-case). A file intake
-//! refuses is `rejected` with its reason (`UNSUPPORTED_FORMAT`, `QUOTA_EXCEEDED`, `SIZE_EXCEEDED`, ...) and the
-//! run goes on. Files no longer at the source have their documents erased (`deleted`, with erasure receipts)
-//! unless `delete_missing` is false. The counts are the run's outcome; the cancel token is checked between
-//! files and progress is recorded as it goes.
+//! **What it does.** It lists the source (name, size, and modification time or ETag) and compares the listing with the
+//! sync state of earlier runs ([`SyncStore`](frostbyte_core::pipelines::sync::SyncStore)): a file whose size and stamp
+//! match, and whose document still holds the bytes recorded, is `unchanged` without being read. Any other file is read
+//! and hashed: the same bytes only refresh the state; new bytes go through intake like an upload
+//! ([`crate::intake::Intake`]: scan, type, schema, quotas, then the document pipeline) and are `added`, or, when the
+//! file had a live document, replace it in place under the same doc id (`updated`, the `PUT …/documents/{doc_id}`
+//! use-case). A file intake refuses is `rejected` with its reason (`UNSUPPORTED_FORMAT`, `QUOTA_EXCEEDED`,
+//! `SIZE_EXCEEDED`, ...) and the run goes on. Files no longer at the source have their documents erased (`deleted`,
+//! with erasure receipts) unless `delete_missing` is false. The counts are the run's outcome; the cancel token is
+//! checked between files and progress is recorded as it goes.
 //!
 //! The same code lists and reads every object store: an `s3://` source gets an S3 client from the environment
 //! (`frostbyte_adapters::resolve::s3_bucket`), unless [`SyncSettings::with_bucket`] wired another store for the
