@@ -5,11 +5,12 @@
 //! - `parse`: raw bytes (`raw/{sha256}`, checked against the recorded sha256) → [`parse`] on a CPU thread
 //!   ([`on_cpu`]) → canonical JSON at `canonical/{doc_id}.json` → `DOCUMENT_PARSED`, stage done + the `policy`
 //!   job, in one transaction.
-//! - `policy`: [`screen`] (PII handling and classification) on every block's text
-//!   ([`CanonicalDocument::try_edit_text`]); the policed document is saved at `policed/{doc_id}.json`. Found PII is
-//!   recorded as `PII_DETECTED` (types and counts only). PII under `block` fails the gate (`POLICY_GATE_FAILED`,
-//!   document quarantined, embed and index skipped); otherwise `POLICY_GATE_PASSED`, stage done + the `index` job.
-//!   Injection is scored per chunk in the `index` stage, where its verdict applies.
+//! - `policy`: a [`Screener`](frostbyte_core::policy::Screener) handles PII in every block's text
+//!   ([`CanonicalDocument::try_edit_text`]) and classifies the document as a whole; the policed document is
+//!   saved at `policed/{doc_id}.json`. Found PII is recorded as `PII_DETECTED` (types and counts only). PII
+//!   under `block` fails the gate (`POLICY_GATE_FAILED`, document quarantined, embed and index skipped);
+//!   otherwise `POLICY_GATE_PASSED`, stage done + the `index` job. Injection is scored per chunk in the `index`
+//!   stage, where its verdict applies.
 //! - `index`: chunk the policed document → [`assess_chunk`] per chunk (injection quarantine) → embed with the
 //!   tenant's embedder (its `embedding_model`, looked up in the [`EmbedderRegistry`]) → every vector checked
 //!   ([`check_vectors`]) → the chunks (rows, vectors, keyword entries), `DOCUMENT_EMBEDDED`, `INDEX_WRITTEN`,
@@ -81,7 +82,7 @@ use frostbyte_core::documents::{
 use frostbyte_core::embed::{EmbedError, Embedder, EmbedderRegistry, check_vectors};
 use frostbyte_core::index::IndexedChunk;
 use frostbyte_core::lifecycle::{canonical_key, job_generation, policed_key, stage_job};
-use frostbyte_core::policy::{POLICY_VERSION, assess_chunk, screen};
+use frostbyte_core::policy::{POLICY_VERSION, PolicyEngine, ScreenSummary, assess_chunk};
 use frostbyte_core::ports::{BlobStore, BlobWrite, MetadataStore};
 use frostbyte_core::queue::{ClaimOptions, Job, JobError, JobQueue, RetryPolicy, RunOnce, Stage, StageRetry};
 use frostbyte_core::tenant::TenantConfig;
@@ -1143,40 +1144,32 @@ pub(crate) struct Policed {
     pub(crate) redacted_blocks: usize,
     pii: std::collections::BTreeMap<&'static str, usize>,
     policy_version: String,
-    /// The category of the block classified with the highest confidence.
+    /// The document's category; `None` for a document without text.
     classification: Option<String>,
 }
 
-/// Applies the tenant's policy to every block's text. A document redaction changed nothing in comes back as it
-/// went in, not copied.
+/// Applies the tenant's policy to every block's text, and classifies the document as a whole. A document
+/// redaction changed nothing in comes back as it went in, not copied.
 pub(crate) fn police(
     canonical: CanonicalDocument,
     config: &TenantConfig,
 ) -> Result<Policed, frostbyte_core::policy::PolicyError> {
-    let mut blocked = false;
+    let engine = PolicyEngine::default();
+    let mut screener = engine.screener(config)?;
     let mut redacted_blocks = 0usize;
-    let mut pii = std::collections::BTreeMap::<&'static str, usize>::new();
-    let mut best: Option<(String, f64)> = None;
     let edited = canonical.try_edit_text(|text| {
-        let screened = screen(text, config)?;
-        blocked |= screened.blocked;
-        redacted_blocks += usize::from(screened.text.is_some());
-        for (kind, n) in &screened.pii.counts {
-            *pii.entry(kind.as_str()).or_default() += n;
-        }
-        let c = screened.classification;
-        if best.as_ref().is_none_or(|(_, confidence)| c.confidence > *confidence) {
-            best = Some((c.category, c.confidence));
-        }
-        Ok::<_, frostbyte_core::policy::PolicyError>(screened.text)
+        let redacted = screener.screen(text)?;
+        redacted_blocks += usize::from(redacted.is_some());
+        Ok::<_, frostbyte_core::policy::PolicyError>(redacted)
     })?;
+    let ScreenSummary { pii, blocked, classification } = screener.finish();
     Ok(Policed {
         document: edited.unwrap_or(canonical),
         blocked,
         redacted_blocks,
-        pii,
+        pii: pii.counts.into_iter().map(|(kind, n)| (kind.as_str(), n)).collect(),
         policy_version: POLICY_VERSION.to_owned(),
-        classification: best.map(|(c, _)| c),
+        classification: classification.map(|c| c.category),
     })
 }
 

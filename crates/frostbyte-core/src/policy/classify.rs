@@ -498,24 +498,23 @@ fn spans_rest(text: &str, runs: &[Range<usize>], i: usize, rest: &[(Separator, &
     true
 }
 
-/// How often each term occurs in `text`, by term id: matched case-insensitively on word boundaries, with a
-/// trailing plural `s`/`es`, the longest term first where several start at the same word, and without overlaps.
-fn term_counts(rules: &Rules, text: &str) -> BTreeMap<usize, usize> {
-    let mut counts = BTreeMap::new();
+/// Calls `found` with the id of each term occurrence in `text`: matched case-insensitively on word boundaries,
+/// with a trailing plural `s`/`es`, the longest term first where several start at the same word, and without
+/// overlaps.
+fn scan_terms(rules: &Rules, text: &str, mut found: impl FnMut(usize)) {
     let runs = word_runs(text);
     let mut i = 0;
     while i < runs.len() {
         match match_at(rules, text, &runs, i) {
             Some(spans) => {
                 if let Some(id) = term_id(rules, &text[runs[i].start..runs[i + spans - 1].end]) {
-                    *counts.entry(id).or_default() += 1;
+                    found(id);
                 }
                 i += spans;
             }
             None => i += 1,
         }
     }
-    counts
 }
 
 /// `text.split_whitespace().count()`, without decoding characters when `text` is ASCII.
@@ -533,32 +532,67 @@ fn round4(x: f64) -> f64 {
 
 /// Classifies `text`; see the module docs for the scoring and the fallback.
 pub fn classify(text: &str, threshold: f64) -> Classification {
-    let rules = &*COMPILED;
-    let mut raw = [0.0f64; 5];
-    for (id, n) in term_counts(rules, text) {
-        let (category, weight) = rules.terms[id];
-        raw[category] += weight * (1.0 + (n as f64).ln());
+    let mut classifier = Classifier::new();
+    classifier.add(text);
+    classifier.finish(threshold)
+}
+
+/// Classifies a document given in parts (its blocks) as a whole: each part's term occurrences and words count
+/// towards one score, so the document's length damps its evidence as it does for [`classify`] on one text. A term
+/// is matched within a part, never across two. One part gives what [`classify`] gives for it.
+#[derive(Debug, Clone)]
+pub struct Classifier {
+    /// Occurrences so far, by term id.
+    counts: Vec<u32>,
+    words: usize,
+}
+
+impl Default for Classifier {
+    fn default() -> Self {
+        Classifier::new()
     }
-    let words = whitespace_words(text) as f64;
-    let length_damping = (words / 150.0).sqrt().max(1.0);
-    let total: f64 = raw.iter().sum();
-    let mut scores = BTreeMap::new();
-    let mut best: Option<(usize, f64)> = None;
-    for (i, &r) in raw.iter().enumerate() {
-        let confidence = if total > 0.0 {
-            let strength = 1.0 - (-r / (K * length_damping)).exp();
-            round4(strength * (r / total).sqrt())
-        } else {
-            0.0
-        };
-        scores.insert(CATEGORIES[i].to_owned(), confidence);
-        if best.is_none_or(|(_, c)| confidence > c) {
-            best = Some((i, confidence));
+}
+
+impl Classifier {
+    pub fn new() -> Self {
+        Classifier { counts: vec![0; COMPILED.terms.len()], words: 0 }
+    }
+
+    /// Adds the evidence of one part.
+    pub fn add(&mut self, text: &str) {
+        scan_terms(&COMPILED, text, |id| self.counts[id] += 1);
+        self.words += whitespace_words(text);
+    }
+
+    /// The category of everything added, against `threshold`.
+    pub fn finish(&self, threshold: f64) -> Classification {
+        let rules = &*COMPILED;
+        let mut raw = [0.0f64; 5];
+        // In term id order, so that each category's sum is the same float on every run.
+        for (id, &n) in self.counts.iter().enumerate().filter(|(_, n)| **n > 0) {
+            let (category, weight) = rules.terms[id];
+            raw[category] += weight * (1.0 + f64::from(n).ln());
         }
+        let length_damping = (self.words as f64 / 150.0).sqrt().max(1.0);
+        let total: f64 = raw.iter().sum();
+        let mut scores = BTreeMap::new();
+        let mut best: Option<(usize, f64)> = None;
+        for (i, &r) in raw.iter().enumerate() {
+            let confidence = if total > 0.0 {
+                let strength = 1.0 - (-r / (K * length_damping)).exp();
+                round4(strength * (r / total).sqrt())
+            } else {
+                0.0
+            };
+            scores.insert(CATEGORIES[i].to_owned(), confidence);
+            if best.is_none_or(|(_, c)| confidence > c) {
+                best = Some((i, confidence));
+            }
+        }
+        let (index, confidence) = best.unwrap_or((0, 0.0));
+        let category = if confidence > 0.0 && confidence >= threshold { CATEGORIES[index] } else { FALLBACK_CATEGORY };
+        Classification { category: category.to_owned(), confidence, scores }
     }
-    let (index, confidence) = best.unwrap_or((0, 0.0));
-    let category = if confidence > 0.0 && confidence >= threshold { CATEGORIES[index] } else { FALLBACK_CATEGORY };
-    Classification { category: category.to_owned(), confidence, scores }
 }
 
 #[cfg(test)]
@@ -622,10 +656,50 @@ mod tests {
     }
 
     #[test]
+    fn a_document_in_parts_is_classified_as_a_whole() {
+        let parts = [FINANCE_TEXT, "Meeting notes.", TECH_TEXT];
+        let mut classifier = Classifier::new();
+        parts.iter().for_each(|p| classifier.add(p));
+        assert_eq!(classifier.finish(0.3), classify(&parts.join("\n\n"), 0.3));
+        let mut one = Classifier::default();
+        one.add(MEDICAL_TEXT);
+        assert_eq!(one.finish(0.7), classify(MEDICAL_TEXT, 0.7));
+        // A term is not matched across two parts.
+        let mut split = Classifier::new();
+        split.add("the balance");
+        split.add("sheet");
+        assert_eq!(split.finish(0.0).scores["financial"], 0.0);
+        assert!(classify("the balance sheet", 0.0).scores["financial"] > 0.0);
+    }
+
+    #[test]
+    fn one_paragraph_does_not_decide_a_long_document() {
+        // A paragraph with one financial keyword is financial on its own at this threshold; in a long document of
+        // general text it is incidental, and the document is not.
+        let aside = "She paid the invoice after lunch in the park.";
+        assert_eq!(classify(aside, 0.3).category, "financial");
+        let mut classifier = Classifier::new();
+        for _ in 0..60 {
+            classifier.add("We walked along the river and had lunch in the park before the rain came.");
+        }
+        classifier.add(aside);
+        let whole = classifier.finish(0.3);
+        assert_eq!(whole.category, FALLBACK_CATEGORY, "{whole:?}");
+        assert!(whole.confidence > 0.0 && whole.confidence < classify(aside, 0.3).confidence, "{whole:?}");
+    }
+
+    #[test]
     fn mixed_documents_are_less_certain() {
         let pure = classify(FINANCE_TEXT, 0.0).confidence;
         let mixed = classify(&format!("{FINANCE_TEXT} {CONTRACT_TEXT}"), 0.0).confidence;
         assert!(mixed < pure, "{mixed} < {pure}");
+    }
+
+    /// How often each term occurs in `text`, by term id, as [`scan_terms`] finds them.
+    fn term_counts(rules: &Rules, text: &str) -> BTreeMap<usize, usize> {
+        let mut counts = BTreeMap::new();
+        scan_terms(rules, text, |id| *counts.entry(id).or_default() += 1);
+        counts
     }
 
     /// The scanner's definition of a term match, as the regular expression it replaced: the longest-first

@@ -7,8 +7,9 @@
 //! unredacted leaves even by mistake). The text is classified against the tenant's `classification_threshold`
 //! and scored for prompt injection against its flag and quarantine thresholds; [`PolicyEngine::assess_chunk`]
 //! applies the injection verdict per chunk, so one poisoned paragraph quarantines its chunk, not the document.
-//! [`PolicyEngine::screen`] is `apply` without the injection score: the document pipeline screens each block and
-//! scores injection per chunk, where the verdict is applied, so scoring the whole text as well would be wasted.
+//! [`PolicyEngine::screen`] is `apply` without the injection score. The document pipeline screens a document's
+//! blocks with a [`Screener`] (PII per block, one classification for the whole document) and scores injection
+//! per chunk, where the verdict is applied, so scoring the whole text as well would be wasted.
 //!
 //! Fail closed: a detector that cannot run — input over the configured maximum, a PII type with no detector,
 //! thresholds that are not numbers in 0..=1, redaction that does not converge — is a [`PolicyError`], never an
@@ -23,14 +24,14 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
-pub use classify::{Classification, classify};
+pub use classify::{Classification, Classifier, classify};
 pub use injection::{InjectionScore, InjectionVerdict, Normalized, decide, normalize, score};
 pub use pii::{PiiMatch, PiiSummary, PiiType, detect, redact, redact_all};
 
 use crate::tenant::{PiiPolicy, TenantConfig};
 
 /// Identifies the detector and rule set; part of the policy stage's idempotency key, bumped when rules change.
-pub const POLICY_VERSION: &str = "policy-1";
+pub const POLICY_VERSION: &str = "policy-2";
 
 /// The default largest text the detectors scan (64 MiB); larger input is refused rather than partly scanned.
 pub const DEFAULT_MAX_TEXT_BYTES: usize = 64 * 1024 * 1024;
@@ -121,6 +122,64 @@ pub struct ChunkPolicy {
     pub quarantined: bool,
 }
 
+/// PII handling and classification of one document given in parts (its blocks), without injection scoring: what
+/// the pipeline's policy stage applies. Each part's PII is handled as [`PolicyEngine::screen`] handles one text
+/// ([`Screener::screen`]); the document is classified as a whole, from every part's evidence, once all are in
+/// ([`Screener::finish`]), so its length damps its evidence as [`classify`] intends. The tenant's PII types and
+/// thresholds are checked once, by [`PolicyEngine::screener`].
+#[derive(Debug)]
+pub struct Screener<'e> {
+    engine: &'e PolicyEngine,
+    pii_policy: PiiPolicy,
+    types: Vec<PiiType>,
+    classification_threshold: f64,
+    pii: PiiSummary,
+    classifier: Classifier,
+    parts: usize,
+}
+
+/// What a [`Screener`] found in a whole document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScreenSummary {
+    pub pii: PiiSummary,
+    /// PII found under `pii_policy = block`: quarantine the document, index nothing.
+    pub blocked: bool,
+    /// The document's category; `None` when no part was screened.
+    pub classification: Option<Classification>,
+}
+
+impl Screener<'_> {
+    /// Handles the PII in one part per the tenant's `pii_policy` and keeps its classification evidence. Returns
+    /// the redacted text when redaction changed it (`redact` and `block` only); `None`: the text is unchanged.
+    pub fn screen(&mut self, text: &str) -> Result<Option<String>, PolicyError> {
+        self.engine.check_size(text)?;
+        let changed = match self.pii_policy {
+            PiiPolicy::Flag => {
+                self.pii.add(&pii::detect(text, &self.types));
+                None
+            }
+            PiiPolicy::Redact | PiiPolicy::Block => {
+                let (redacted, summary) = pii::redact_all(text, &self.types)?;
+                self.pii.merge(&summary);
+                match redacted {
+                    Cow::Owned(redacted) if redacted != text => Some(redacted),
+                    _ => None,
+                }
+            }
+        };
+        self.classifier.add(text);
+        self.parts += 1;
+        Ok(changed)
+    }
+
+    /// What the parts screened so far hold, with the document classified against the tenant's threshold.
+    pub fn finish(self) -> ScreenSummary {
+        let blocked = self.pii_policy == PiiPolicy::Block && !self.pii.is_empty();
+        let classification = (self.parts > 0).then(|| self.classifier.finish(self.classification_threshold));
+        ScreenSummary { pii: self.pii, blocked, classification }
+    }
+}
+
 /// Runs the policy checks with fixed limits. Cheap to create and to share.
 #[derive(Debug, Clone)]
 pub struct PolicyEngine {
@@ -172,38 +231,37 @@ impl PolicyEngine {
         Ok(())
     }
 
-    /// PII handling and classification for one text, without injection scoring: what the pipeline's policy
-    /// stage applies to each block of a document, whose injection verdicts are taken per chunk
-    /// ([`PolicyEngine::assess_chunk`]) once it is chunked.
+    /// PII handling and classification for one text, without injection scoring. The pipeline's policy stage
+    /// does the same for a document's blocks with a [`Screener`], which classifies them together, and takes
+    /// injection verdicts per chunk ([`PolicyEngine::assess_chunk`]) once the document is chunked.
     pub fn screen(&self, text: &str, config: &TenantConfig) -> Result<Screened, PolicyError> {
-        self.check_size(text)?;
-        self.screen_within(text, config, &thresholds(config)?)
+        let mut screener = self.screener(config)?;
+        let text = screener.screen(text)?;
+        let ScreenSummary { pii, blocked, classification } = screener.finish();
+        let classification = classification.expect("one text was screened");
+        Ok(Screened { text, pii, blocked, classification })
     }
 
-    /// [`PolicyEngine::screen`] once the size and the thresholds are checked.
-    fn screen_within(&self, text: &str, config: &TenantConfig, limits: &Thresholds) -> Result<Screened, PolicyError> {
-        let types = pii_types(config)?;
-        let (out_text, pii) = match config.pii_policy {
-            PiiPolicy::Flag => (None, PiiSummary::from_matches(&pii::detect(text, &types))),
-            PiiPolicy::Redact | PiiPolicy::Block => {
-                let (redacted, summary) = pii::redact_all(text, &types)?;
-                let changed = match redacted {
-                    Cow::Owned(redacted) if redacted != text => Some(redacted),
-                    _ => None,
-                };
-                (changed, summary)
-            }
-        };
-        let blocked = config.pii_policy == PiiPolicy::Block && !pii.is_empty();
-        let classification = classify::classify(text, limits.classification);
-        Ok(Screened { text: out_text, pii, blocked, classification })
+    /// A [`Screener`] for one document of a tenant with this config; fails if the config's PII types or
+    /// thresholds cannot be used.
+    pub fn screener(&self, config: &TenantConfig) -> Result<Screener<'_>, PolicyError> {
+        let limits = thresholds(config)?;
+        Ok(Screener {
+            engine: self,
+            pii_policy: config.pii_policy,
+            types: pii_types(config)?,
+            classification_threshold: limits.classification,
+            pii: PiiSummary::default(),
+            classifier: Classifier::new(),
+            parts: 0,
+        })
     }
 
     /// Applies the tenant's policy to a document's text; see the module docs.
     pub fn apply(&self, text: &str, config: &TenantConfig) -> Result<PolicyOutcome, PolicyError> {
         self.check_size(text)?;
         let limits = thresholds(config)?;
-        let screened = self.screen_within(text, config, &limits)?;
+        let screened = self.screen(text, config)?;
         let mut flags = Vec::new();
         if !screened.pii.is_empty() {
             flags.push(match config.pii_policy {

@@ -124,6 +124,13 @@ impl PiiSummary {
         }
     }
 
+    /// Adds another summary's counts to this one.
+    pub fn merge(&mut self, other: &PiiSummary) {
+        for (t, n) in &other.counts {
+            *self.counts.entry(*t).or_default() += n;
+        }
+    }
+
     pub fn total(&self) -> usize {
         self.counts.values().sum()
     }
