@@ -395,6 +395,36 @@ mod tests {
     }
 
     #[test]
+    fn a_screener_handles_pii_per_part_and_classifies_the_whole() {
+        let parts = ["Patient Jane Roe, SSN 078-05-1120.", "The physician prescribed medication; no PII here."];
+        for policy in [PiiPolicy::Redact, PiiPolicy::Flag, PiiPolicy::Block] {
+            let cfg = config(policy);
+            let engine = PolicyEngine::default();
+            let mut screener = engine.screener(&cfg).unwrap();
+            for part in parts {
+                assert_eq!(screener.screen(part).unwrap(), screen(part, &cfg).unwrap().text, "{policy:?}");
+            }
+            let summary = screener.finish();
+            assert_eq!(summary.pii.types(), [PiiType::Ssn]);
+            assert_eq!(summary.blocked, policy == PiiPolicy::Block);
+            let mut classifier = Classifier::new();
+            parts.iter().for_each(|p| classifier.add(p));
+            assert_eq!(summary.classification, Some(classifier.finish(cfg.classification_threshold)));
+        }
+        let nothing = PolicyEngine::default().screener(&TenantConfig::default()).unwrap().finish();
+        assert_eq!(nothing.classification, None);
+        assert!(nothing.pii.is_empty() && !nothing.blocked);
+        // The config is checked before any part: an unknown type or a bad threshold fails closed.
+        let cfg = TenantConfig { pii_types: vec!["NAME".into()], ..TenantConfig::default() };
+        assert_eq!(PolicyEngine::default().screener(&cfg).unwrap_err(), PolicyError::UnknownPiiType("NAME".into()));
+        let cfg = TenantConfig { classification_threshold: 1.5, ..TenantConfig::default() };
+        assert_eq!(PolicyEngine::default().screener(&cfg).unwrap_err().code(), "policy_invalid_threshold");
+        let engine = PolicyEngine::new(8);
+        let mut small = engine.screener(&TenantConfig::default()).unwrap();
+        assert_eq!(small.screen("longer than eight bytes").unwrap_err().code(), "policy_input_too_large");
+    }
+
+    #[test]
     fn only_the_tenants_types_are_detected() {
         let cfg = TenantConfig { pii_types: vec!["EMAIL".into()], ..TenantConfig::default() };
         let out = apply_policy(DOC, &cfg).unwrap();
