@@ -362,3 +362,25 @@ async fn a_batched_worker_ends_where_one_job_at_a_time_ends() {
     assert_eq!(broken.0, "failed");
     assert!(batch_claims * 2 < single_claims, "{batch_claims} batched claims vs {single_claims} single ones");
 }
+
+/// The document's category is that of its text as a whole: a paragraph that would be `financial` on its own does
+/// not make a long document about something else `financial`.
+#[tokio::test]
+async fn a_document_is_classified_as_a_whole_not_by_one_paragraph() {
+    let app = spawn_app().await;
+    let t = app.tenant("acme").await;
+    let finance = "Revenue, profit and the dividend rose; the balance sheet and cash flow improved.";
+    let walk = "We walked along the river and had lunch in the park before the rain came.\n\n".repeat(300);
+    let mut categories = Vec::new();
+    for (name, text) in [("finance.txt", finance.to_owned()), ("walks.txt", format!("{walk}{finance}\n"))] {
+        let r = upload(&app, &t.key, "acme", name, "text/plain", text.as_bytes()).await;
+        r.expect(202);
+        let doc_id = r.data()["doc_id"].as_str().unwrap().to_owned();
+        drain(&pipeline(&app)).await;
+        let d = app.get(&format!("/api/v1/query/acme/document/{doc_id}"), Some(&t.key)).await;
+        d.expect(200);
+        assert_eq!(d.data()["status"], json!("indexed"), "{}", d.text);
+        categories.push(d.data()["lineage"]["classification"].clone());
+    }
+    assert_eq!(categories, [json!("financial"), json!("general")]);
+}
