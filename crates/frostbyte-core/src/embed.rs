@@ -363,49 +363,51 @@ impl HashEmbedder {
 /// its smallest weight.
 ///
 /// Each slot's sum runs over its features in ascending hash order, which is what makes the result the same on
-/// every run and platform. Only the order within a slot matters, so the occurrences are grouped by slot (a
-/// counting sort, linear) and each slot's few features sorted on their own, rather than sorting them all; a slot
-/// of one or two distinct features needs no sorting, as `(0 + a) + b` and `(0 + b) + a` are the same float.
+/// every run and platform. The features are visited in ascending hash order overall, which gives every slot its
+/// features in that order: the occurrences are bucketed by their hashes' top bits (a counting sort, linear; the
+/// hashes are finalised, so they spread evenly and a bucket holds two to four), each bucket sorted on its own,
+/// and the buckets walked in order. Grouping by slot and sorting each slot's ten or so features instead cost about
+/// a tenth more time in embedding, mostly in mispredicted branches.
 fn accumulate(occurrences: &[Occurrence], region: &mut [f32], signed: bool) {
-    let size = region.len();
-    let modulo = FastMod::new(size as u64);
-    let mut starts = vec![0u32; size + 1];
-    let slots: Vec<u32> = occurrences
-        .iter()
-        .map(|o| {
-            let slot = modulo.rem(o.hash) as u32;
-            starts[slot as usize + 1] += 1;
-            slot
-        })
-        .collect();
-    for i in 0..size {
+    if occurrences.is_empty() {
+        return;
+    }
+    let modulo = FastMod::new(region.len() as u64);
+    // A bucket per two to four occurrences (at most 2^12): `bucket` is the hash's top `bits` bits.
+    let bits = occurrences.len().next_power_of_two().trailing_zeros().saturating_sub(2).clamp(1, 12);
+    let bucket = |hash: u64| (hash >> (64 - bits)) as usize;
+    let mut starts = vec![0u32; (1 << bits) + 1];
+    for o in occurrences {
+        starts[bucket(o.hash) + 1] += 1;
+    }
+    for i in 0..1 << bits {
         starts[i + 1] += starts[i];
     }
-    let mut grouped = vec![Occurrence { hash: 0, weight: 0.0, times: 0 }; occurrences.len()];
+    let mut sorted = vec![Occurrence { hash: 0, weight: 0.0, times: 0 }; occurrences.len()];
     let mut next = starts.clone();
-    for (&occurrence, &slot) in occurrences.iter().zip(&slots) {
-        let at = &mut next[slot as usize];
-        grouped[*at as usize] = occurrence;
+    for &o in occurrences {
+        let at = &mut next[bucket(o.hash)];
+        sorted[*at as usize] = o;
         *at += 1;
     }
-    for (slot, value) in region.iter_mut().enumerate() {
-        let features = &mut grouped[starts[slot] as usize..starts[slot + 1] as usize];
-        if features.len() > 2 {
+    for b in 0..1 << bits {
+        let features = &mut sorted[starts[b] as usize..starts[b + 1] as usize];
+        if features.len() > 1 {
             features.sort_unstable_by_key(|o| o.hash);
         }
-        let mut i = 0;
-        while i < features.len() {
-            let Occurrence { hash, mut weight, times } = features[i];
-            let mut tf = times as usize;
+    }
+    let mut i = 0;
+    while i < sorted.len() {
+        let Occurrence { hash, mut weight, times } = sorted[i];
+        let mut tf = times as usize;
+        i += 1;
+        while i < sorted.len() && sorted[i].hash == hash {
+            weight = weight.min(sorted[i].weight);
+            tf += sorted[i].times as usize;
             i += 1;
-            while i < features.len() && features[i].hash == hash {
-                weight = weight.min(features[i].weight);
-                tf += features[i].times as usize;
-                i += 1;
-            }
-            let sign = if signed && hash >> 63 == 1 { -1.0 } else { 1.0 };
-            *value += sign * weight * sublinear_tf(tf);
         }
+        let sign = if signed && hash >> 63 == 1 { -1.0 } else { 1.0 };
+        region[modulo.rem(hash) as usize] += sign * weight * sublinear_tf(tf);
     }
 }
 
@@ -869,7 +871,7 @@ mod tests {
         Some(Features { words, bigrams, chars })
     }
 
-    /// [`accumulate`] as first written, the oracle for its grouping by slot: every occurrence sorted by hash and
+    /// [`accumulate`] as first written, the oracle for its bucketing: every occurrence sorted by hash and
     /// weight, then added to its slot in that order.
     fn accumulate_all_sorted(occurrences: &[Occurrence], region: &mut [f32], signed: bool) {
         let mut sorted = occurrences.to_vec();
@@ -1137,7 +1139,7 @@ mod tests {
     proptest! {
         /// Hashes from a small pool, so that slots hold many features and a hash recurs with other weights.
         #[test]
-        fn grouping_by_slot_sums_as_sorting_everything(
+        fn bucketing_by_hash_sums_as_sorting_everything(
             occurrences in proptest::collection::vec(
                 (0usize..40, proptest::sample::select(vec![0.1f32, 0.5, 1.0]), 1u32..70), 0..400),
             size in proptest::sample::select(vec![1usize, 2, 3, 8, 48, 144]),
