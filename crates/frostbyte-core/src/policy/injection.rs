@@ -307,6 +307,12 @@ pub fn normalize(text: &str) -> Normalized {
     let joined = join_letter_spaced(&folded);
     // 4. Whitespace collapsed (a run containing a newline becomes one newline, any other run one space) and
     //    digits-as-letters read inside words.
+    let out = if joined.is_ascii() { collapse_ascii(&joined) } else { collapse(&joined) };
+    Normalized { text: out, zero_width_removed, confusables_mapped, obfuscation_evidence: evidence }
+}
+
+/// Step 4 of [`normalize`].
+fn collapse(joined: &str) -> String {
     let mut out = String::with_capacity(joined.len());
     let mut separator: Option<char> = None;
     for piece in joined.split_inclusive(char::is_whitespace) {
@@ -330,7 +336,46 @@ pub fn normalize(text: &str) -> Normalized {
             separator = Some(if newline { '\n' } else { ' ' });
         }
     }
-    Normalized { text: out, zero_width_removed, confusables_mapped, obfuscation_evidence: evidence }
+    out
+}
+
+/// [`collapse`] for ASCII text, byte by byte: a whitespace run at a time and a word at a time, without decoding
+/// characters (property-tested against [`collapse`]).
+fn collapse_ascii(joined: &str) -> String {
+    // `char::is_whitespace` on ASCII: tab, line feed, vertical tab, form feed, carriage return and space.
+    let space = |b: u8| b == b' ' || (b'\t'..=b'\r').contains(&b);
+    let bytes = joined.as_bytes();
+    let mut out = String::with_capacity(joined.len());
+    let mut separator: Option<char> = None;
+    let mut i = 0;
+    while i < bytes.len() {
+        if space(bytes[i]) {
+            let mut newline = false;
+            while i < bytes.len() && space(bytes[i]) {
+                newline |= bytes[i] == b'\n';
+                i += 1;
+            }
+            separator = Some(if newline { '\n' } else { ' ' });
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && !space(bytes[i]) {
+            i += 1;
+        }
+        let word = &joined[start..i];
+        if let Some(sep) = separator.take()
+            && !out.is_empty()
+        {
+            out.push(sep);
+        }
+        let has_letter = word.bytes().any(|b| b.is_ascii_alphabetic());
+        if has_letter && word.bytes().any(|b| matches!(b, b'0' | b'1' | b'3' | b'4' | b'5' | b'7')) {
+            out.extend(word.chars().map(leet));
+        } else {
+            out.push_str(word);
+        }
+    }
+    out
 }
 
 struct Rule {
@@ -809,6 +854,11 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn ascii_text_collapses_as_the_general_path(text in "[a-z 0-9\t\n\x0b\x0c\r.]{0,60}") {
+            prop_assert_eq!(collapse_ascii(&text), collapse(&text));
+        }
+
         #[test]
         fn every_rule_matches_the_ascii_view_as_the_text(text in mixed_text()) {
             let view = ascii_view(&text);
