@@ -580,9 +580,10 @@ fn normalize_block(content: BlockContent) -> Option<BlockContent> {
     (!empty).then_some(content)
 }
 
-/// Removes control characters, collapses whitespace runs to one space and trims. Runs of printable ASCII (most
-/// of most texts) are copied whole; every other character is looked at on its own.
-fn normalize_inline(s: &str) -> String {
+/// Removes control characters, collapses whitespace runs to one space and trims: what the builder does to inline
+/// text (headings, paragraphs, list items, cells, titles), so parsers can measure text as it will be stored. Runs
+/// of printable ASCII (most of most texts) are copied whole; every other character is looked at on its own.
+pub fn normalize_inline(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut pending_space = false;
     let mut rest = s;

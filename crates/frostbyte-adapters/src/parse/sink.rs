@@ -12,6 +12,7 @@
 
 use frostbyte_core::document::{
     BlockContent, CELL_SEPARATOR, CanonicalDocument, DocumentBuilder, DroppedContent, DroppedKind, ParserInfo,
+    normalize_inline,
 };
 use sha2::{Digest, Sha256};
 
@@ -237,23 +238,4 @@ pub(crate) fn take_chars(s: &str, n: usize) -> &str {
         Some((i, _)) => &s[..i],
         None => s,
     }
-}
-
-/// The builder's inline normalisation (whitespace runs to one space, control characters removed, trimmed), used
-/// to measure text before it is cut.
-pub(crate) fn normalize_inline(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut pending_space = false;
-    for c in s.chars() {
-        if c.is_whitespace() {
-            pending_space = !out.is_empty();
-        } else if !c.is_control() {
-            if pending_space {
-                out.push(' ');
-                pending_space = false;
-            }
-            out.push(c);
-        }
-    }
-    out
 }
